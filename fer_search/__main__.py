@@ -1,0 +1,3 @@
+from fer_search.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Constants and the run configuration. One place for class names, the metric and its mode."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from fer_search.errors import UserError, did_you_mean
+
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+CLASS_SETS: tuple[str, ...] = ("all", "drop-disgust", "merge-disgust")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+METRIC = "val_acc"  # PublicTest accuracy: the only number used to select models
+MODE = "max"
+IMAGE_SIZE = 48
+MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "vgg16", "resnet101", "mobilenet_v2", "densenet169")
+# FER2013 training-set pixel statistics (0..1 scale); the engine normalises with these
+PIXEL_MEAN = 0.5077
+PIXEL_STD = 0.2550
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "onecycle", "plateau", "constant")
+BALANCE = ("none", "mirror", "weighted")
+AMP = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass
+class AugmentConfig:
+    """Per-sample batch augmentation. Every knob at its zero value is the identity."""
+
+    hflip: float = 0.0  # probability of a horizontal flip
+    crop_pad: int = 0  # random shift by up to this many pixels (pad + crop)
+    rotation: float = 0.0  # max rotation in degrees
+    scale: float = 0.0  # max relative zoom in/out (0.1 = 0.9..1.1)
+    brightness: float = 0.0  # max additive brightness shift (fraction of range)
+    contrast: float = 0.0  # max relative contrast change
+    erasing: float = 0.0  # probability of random erasing
+    mixup: float = 0.0  # mixup Beta(alpha, alpha); 0 = off
+    cutmix: float = 0.0  # cutmix Beta(alpha, alpha); 0 = off
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run (one trial) needs. Flat, so a search space can set any field."""
+
+    model: str = "simple_cnn"
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"
+    warmup_epochs: float = 0.0
+    grad_clip: float = 0.0  # 0 = off
+    label_smoothing: float = 0.0
+    balance: str = "none"  # none | mirror (the study's mirrored copies) | weighted (loss weights)
+    # model
+    dropout: float = 0.3
+    batch_norm: bool = True  # simple_cnn only
+    width: int = 32  # simple_cnn: channels of the first block (doubles per block)
+    input_size: int = 48  # torchvision models: resize 48 -> input_size on the device
+    pretrained: bool = False
+    weights_path: str = ""  # local ImageNet weights file; "" = torch hub cache
+    # augmentation (see AugmentConfig)
+    hflip: float = 0.5
+    crop_pad: int = 4
+    rotation: float = 0.0
+    scale: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # data
+    class_set: str = "all"
+    # runtime
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
+    channels_last: bool = True  # CUDA only
+    compile: bool = False  # torch.compile (CUDA)
+    threads: int = 0  # torch CPU threads; 0 = leave as is
+    eval_batch_size: int = 512
+
+    def augment(self) -> AugmentConfig:
+        return AugmentConfig(**{f.name: getattr(self, f.name) for f in fields(AugmentConfig)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """Build from a mapping, coercing strings such as '1e-5' and rejecting unknown names."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in values.items():
+            if name not in known:
+                raise UserError(f"{source}: unknown setting {name!r}{did_you_mean(name, known)}")
+            kwargs[name] = coerce(name, value, known[name].type, source=source)
+        cfg = cls(**kwargs)
+        cfg.validate(source=source)
+        return cfg
+
+    def validate(self, *, source: str = "config") -> None:
+        choices = {
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "balance": BALANCE,
+            "amp": AMP,
+            "class_set": CLASS_SETS,
+        }
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UserError(
+                    f"{source}: {name}={value!r} is not one of {', '.join(allowed)}"
+                    f"{did_you_mean(value, allowed)}"
+                )
+        positive = ("epochs", "batch_size", "lr", "eval_batch_size", "input_size", "width")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise UserError(f"{source}: {name} must be > 0, got {getattr(self, name)!r}")
+        unit = ("dropout", "hflip", "erasing", "label_smoothing", "momentum")
+        for name in unit:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0 or (name == "dropout" and value >= 1.0):
+                interval = "[0, 1)" if name == "dropout" else "[0, 1]"
+                raise UserError(f"{source}: {name} must be in {interval}, got {value!r}")
+        non_negative = (
+            "weight_decay",
+            "warmup_epochs",
+            "grad_clip",
+            "crop_pad",
+            "rotation",
+            "scale",
+            "brightness",
+            "contrast",
+            "mixup",
+            "cutmix",
+            "threads",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise UserError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
+
+
+_BOOL_WORDS = {
+    "true": True,
+    "yes": True,
+    "1": True,
+    "on": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "off": False,
+}
+
+
+def coerce(name: str, value: Any, type_name: Any, *, source: str = "config") -> Any:
+    """Convert a YAML/CLI value to the field's type; YAML reads '1e-5' as a string."""
+    type_name = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", "")
+    try:
+        if type_name == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[str(value).strip().lower()]
+            raise ValueError
+        if type_name == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if type_name == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if type_name == "str":
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: {name}={value!r} is not a valid {type_name}") from None
+    return value
+
+
+TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))
+
+
+@dataclass
+class EpochStats:
+    """What the engine reports after each epoch (the search reports these to Tune)."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    val_f1: float
+    lr: float
+    images_per_s: float
+    epoch_time: float
+    extra: dict[str, float] = field(default_factory=dict)

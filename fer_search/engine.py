@@ -1,0 +1,467 @@
+"""Train and evaluate one model in plain PyTorch. Knows nothing of Ray.
+
+The dataset stays one uint8 tensor on the training device; each batch is gathered by index,
+normalised and augmented there, so the hot loop has no per-image Python, no PIL and no
+DataLoader workers. Metrics accumulate on the device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fer_search import augment
+from fer_search.config import EpochStats, TrainConfig
+from fer_search.data import FERSplit
+from fer_search.errors import UserError
+from fer_search.models import create_model
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "TrainResult",
+    "load_checkpoint",
+    "mirror_balance",
+    "predict_probs",
+    "resolve_device",
+    "save_checkpoint",
+    "train",
+]
+
+CHECKPOINT_FORMAT = "fer-search-checkpoint"
+CHECKPOINT_VERSION = 1
+
+# on_epoch(stats, save) -> True to stop early. `save(path)` writes a full checkpoint of "now".
+EpochCallback = Callable[[EpochStats, Callable[[Path], None]], "bool | None"]
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "stopped" (callback asked) | "nan" (non-finite loss)
+    message: str
+    epochs_run: int
+    best_epoch: int
+    best_val_acc: float
+    history: list[EpochStats] = field(default_factory=list)
+    model: nn.Module | None = None  # holds the best-by-val weights at the end
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """Zero-copy view of a (possibly read-only, shared-memory) numpy array; we never write to it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "array is not writable"
+        return torch.from_numpy(array)
+
+
+def mirror_balance(
+    labels: np.ndarray, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The original study's balancing, as indices: every class is topped up to the size of the
+    largest with mirrored copies of its own images. Returns (indices, mirror flags); the images
+    themselves are never copied, so a shared dataset stays shared."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(labels, minlength=num_classes)
+    target = counts.max()
+    indices, mirror = [np.arange(len(labels))], [np.zeros(len(labels), dtype=bool)]
+    for cls in range(num_classes):
+        members = np.flatnonzero(labels == cls)
+        missing = target - len(members)
+        if missing > 0 and len(members):
+            indices.append(rng.choice(members, size=missing, replace=missing > len(members)))
+            mirror.append(np.ones(missing, dtype=bool))
+    return np.concatenate(indices), np.concatenate(mirror)
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    return create_model(
+        cfg.model,
+        num_classes,
+        dropout=cfg.dropout,
+        batch_norm=cfg.batch_norm,
+        width=cfg.width,
+        input_size=cfg.input_size,
+        pretrained=cfg.pretrained,
+        weights_path=cfg.weights_path,
+    )
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters (standard practice; matters for BN nets).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Learning-rate multiplier at an optimiser step: linear warm-up, then the schedule."""
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle" and warmup == 0:
+        warmup = int(0.25 * total_steps)  # one-cycle: ramp up for the first quarter
+    if step < warmup:
+        start = 0.04 if cfg.schedule == "onecycle" else 0.0
+        return start + (1.0 - start) * (step + 1) / warmup
+    if cfg.schedule in ("cosine", "onecycle"):
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return 1.0  # constant; plateau scales separately
+
+
+class _Plateau:
+    """Halve the learning rate when val_acc has not improved for `patience` epochs."""
+
+    def __init__(self, patience: int = 2, factor: float = 0.5) -> None:
+        self.patience, self.factor = patience, factor
+        self.scale, self.best, self.bad = 1.0, -1.0, 0
+
+    def step(self, val_acc: float) -> None:
+        if val_acc > self.best + 1e-4:
+            self.best, self.bad = val_acc, 0
+            return
+        self.bad += 1
+        if self.bad > self.patience:
+            self.scale *= self.factor
+            self.bad = 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"scale": self.scale, "best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.scale, self.best, self.bad = state["scale"], state["best"], int(state["bad"])
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.amp == "off":
+        return None
+    if cfg.amp == "fp16":
+        return torch.float16
+    return torch.bfloat16  # auto and bf16
+
+
+def to_input(images_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    x = augment.normalize(images_u8)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    images: np.ndarray | torch.Tensor,
+    *,
+    device: torch.device | str = "cpu",
+    batch_size: int = 512,
+    tta: str = "none",
+) -> np.ndarray:
+    """Softmax probabilities (N, C) for uint8 images (N, 48, 48).
+
+    tta: "none"; "flip" averages with the mirrored image; "crops" adds four 2-pixel shifts.
+    """
+    if tta not in ("none", "flip", "crops"):
+        raise UserError(f"unknown tta {tta!r}; use none, flip or crops")
+    device = torch.device(device)
+    model.eval()
+    data = images if isinstance(images, torch.Tensor) else as_tensor(images)
+    out = []
+    for start in range(0, len(data), batch_size):
+        x = augment.normalize(data[start : start + batch_size].to(device, non_blocking=True))
+        views = [x]
+        if tta in ("flip", "crops"):
+            views.append(torch.flip(x, dims=[3]))
+        if tta == "crops":
+            padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
+            h, w = x.shape[-2:]
+            for dy, dx in ((0, 0), (0, 4), (4, 0), (4, 4)):
+                views.append(padded[..., dy : dy + h, dx : dx + w])
+        probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+        out.append(probs.cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _epoch_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:
+    from sklearn.metrics import f1_score
+
+    pred = probs.argmax(1)
+    eps = 1e-7
+    loss = float(-np.log(probs[np.arange(len(labels)), labels] + eps).mean())
+    acc = float((pred == labels).mean())
+    f1 = float(f1_score(labels, pred, average="macro", zero_division=0))
+    return loss, acc, f1
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically so a crash mid-save never leaves a truncated checkpoint."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a fer-search checkpoint safely (weights_only=True: no arbitrary unpickling)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "checkpoint.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise UserError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle errors, zip errors, refused globals: all "not ours"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"checkpoint {str(path)!r} cannot be read safely (weights_only load refused it: "
+            f"{reason[:160]}); is it a fer-search checkpoint?"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(
+            f"checkpoint {str(path)!r} is not a fer-search checkpoint (made by another program?)"
+        )
+    return payload
+
+
+def model_from_checkpoint(payload: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
+    args = dict(payload["model_args"])
+    args["pretrained"] = False  # the checkpoint holds the weights
+    model = create_model(**args)
+    model.load_state_dict(payload["state_dict"])
+    return model.to(device).eval()
+
+
+def train(
+    cfg: TrainConfig,
+    train_split: FERSplit,
+    val_split: FERSplit,
+    *,
+    on_epoch: EpochCallback | None = None,
+    resume: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train `cfg.model` on `train_split`, selecting the best epoch on `val_split`.
+
+    `resume` is a checkpoint payload from an earlier run of the same config: training continues
+    after its epoch with its optimiser, schedule and best-so-far state.
+    """
+    cfg.validate()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    class_names = train_split.class_names
+    num_classes = len(class_names)
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise UserError("training needs non-empty train and val splits")
+
+    images = as_tensor(train_split.images).to(device)
+    if train_split.soft_labels is not None:
+        targets = as_tensor(train_split.soft_labels).to(device, torch.float32)
+    else:
+        targets = augment.one_hot(as_tensor(train_split.labels).to(device), num_classes)
+    if cfg.balance == "mirror":
+        index_np, mirror_np = mirror_balance(train_split.labels, num_classes, cfg.seed)
+    else:
+        index_np, mirror_np = np.arange(len(train_split)), np.zeros(len(train_split), dtype=bool)
+    index = torch.from_numpy(index_np).to(device)
+    mirror = torch.from_numpy(mirror_np).to(device)
+    weights = None
+    if cfg.balance == "weighted":
+        weights = torch.from_numpy(augment.class_weights(train_split.labels, num_classes)).to(
+            device
+        )
+
+    model = build_model(cfg, num_classes).to(device)
+    model_args = dict(model.fer_args)  # type: ignore[arg-type]
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model: nn.Module = model
+    if cfg.compile and device.type == "cuda":
+        step_model = torch.compile(model)  # type: ignore[assignment]
+    optimizer = make_optimizer(cfg, model)
+    base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    dtype = amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    plateau = _Plateau()
+
+    n = len(index)
+    batch = min(cfg.batch_size, n)
+    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch (BatchNorm needs > 1)
+    total_steps = steps_per_epoch * cfg.epochs
+    start_epoch, step = 0, 0
+    best_acc, best_epoch, best_state = -1.0, 0, None
+    history: list[EpochStats] = []
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        plateau.load_state_dict(resume["plateau"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        best_acc, best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
+        best_state = resume.get("best_state_dict")
+        history = [EpochStats(**h) for h in resume.get("history", [])]
+
+    val_images = as_tensor(val_split.images)
+    val_labels = val_split.labels
+
+    def payload(epoch: int) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_args": model_args,
+            "config": cfg.to_dict(),
+            "class_names": list(class_names),
+            "epoch": epoch,
+            "step": step,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "best_state_dict": best_state,
+            "best_val_acc": best_acc,
+            "best_epoch": best_epoch,
+            "optimizer": optimizer.state_dict(),
+            "plateau": plateau.state_dict(),
+            "history": [h.__dict__ for h in history],
+        }
+
+    status, message = "completed", f"trained {cfg.epochs} epochs"
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        batches = range(steps_per_epoch)
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        # mirrored copies: flip those positions (mirror flags travel with their indices)
+        perm = torch.randperm(n, device=device, generator=generator)
+        order, flips = index[perm], mirror[perm]
+        for b in batches:
+            sel = slice(b * batch, (b + 1) * batch)
+            idx = order[sel]
+            x = to_input(images[idx], channels_last)
+            flip = flips[sel].view(-1, 1, 1, 1)
+            x = torch.where(flip, torch.flip(x, dims=[3]), x)
+            y = targets[idx]
+            x, y = augment.augment_batch(x, y, cfg.augment(), generator=generator)
+            factor = lr_factor(cfg, step, total_steps, steps_per_epoch) * plateau.scale
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+            with torch.autocast(
+                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            ):
+                logits = step_model(x)
+                loss = F.cross_entropy(
+                    logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            loss_sum += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y.argmax(1)).sum()
+            seen += len(idx)
+        train_loss = float(loss_sum) / seen
+        train_time = time.perf_counter() - t0
+        if not math.isfinite(train_loss):
+            status = "nan"
+            message = f"non-finite training loss at epoch {epoch + 1} (lr={cfg.lr:g}); stopped"
+            break
+        probs = predict_probs(model, val_images, device=device, batch_size=cfg.eval_batch_size)
+        val_loss, val_acc, val_f1 = _epoch_metrics(probs, val_labels)
+        if cfg.schedule == "plateau":
+            plateau.step(val_acc)
+        if val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch + 1
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        stats = EpochStats(
+            epoch=epoch + 1,
+            train_loss=train_loss,
+            train_acc=float(correct) / seen,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            val_f1=val_f1,
+            lr=optimizer.param_groups[0]["lr"],
+            images_per_s=seen / train_time,
+            epoch_time=time.perf_counter() - t0,
+        )
+        history.append(stats)
+        epoch_done = epoch + 1
+
+        def save(path: Path, _epoch: int = epoch_done) -> None:
+            save_checkpoint(path, payload(_epoch))
+
+        if on_epoch is not None and on_epoch(stats, save):
+            status, message = "stopped", f"stopped after epoch {epoch + 1} by the caller"
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(
+        status=status,
+        message=message,
+        epochs_run=len(history),
+        best_epoch=best_epoch,
+        best_val_acc=max(best_acc, 0.0),
+        history=history,
+        model=model,
+        model_args=model_args,
+    )
+
+
+def best_payload(
+    result: TrainResult, cfg: TrainConfig, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    """A compact checkpoint of the best-by-val weights (what evaluate/predict load)."""
+    assert result.model is not None
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_args": result.model_args,
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "epoch": result.best_epoch,
+        "best_epoch": result.best_epoch,
+        "best_val_acc": result.best_val_acc,
+        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
+        "history": [h.__dict__ for h in result.history],
+    }

@@ -1,0 +1,134 @@
+"""`fer-search predict`: classify image files, optionally finding faces in a photo first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fer_search.config import IMAGE_SIZE
+from fer_search.errors import UserError
+
+__all__ = ["detect_faces", "load_gray", "run"]
+
+
+def load_gray(path: str | Path) -> np.ndarray:
+    """Any image file as a uint8 grayscale array (full size)."""
+    from PIL import Image, UnidentifiedImageError
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"image {str(file)!r} does not exist")
+    try:
+        with Image.open(file) as image:
+            return np.asarray(image.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"image {str(file)!r} cannot be read as an image ({exc})") from None
+
+
+def to_48(gray: np.ndarray) -> np.ndarray:
+    from PIL import Image
+
+    if gray.shape == (IMAGE_SIZE, IMAGE_SIZE):
+        return gray
+    resized = Image.fromarray(gray).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h) from OpenCV's bundled frontal-face Haar cascade (no download)."""
+    try:
+        import cv2
+    except ImportError:
+        raise UserError(
+            "--detect-faces needs OpenCV: pip install 'fer-search[faces]' "
+            "(opencv-python-headless<5)"
+        ) from None
+    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+        raise UserError(
+            f"OpenCV {cv2.__version__} has no bundled Haar cascades; "
+            "pip install 'opencv-python-headless<5'"
+        )
+    cascade = cv2.CascadeClassifier(
+        str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
+    )
+    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+    return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+
+
+def annotate(path: Path, gray: np.ndarray, faces: list[dict[str, Any]], out_dir: Path) -> Path:
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(gray).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    for face in faces:
+        x, y, w, h = face["box"]
+        draw.rectangle([x, y, x + w, y + h], outline=(255, 0, 0), width=2)
+        draw.text(
+            (x + 2, max(0, y - 12)),
+            f"{face['emotion']} {face['probability']:.2f}",
+            fill=(255, 0, 0),
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / f"{path.stem}-annotated.png"
+    image.save(target)
+    return target
+
+
+def run(args: argparse.Namespace) -> int:
+    from fer_search import engine
+
+    payload = engine.load_checkpoint(args.checkpoint)
+    device = engine.resolve_device(args.device)
+    model = engine.model_from_checkpoint(payload, device)
+    class_names = list(payload["class_names"])
+    if args.annotate and not args.detect_faces:
+        raise UserError("--annotate needs --detect-faces")
+    results = []
+    for name in args.images:
+        gray = load_gray(name)
+        if args.detect_faces:
+            boxes = detect_faces(gray)
+            crops = [to_48(gray[y : y + h, x : x + w]) for x, y, w, h in boxes]
+        else:
+            boxes, crops = [], [to_48(gray)]
+        probs = (
+            engine.predict_probs(model, np.stack(crops), device=device, tta=args.tta)
+            if crops
+            else np.zeros((0, len(class_names)), dtype=np.float32)
+        )
+        faces = []
+        for i, p in enumerate(probs):
+            face: dict[str, Any] = {
+                "emotion": class_names[int(p.argmax())],
+                "probability": float(p.max()),
+                "probabilities": {
+                    c: round(float(v), 4) for c, v in zip(class_names, p, strict=True)
+                },
+            }
+            if args.detect_faces:
+                face["box"] = list(boxes[i])
+            faces.append(face)
+        entry: dict[str, Any] = (
+            {"image": name, "faces": faces} if args.detect_faces else {"image": name, **faces[0]}
+        )
+        if args.detect_faces and args.annotate:
+            entry["annotated"] = str(annotate(Path(name), gray, faces, Path(args.annotate)))
+        results.append(entry)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for entry in results:
+        for face in entry.get("faces", [entry]):
+            where = f" box={face['box']}" if "box" in face else ""
+            top = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])[:3]
+            others = ", ".join(f"{c} {v:.2f}" for c, v in top)
+            print(f"{entry['image']}{where}: {face['emotion']} ({others})")
+        if args.detect_faces and not entry["faces"]:
+            print(f"{entry['image']}: no face found")
+        if "annotated" in entry:
+            print(f"  annotated copy: {entry['annotated']}")
+    return 0

@@ -1,0 +1,609 @@
+"""The search: a Tune Tuner with an Optuna searcher (TPE) and ASHA, then a final evaluation.
+
+The driver loads the dataset once, puts it in Ray's object store, and hands each trial the
+references; it writes the leaderboard, evaluates the best trial (and a top-k ensemble) on the
+test split once, and builds the report. `--resume DIR` continues an interrupted experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fer_search.errors import UserError
+
+__all__ = ["run"]
+
+STEP_ATTR = "epoch"
+SELECTION_RULE = (
+    "trials ranked by best val_acc on PublicTest (the val split); PrivateTest (the test split) "
+    "is used once, here, after selection"
+)
+RUN_FILE = "experiment.json"
+
+
+# ---------------------------------------------------------------- set-up
+def space_from_args(args: argparse.Namespace):
+    from fer_search.space import apply_overrides, load_space
+
+    if not args.space:
+        raise UserError("no search space: pass --space FILE.yaml (or a shipped name such as demo)")
+    space = load_space(args.space)
+    return apply_overrides(
+        space,
+        epochs=args.epochs,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor,
+        max_concurrent=args.max_concurrent,
+        time_budget=args.time_budget,
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        top_k=args.top_k,
+    )
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    for name in ("num_samples", "epochs", "grace_period", "max_concurrent", "top_k", "cpus"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.gpus is not None and args.gpus < 0:
+        raise UserError(f"--gpus must be >= 0, got {args.gpus:g}")
+    gpt = args.gpus_per_trial
+    if gpt is not None and (gpt <= 0 or (gpt > 1 and gpt != int(gpt))):
+        raise UserError(f"--gpus-per-trial must be in (0, 1] or a whole number, got {gpt:g}")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
+
+
+def local_gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def plan_resources(
+    args: argparse.Namespace, experiment, cluster: dict[str, float]
+) -> dict[str, Any]:
+    """Trial resources and concurrency from the flags, the space and what the cluster has."""
+    have_gpus = cluster.get("GPU", 0.0)
+    have_cpus = cluster.get("CPU", 0.0)
+    gpus = have_gpus if args.gpus is None else args.gpus
+    if gpus > have_gpus:
+        raise UserError(
+            f"--gpus {args.gpus:g} asked for {args.gpus:g} GPUs but the Ray cluster has "
+            f"{have_gpus:g}; use --gpus {have_gpus:g} or join a GPU cluster with --address"
+        )
+    cpus_per_trial = float(experiment.cpus_per_trial)
+    if cpus_per_trial > have_cpus:
+        raise UserError(
+            f"cpus_per_trial={cpus_per_trial:g} but the Ray cluster has {have_cpus:g} CPUs; "
+            f"use --cpus-per-trial {max(1, int(have_cpus))}"
+        )
+    if gpus == 0:
+        gpus_per_trial, device = 0.0, "cpu"
+    else:
+        gpus_per_trial = float(experiment.gpus_per_trial or 1.0)
+        if gpus_per_trial > gpus:
+            raise UserError(f"--gpus-per-trial {gpus_per_trial:g} exceeds the {gpus:g} GPUs in use")
+        device = "cuda"
+    limit = math.floor(have_cpus / cpus_per_trial)
+    if gpus_per_trial:
+        limit = min(limit, math.floor(gpus / gpus_per_trial + 1e-9))
+    if experiment.max_concurrent:
+        limit = min(limit, experiment.max_concurrent)
+    return {
+        "gpus": gpus,
+        "gpus_per_trial": gpus_per_trial,
+        "cpus_per_trial": cpus_per_trial,
+        "max_concurrent": max(1, limit),
+        "device": device,
+        "cluster": {k: cluster[k] for k in ("CPU", "GPU") if k in cluster},
+    }
+
+
+def start_ray(args: argparse.Namespace) -> None:
+    import ray
+
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the trimmed CLIReporter table
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    # one checkpoint per epoch is the design, not a bottleneck worth a warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    if address:
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(
+                f"cannot connect to the Ray cluster at {address!r}: {first[:200]}"
+            ) from None
+        return
+    ray.init(
+        num_cpus=args.cpus,
+        num_gpus=None if args.gpus is None else int(math.ceil(args.gpus)),
+        dashboard_host="127.0.0.1",
+        include_dashboard=False,
+        logging_level="WARNING",
+        log_to_driver=True,
+    )
+
+
+# ---------------------------------------------------------------- experiment files
+def new_experiment_dir(args: argparse.Namespace, space) -> Path:
+    root = Path(args.storage or "results").expanduser().resolve()
+    name = args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = root / name
+    if exp.exists():
+        raise UserError(
+            f"experiment {str(exp)!r} already exists; use --resume {exp} or another --name"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"results directory {str(root)!r} is not writable ({exc.strerror})"
+        ) from None
+    return exp
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    from fer_search import __version__
+
+    return {
+        "fer_search": __version__,
+        "ray": ray.__version__,
+        "optuna": optuna.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- the Tuner
+def trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: bool):
+    import optuna
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from fer_search.trainable import run_trial
+    from fer_search.tune_optuna import PruningOptunaSearch, SpaceSampler
+
+    ex = space.experiment
+    resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    if restore:
+        return tune.Tuner.restore(
+            str(exp),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    sampler = optuna.samplers.TPESampler(
+        seed=ex.seed,
+        multivariate=True,
+        group=True,
+        n_startup_trials=min(10, max(2, ex.num_samples // 3)),
+        constant_liar=plan["max_concurrent"] > 1,
+    )
+    searcher = PruningOptunaSearch(
+        space=SpaceSampler(space),
+        metric=ex.metric,
+        mode=ex.mode,
+        sampler=sampler,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
+        study_name=exp.name,
+        max_t=ex.epochs,
+        step_attr=STEP_ATTR,
+    )
+    if args.no_asha:
+        scheduler = FIFOScheduler()
+    else:
+        scheduler = ASHAScheduler(
+            time_attr=STEP_ATTR,
+            max_t=ex.epochs,
+            grace_period=ex.grace_period,
+            reduction_factor=ex.reduction_factor,
+        )
+    threads = max(1, int(plan["cpus_per_trial"]))
+    constants = {
+        "epochs": ex.epochs,
+        "seed": ex.seed,
+        "device": plan["device"],
+        "threads": threads,
+        "class_set": args.class_set or "all",
+    }
+    reporter = tune.CLIReporter(
+        parameter_columns={"model": "arch", "lr": "lr", "dropout": "dropout"},
+        metric_columns={"epoch": "epoch", "val_acc": "val_acc", "best_val_acc": "best"},
+        max_report_frequency=30,
+        sort_by_metric=True,
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=constants,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            metric=ex.metric,
+            mode=ex.mode,
+            num_samples=ex.num_samples,
+            max_concurrent_trials=plan["max_concurrent"],
+            time_budget_s=ex.time_budget or None,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=exp.name,
+            storage_path=str(exp.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=1),
+            progress_reporter=reporter,
+            verbose=args.verbose,
+        ),
+    )
+
+
+# ---------------------------------------------------------------- after the search
+def searched_settings(space) -> list[str]:
+    """The TrainConfig fields a space sets, once each (`lr@sgd` and `lr@adamw` are both `lr`)."""
+    return list(dict.fromkeys(p.setting for p in space.params))
+
+
+def trial_states(exp: Path) -> dict[str, str]:
+    """Tune's saved status per trial id: TERMINATED, ERROR, or RUNNING/PENDING/PAUSED when the
+    search was interrupted (Tune's in-memory results call those TERMINATED; its saved
+    experiment state, which `--resume` reads, does not)."""
+    files = sorted(exp.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return {}
+    states = {}
+    for entry in json.loads(files[-1].read_text()).get("trial_data", []):
+        trial = json.loads(entry[0] if isinstance(entry, list) else entry)
+        states[trial["trial_id"]] = trial["status"]
+    return states
+
+
+def was_interrupted(states: dict[str, str], space, wall: float) -> bool:
+    if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
+        return True
+    budget = space.experiment.time_budget
+    out_of_time = bool(budget) and wall >= 0.95 * budget
+    return len(states) < space.experiment.num_samples and not out_of_time
+
+
+def trial_rows(results, space, exp: Path, states: dict[str, str]) -> list[dict[str, Any]]:
+    from fer_search.space import train_values
+
+    max_t = space.experiment.epochs
+    names = searched_settings(space)
+    rows = []
+    for result in results:
+        frame = result.metrics_dataframe
+        metrics = result.metrics or {}
+        config = result.config or {}
+        has = frame is not None and len(frame) and "val_acc" in frame
+        epochs = int(frame["epoch"].max()) if has else 0
+        best_i = frame["val_acc"].idxmax() if has else None
+        error = "" if result.error is None else str(result.error).strip().splitlines()[-1][:300]
+        trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
+        if states.get(trial_id, "TERMINATED") not in ("TERMINATED", "ERROR"):
+            status = "unfinished"  # interrupted; --resume continues it
+        elif result.error is not None:
+            status = "nan" if "FloatingPointError" in repr(result.error) else "failed"
+        elif epochs >= max_t:
+            status = "completed"
+        elif epochs == 0:
+            status = "failed" if error else "pruned"
+        else:
+            status = "pruned"
+        row = {
+            "trial_id": trial_id,
+            "status": status,
+            "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
+            "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
+            "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,
+            "epochs": epochs,
+            "time_s": float(metrics.get("time_total_s", 0.0)),
+            "node": metrics.get("node", ""),
+            "trial_dir": os.path.relpath(result.path, exp),
+            "error": error,
+        }
+        values = train_values(config)
+        for name in names:
+            row[name] = values.get(name, "")
+        row["_checkpoint"] = result.checkpoint
+        rows.append(row)
+    rows.sort(
+        key=lambda r: (-(r["val_acc"] if r["val_acc"] == r["val_acc"] else -1.0), r["trial_id"])
+    )
+    return rows
+
+
+def write_leaderboard(rows: list[dict[str, Any]], exp: Path) -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    path = exp / "leaderboard.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def load_trial_model(checkpoint, device):
+    from fer_search import engine
+    from fer_search.trainable import CHECKPOINT_FILE
+
+    with checkpoint.as_directory() as directory:
+        payload = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+    if payload.get("best_state_dict") is not None:
+        payload["state_dict"] = payload["best_state_dict"]
+    return payload, engine.model_from_checkpoint(payload, device)
+
+
+def final_evaluation(rows, data, space, exp: Path) -> dict[str, Any] | None:
+    """Evaluate the best trial, and the top-k ensemble, on the test split, once."""
+    import numpy as np
+
+    from fer_search import engine
+    from fer_search.evaluation import classification_metrics, plot_confusion
+
+    ranked = [r for r in rows if r["_checkpoint"] is not None and r["val_acc"] == r["val_acc"]]
+    if not ranked or "test" not in data.splits:
+        return None
+    device = engine.resolve_device("auto")
+    val, test = data.splits["val"], data.splits["test"]
+    members = []
+    for row in ranked[: space.experiment.top_k]:
+        payload, model = load_trial_model(row["_checkpoint"], device)
+        members.append(
+            {
+                "row": row,
+                "payload": payload,
+                "val": engine.predict_probs(model, val.images, device=device),
+                "test": engine.predict_probs(model, test.images, device=device),
+                "test_tta": engine.predict_probs(model, test.images, device=device, tta="flip"),
+            }
+        )
+    best = members[0]
+    best_metrics = classification_metrics(best["test"], test.labels, test.class_names)
+    (exp / "best").mkdir(exist_ok=True)
+    payload = {
+        k: v for k, v in best["payload"].items() if k not in ("optimizer", "best_state_dict")
+    }
+    engine.save_checkpoint(exp / "best" / "best.pt", payload)
+
+    def acc(probs: np.ndarray, labels: np.ndarray) -> float:
+        return float((probs.argmax(1) == labels).mean())
+
+    final: dict[str, Any] = {
+        "selection": SELECTION_RULE,
+        "best": {
+            "trial_id": best["row"]["trial_id"],
+            "val_acc": acc(best["val"], val.labels),
+            "test_acc": best_metrics["accuracy"],
+            "test_acc_tta": acc(best["test_tta"], test.labels),
+            "test_f1": best_metrics["macro_f1"],
+            "checkpoint": "best/best.pt",
+            "config": payload["config"],
+            "metrics": best_metrics,
+        },
+        "ensemble": None,
+    }
+    if len(members) > 1:
+        mean = {
+            key: np.mean([m[key] for m in members], axis=0) for key in ("val", "test", "test_tta")
+        }
+        final["ensemble"] = {
+            "k": len(members),
+            "trial_ids": [m["row"]["trial_id"] for m in members],
+            "val_acc": acc(mean["val"], val.labels),
+            "test_acc": acc(mean["test"], test.labels),
+            "test_acc_tta": acc(mean["test_tta"], test.labels),
+        }
+    write_json(exp / "final.json", final)
+    title = f"best trial {final['best']['trial_id']} on test"
+    plot_confusion(
+        best_metrics["confusion_matrix"], test.class_names, exp / "confusion_test.png", title
+    )
+    log_confusion_to_tensorboard(exp, best_metrics, test.class_names, title)
+    return final
+
+
+def log_confusion_to_tensorboard(exp: Path, metrics, class_names, title: str) -> None:
+    import matplotlib.pyplot as plt
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fer_search.evaluation import confusion_figure
+
+    writer = SummaryWriter(log_dir=str(exp / "final"))
+    writer.add_figure(
+        "final/confusion_test", confusion_figure(metrics["confusion_matrix"], class_names, title)
+    )
+    writer.add_scalar("final/test_acc", metrics["accuracy"])
+    writer.close()
+    plt.close("all")
+
+
+def summary_line(rows, exp: Path, wall: float) -> str:
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed", "nan")
+    }
+    parts = [f"{len(rows)} trials: {counts['completed']} completed, {counts['pruned']} pruned"]
+    if counts["failed"] or counts["nan"]:
+        parts.append(f"{counts['failed'] + counts['nan']} failed")
+    done = ", ".join(parts)
+    ranked = [r for r in rows if r["val_acc"] == r["val_acc"]]
+    if not ranked:
+        return f"{done} in {wall:.0f} s; no trial finished an epoch; results in {exp}"
+    best = ranked[0]
+    return (
+        f"{done} in {wall:.0f} s; best {best['trial_id']} val_acc {best['val_acc'] * 100:.2f} % "
+        f"(epoch {best['best_epoch']}); results in {exp}"
+    )
+
+
+# ---------------------------------------------------------------- entry point
+def load_experiment(path: str) -> tuple[Path, dict[str, Any]]:
+    from ray import tune
+
+    exp = Path(path).expanduser().resolve()
+    if not (exp / RUN_FILE).is_file() or not tune.Tuner.can_restore(str(exp)):
+        raise UserError(
+            f"--resume {path!r} is not a fer-search experiment directory "
+            f"(no {RUN_FILE} or Tune state in it)"
+        )
+    return exp, json.loads((exp / RUN_FILE).read_text())
+
+
+def run(args: argparse.Namespace) -> int:
+    from fer_search.cli import load_data_from_args, print_notes
+    from fer_search.space import load_space
+
+    check_counts(args)
+    restore = bool(args.resume)
+    if restore:
+        exp, record = load_experiment(args.resume)
+        space = load_space(str(exp / "space.yaml"))
+        for key, value in record["data_args"].items():
+            setattr(args, key, value)
+        args.no_asha = record.get("no_asha", False)
+    else:
+        space = space_from_args(args)
+    data = load_data_from_args(args)
+    print_notes(data)
+    if not restore and not args.address and args.gpus and args.gpus > local_gpu_count():
+        raise UserError(
+            f"--gpus {args.gpus:g} asked for {args.gpus:g} GPUs but this machine has "
+            f"{local_gpu_count()}; use --gpus 0 to search on CPU, or --address to "
+            f"join a GPU cluster"
+        )
+    if not restore:
+        exp = new_experiment_dir(args, space)
+    start_ray(args)
+    import ray
+
+    plan = (
+        record["resources"]
+        if restore
+        else plan_resources(args, space.experiment, ray.cluster_resources())
+    )
+    from fer_search.trainable import DatasetRefs
+
+    refs = DatasetRefs(data.splits, data.class_names)
+    if not restore:
+        exp.mkdir(parents=True)
+        import yaml
+
+        (exp / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
+        record = {
+            "name": exp.name,
+            "space": space.name,
+            "command": "fer-search " + shlex.join(sys.argv[1:]),
+            "metric": space.experiment.metric,
+            "mode": space.experiment.mode,
+            "max_t": space.experiment.epochs,
+            "grace_period": space.experiment.grace_period,
+            "reduction_factor": space.experiment.reduction_factor,
+            "num_samples": space.experiment.num_samples,
+            "asha": not args.no_asha,
+            "no_asha": args.no_asha,
+            "started": dt.datetime.now().isoformat(timespec="seconds"),
+            "finished": None,
+            "wall_time_s": None,
+            "data": data.source,
+            "class_names": list(data.class_names),
+            "params": searched_settings(space),
+            "resources": plan,
+            "data_args": {
+                k: getattr(args, k)
+                for k in ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
+            },
+            "versions": versions(),
+        }
+        write_json(exp / RUN_FILE, record)
+    print(
+        f"searching {space.name}: {space.experiment.num_samples} trials x <= "
+        f"{space.experiment.epochs} epochs on {plan['device']}, "
+        f"{plan['max_concurrent']} at a time; "
+        f"results in {exp}",
+        flush=True,
+    )
+    started = time.time()
+    tuner = build_tuner(exp, space, plan, refs, args, restore=restore)
+    results = tuner.fit()
+    wall = time.time() - started + float(record.get("wall_time_s") or 0.0)
+    states = trial_states(exp)
+    rows = trial_rows(results, space, exp, states)
+    write_leaderboard(rows, exp)
+    record["wall_time_s"] = wall
+    if was_interrupted(states, space, time.time() - started):
+        write_json(exp / RUN_FILE, record)
+        done = sum(state in ("TERMINATED", "ERROR") for state in states.values())
+        print(
+            f"interrupted after {done} of {space.experiment.num_samples} trials; the state is "
+            f"saved. Continue with: fer-search --resume {exp}",
+            file=sys.stderr,
+        )
+        return 130
+    final = None if args.no_final_eval else final_evaluation(rows, data, space, exp)
+    record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    write_json(exp / RUN_FILE, record)
+    from fer_search.report import build_report
+
+    report = build_report(exp)
+    print(summary_line(rows, exp, wall))
+    if final:
+        b = final["best"]
+        print(
+            f"test (PrivateTest, used once): best {b['test_acc'] * 100:.2f} % "
+            f"(flip TTA {b['test_acc_tta'] * 100:.2f} %)"
+            + (
+                f"; top-{final['ensemble']['k']} ensemble "
+                f"{final['ensemble']['test_acc'] * 100:.2f} %"
+                if final["ensemble"]
+                else ""
+            )
+        )
+    print(f"report: {report}   TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
+    if rows and all(r["status"] in ("failed", "nan") for r in rows):
+        print(
+            "fer-search: every trial failed; see the error column in leaderboard.csv",
+            file=sys.stderr,
+        )
+        return 1
+    failed = sum(r["status"] in ("failed", "nan") for r in rows)
+    if failed:
+        print(f"warning: {failed} trial(s) failed; see leaderboard.csv", file=sys.stderr)
+    return 0

@@ -1,0 +1,96 @@
+"""Ray Tune's OptunaSearch, with honest bookkeeping for early-stopped and failed trials.
+
+Ray's stock searcher tells Optuna that a trial ASHA stopped is COMPLETE with its last (early)
+value, and that a trial that raised after reporting is COMPLETE too. Both mislead TPE. Here a
+trial that ran all its epochs is COMPLETE with its best value, one stopped early is PRUNED
+(its per-epoch values reported as intermediate values), and one that raised is FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from fer_search.config import TrainConfig
+from fer_search.space import train_values
+
+__all__ = ["PruningOptunaSearch", "SpaceSampler"]
+
+log = logging.getLogger(__name__)
+
+DISPLAY_DEFAULTS = ("model", "lr", "dropout")
+
+
+class SpaceSampler:
+    """A picklable define-by-run function (Tune pickles the searcher into its checkpoints)."""
+
+    def __init__(self, space: Any) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.trial.Trial) -> dict[str, Any]:
+        from fer_search.space import define_by_run
+
+        return define_by_run(self.space)(trial)
+
+
+class PruningOptunaSearch(OptunaSearch):
+    def __init__(self, *args: Any, max_t: int, step_attr: str = "epoch", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_t = max_t
+        self.step_attr = step_attr
+        self._best: dict[str, float] = {}
+        self._last_step: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        if not isinstance(config, dict):
+            return config
+        # Tune's config names settings as the engine does ('lr@sgd' -> 'lr'); the columns the
+        # progress table shows are always present (the default is what the trial uses).
+        config = train_values(config)
+        for name in DISPLAY_DEFAULTS:
+            config.setdefault(name, getattr(TrainConfig, name))
+        return config
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self._mode == "max" else a < b
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._completed_trials or self._metric not in result:
+            return
+        value, step = float(result[self._metric]), int(result.get(self.step_attr, 0))
+        if trial_id not in self._best or self._better(value, self._best[trial_id]):
+            self._best[trial_id] = value
+        self._last_step[trial_id] = step
+        ot_trial = self._ot_trials[trial_id]
+        if step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, step)  # a trial restored from a checkpoint repeats no step
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict | None = None, error: bool = False
+    ) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+        ot_trial = self._ot_trials[trial_id]
+        step = self._last_step.get(trial_id, 0)
+        if error:
+            state, value = TrialState.FAIL, None
+        elif trial_id not in self._best:
+            state, value = TrialState.PRUNED, None  # stopped before its first epoch ended
+        elif step < self.max_t:
+            state, value = TrialState.PRUNED, None  # Optuna takes the last intermediate value
+        else:
+            state, value = TrialState.COMPLETE, self._best[trial_id]
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except Exception as exc:  # e.g. told twice after a restore
+            log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)

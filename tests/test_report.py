@@ -1,0 +1,322 @@
+"""report.py rebuilds report.md/report.json/figures from a synthetic results directory (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fer_search.errors import UserError
+from fer_search.report import build_report, load_results
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAME = "demo-20240501-120000"
+CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+SELECTION = (
+    "best val_acc on PublicTest (val split); PrivateTest (test) used once, for this report only"
+)
+START = 1_714_564_800  # 2024-05-01T12:00:00+00:00
+# trial_id, status, val_acc, val_f1, best_epoch, epochs, params
+TRIALS = [
+    ("a0001", "completed", 0.6250, 0.601, 4, 4, 3.2e-4, 0.25, "simple_cnn"),
+    ("a0002", "completed", 0.5810, 0.552, 3, 4, 1.0e-2, 0.10, "vgg16"),
+    ("a0003", "pruned", 0.4100, 0.380, 1, 1, 5.0e-2, 0.50, "simple_cnn"),
+    ("a0004", "failed", math.nan, math.nan, math.nan, 0, 1.0e-3, 0.30, "vgg16"),
+]
+
+
+def write_experiment(exp: Path) -> None:
+    experiment = {
+        "name": NAME,
+        "space": "demo.yaml",
+        "command": "fer-search --space demo.yaml --num-samples 4",
+        "metric": "val_acc",
+        "mode": "max",
+        "max_t": 4,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        "num_samples": 4,
+        "asha": True,
+        "started": "2024-05-01T12:00:00+00:00",
+        "finished": "2024-05-01T12:05:00+00:00",
+        "wall_time_s": 300.0,
+        "data": "demo (synthetic)",
+        "class_names": CLASSES,
+        "params": ["lr", "dropout", "model"],
+        "resources": {},
+        "versions": {},
+    }
+    (exp / "experiment.json").write_text(json.dumps(experiment))
+
+
+def write_trials(exp: Path, trials=TRIALS, timestamps: bool = True) -> None:
+    rows = []
+    for i, (tid, status, acc, f1, best_epoch, epochs, lr, dropout, model) in enumerate(trials):
+        trial_dir = f"trials/{tid}"
+        (exp / trial_dir).mkdir(parents=True)
+        progress = exp / trial_dir / "progress.csv"
+        if epochs:
+            ramp = [acc * (0.7 + 0.3 * e / epochs) for e in range(1, epochs + 1)]
+            curve = {
+                "epoch": range(1, epochs + 1),
+                "val_acc": ramp,
+                "train_loss": [2.0 / e for e in range(1, epochs + 1)],
+                "time_total_s": [10.0 * e for e in range(1, epochs + 1)],
+                "training_iteration": range(1, epochs + 1),
+            }
+            if timestamps:
+                curve["timestamp"] = [START + 5 + 20 * i + 10 * e for e in range(1, epochs + 1)]
+            pd.DataFrame(curve).to_csv(progress, index=False)
+        else:
+            progress.write_text("")  # a trial that died before its first report
+        rows.append(
+            {
+                "trial_id": tid,
+                "status": status,
+                "val_acc": acc,
+                "val_f1": f1,
+                "best_epoch": best_epoch,
+                "epochs": epochs,
+                "time_s": 10.0 * epochs,
+                "node": "127.0.0.1",
+                "trial_dir": trial_dir,
+                "error": "CUDA out of memory" if status == "failed" else "",
+                "lr": lr,
+                "dropout": dropout,
+                "model": model,
+            }
+        )
+    pd.DataFrame(rows).to_csv(exp / "leaderboard.csv", index=False)
+
+
+def write_final(exp: Path) -> None:
+    per_class = {
+        name: {
+            "precision": 0.5 + i / 20,
+            "recall": 0.4 + i / 20,
+            "f1": 0.45 + i / 20,
+            "support": 100 + i,
+        }
+        for i, name in enumerate(CLASSES)
+    }
+    metrics = {
+        "accuracy": 0.6071,
+        "macro_f1": 0.5523,
+        "per_class": per_class,
+        "n": 721,
+        "confusion_matrix": [[1] * 7 for _ in range(7)],
+        "class_names": CLASSES,
+    }
+    final = {
+        "selection": SELECTION,
+        "best": {
+            "trial_id": "a0001",
+            "val_acc": 0.625,
+            "test_acc": 0.6071,
+            "test_acc_tta": 0.6135,
+            "test_f1": 0.5523,
+            "checkpoint": "best/best.pt",
+            "config": {"model": "simple_cnn", "lr": 3.2e-4},
+            "metrics": metrics,
+        },
+        "ensemble": {
+            "k": 2,
+            "trial_ids": ["a0001", "a0002"],
+            "val_acc": 0.6402,
+            "test_acc": 0.6190,
+            "test_acc_tta": 0.6244,
+        },
+    }
+    (exp / "final.json").write_text(json.dumps(final))
+
+
+def write_optuna_db(exp: Path) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=f"sqlite:///{exp / 'optuna.db'}",
+        study_name=NAME,
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        dropout = trial.suggest_float("dropout", 0.0, 0.5)
+        model = trial.suggest_categorical("model", ["simple_cnn", "vgg16"])
+        return 0.6 - 0.05 * abs(math.log10(lr) + 3) - 0.1 * dropout + 0.01 * (model == "vgg16")
+
+    study.optimize(objective, n_trials=8)
+
+
+def make_results(root: Path, final: bool = True, optuna_db: bool = True) -> Path:
+    exp = root / NAME
+    exp.mkdir(parents=True)
+    write_experiment(exp)
+    write_trials(exp)
+    if final:
+        write_final(exp)
+    if optuna_db:
+        write_optuna_db(exp)
+    return exp
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """A full results directory with its report already built (shared; do not modify)."""
+    exp = make_results(tmp_path_factory.mktemp("results"))
+    (exp / "confusion_test.png").write_bytes(PNG_MAGIC + b"stand-in")
+    build_report(exp)
+    return exp
+
+
+def test_report_md_states_best_trial_selection_rule_and_test_numbers(built):
+    md = (built / "report.md").read_text()
+    assert md.startswith(f"# fer-search report: {NAME}")
+    assert "```sh\nfer-search --space demo.yaml --num-samples 4\n```" in md
+    assert "`a0001`" in md and SELECTION in md
+    assert "PublicTest, used to select" in md and "PrivateTest, used once" in md
+    for number in ("62.50 %", "60.71 %", "61.35 %", "0.5523", "64.02 %", "61.90 %", "62.44 %"):
+        assert number in md
+    assert "4 — 2 completed, 1 pruned by ASHA, 1 failed" in md
+    assert "9 trained of 16 possible" in md and "ASHA saved 43.8 %" in md
+    assert "| happy |" in md  # per-class table of the best model
+    assert "3.20e-04" in md  # lr, short
+
+
+def test_leaderboard_is_best_first_and_limited_to_top(built, tmp_path):
+    md = (built / "report.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "`a000" in line]
+    assert [r.split("`")[1] for r in rows[:4]] == ["a0001", "a0002", "a0003", "a0004"]
+    exp = make_results(tmp_path, optuna_db=False)
+    build_report(exp, top=2)
+    report = json.loads((exp / "report.json").read_text())
+    assert [r["trial_id"] for r in report["leaderboard"]] == ["a0001", "a0002"]
+    with pytest.raises(UserError):
+        build_report(exp, top=0)
+
+
+def test_figures_are_png_and_linked(built):
+    md = (built / "report.md").read_text()
+    for name in ("learning_curves.png", "best_so_far.png", "confusion_test.png"):
+        assert (built / name).read_bytes().startswith(PNG_MAGIC)
+        assert f"]({name})" in md
+
+
+def test_report_json_holds_the_facts(built):
+    report = json.loads((built / "report.json").read_text())
+    assert report["experiment"]["name"] == NAME
+    assert report["counts"] == {
+        "trials": 4,
+        "completed": 2,
+        "pruned": 1,
+        "failed": 1,
+        "nan": 0,
+        "running": 0,
+        "other": 0,
+    }
+    assert (report["epochs_consumed"], report["epochs_budget"]) == (9, 16)
+    assert report["best_trial_id"] == "a0001"
+    assert report["leaderboard"][0]["lr"] == pytest.approx(3.2e-4)
+    assert report["leaderboard"][3]["val_acc"] is None  # failed trial: NaN -> null
+    assert report["final"]["best"]["test_acc_tta"] == pytest.approx(0.6135)
+    assert report["final"]["ensemble"]["trial_ids"] == ["a0001", "a0002"]
+    assert set(report["importances"]) == {"lr", "dropout", "model"}
+    assert sum(report["importances"].values()) == pytest.approx(1.0)
+    assert report["figures"] == ["learning_curves.png", "best_so_far.png", "confusion_test.png"]
+
+
+def test_rebuild_gives_the_same_report(built):
+    md, js = (built / "report.md").read_text(), (built / "report.json").read_text()
+    build_report(built)
+    assert (built / "report.md").read_text() == md
+    assert (built / "report.json").read_text() == js
+
+
+def test_load_results(built):
+    results = load_results(built)
+    assert list(results["leaderboard"]["trial_id"]) == ["a0001", "a0002", "a0003", "a0004"]
+    assert list(results["curves"]) == ["a0001", "a0002", "a0003"]  # a0004's progress is empty
+    assert results["final"]["best"]["trial_id"] == "a0001"
+    assert any("a0004" in note for note in results["notes"])
+
+
+def test_missing_final_and_optuna_db_still_report(tmp_path):
+    exp = make_results(tmp_path, final=False, optuna_db=False)
+    md = build_report(exp).read_text()
+    assert "Not run: no final.json" in md
+    assert "Not available: no optuna.db" in md
+    assert "confusion_test.png" not in md
+    report = json.loads((exp / "report.json").read_text())
+    assert report["final"] is None and report["importances"] is None
+    assert report["best_trial_id"] == "a0001"  # from the leaderboard
+
+
+def test_all_failed_no_timestamps_still_report(tmp_path):
+    exp = tmp_path / NAME
+    exp.mkdir()
+    write_experiment(exp)
+    failed = [
+        ("b0001", "failed", math.nan, math.nan, math.nan, 0, 1e-3, 0.1, "vgg16"),
+        ("b0002", "failed", math.nan, math.nan, math.nan, 0, 1e-2, 0.2, "vgg16"),
+    ]
+    write_trials(exp, failed, timestamps=False)
+    (exp / "trials" / "b0002" / "progress.csv").unlink()
+    write_optuna_db(exp)
+    md = build_report(exp).read_text()
+    assert "2 — 0 completed, 0 pruned by ASHA, 2 failed" in md
+    assert "fewer than 2 completed or pruned" in md
+    assert (exp / "best_so_far.png").read_bytes().startswith(PNG_MAGIC)
+    assert json.loads((exp / "report.json").read_text())["best_trial_id"] is None
+
+
+def test_progress_without_timestamps_uses_trial_time(tmp_path):
+    exp = tmp_path / NAME
+    exp.mkdir()
+    write_experiment(exp)
+    write_trials(exp, timestamps=False)
+    build_report(exp)
+    assert (exp / "best_so_far.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_not_a_results_dir_is_a_user_error(tmp_path):
+    (tmp_path / "experiment.json").write_text("{}")
+    with pytest.raises(UserError, match="missing leaderboard.csv") as info:
+        build_report(tmp_path)
+    assert str(tmp_path) in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(UserError, match="does not exist"):
+        load_results(tmp_path / "nope")
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, "-m", "fer_search", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_report(tmp_path):
+    exp = make_results(tmp_path, optuna_db=False)
+    done = run_cli("report", str(exp))
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and str(exp / "report.md") in done.stdout
+
+
+def test_cli_report_not_a_results_dir(tmp_path):
+    done = run_cli("report", str(tmp_path))
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "experiment.json" in done.stderr and "Traceback" not in done.stderr
