@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from fer_search import __version__
 from fer_search.config import AMP, BALANCE, CLASS_SETS, OPTIMIZERS, SCHEDULES, TrainConfig
-from fer_search.errors import UserError
+from fer_search.errors import UserError, did_you_mean
 
 COMMANDS = ("search", "train", "evaluate", "predict", "data", "report", "bench")
 
@@ -93,10 +93,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ferplus-mode", choices=("majority", "soft"), default="majority")
     group.add_argument(
         "--demo-size",
-        type=int,
+        type=float,
         default=1,
         metavar="N",
-        help="demo data size multiplier (default 1)",
+        help="demo data size multiplier (default 1: 2,100 train images)",
     )
     group.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
 
@@ -104,8 +104,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
 def load_data_from_args(args: argparse.Namespace, class_set: str | None = None):
     from fer_search.data import load_data
 
-    if args.demo_size < 1:
-        raise UserError(f"--demo-size must be >= 1, got {args.demo_size}")
+    if not args.demo_size > 0:
+        raise UserError(f"--demo-size must be > 0, got {args.demo_size:g}")
     return load_data(
         args.data,
         class_set=class_set or args.class_set or "all",
@@ -188,12 +188,16 @@ def read_yaml_mapping(path: str) -> dict[str, Any]:
     return values
 
 
+def check_out_dir(path: Path) -> None:
+    """Never overwrite a user's results: refuse a non-empty directory (or a file)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        what = "exists and is not empty" if path.is_dir() else "is a file"
+        raise UserError(f"output directory {str(path)!r} {what}; choose another --out")
+
+
 def new_out_dir(out: str | None, default: Path) -> Path:
     path = Path(out) if out else default
-    if path.exists() and any(path.iterdir()):
-        raise UserError(
-            f"output directory {str(path)!r} exists and is not empty; choose another --out"
-        )
+    check_out_dir(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -204,14 +208,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
     from fer_search import engine
+    from fer_search.models import list_models
 
     cfg = train_config_from_args(args)
     if args.class_set:
         cfg.class_set = args.class_set
+    # Fail on a typo before the (slow) data load and before anything is written: a half-made
+    # --out directory would refuse the corrected command.
+    models = list_models()
+    if cfg.model not in models:
+        raise UserError(f"unknown model {cfg.model!r}{did_you_mean(cfg.model, models)}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    default_out = Path("results") / "train" / f"{cfg.model}-{stamp}"
+    check_out_dir(Path(args.out) if args.out else default_out)
     data = load_data_from_args(args, class_set=cfg.class_set)
     print_notes(data)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = new_out_dir(args.out, Path("results") / "train" / f"{cfg.model}-{stamp}")
+    out = new_out_dir(args.out, default_out)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     train_split, val_split = data.splits["train"], data.splits["val"]
     print(
@@ -276,7 +288,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if list(split.class_names) != list(payload["class_names"]):
         raise UserError(
             f"checkpoint classes {payload['class_names']} differ from the data's "
-            f"{list(split.class_names)}; pass the matching --class-set"
+            f"{list(split.class_names)} (evaluate uses the checkpoint's class set)"
         )
     probs = engine.predict_probs(model, split.images, device=device, tta=args.tta)
     metrics = classification_metrics(probs, split.labels, split.class_names)

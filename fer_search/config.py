@@ -105,6 +105,7 @@ class TrainConfig:
 
     def validate(self, *, source: str = "config") -> None:
         choices = {
+            "model": MODEL_NAMES,
             "optimizer": OPTIMIZERS,
             "schedule": SCHEDULES,
             "balance": BALANCE,
@@ -113,6 +114,8 @@ class TrainConfig:
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
+            if name == "model" and value not in allowed:
+                raise UserError(f"{source}: unknown model {value!r}{did_you_mean(value, allowed)}")
             if value not in allowed:
                 raise UserError(
                     f"{source}: {name}={value!r} is not one of {', '.join(allowed)}"

@@ -330,6 +330,8 @@ def train(
         model.load_state_dict(resume["state_dict"])
         optimizer.load_state_dict(resume["optimizer"])
         plateau.load_state_dict(resume["plateau"])
+        if "rng" in resume:
+            generator.set_state(resume["rng"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         best_acc, best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
         best_state = resume.get("best_state_dict")
@@ -353,6 +355,7 @@ def train(
             "best_epoch": best_epoch,
             "optimizer": optimizer.state_dict(),
             "plateau": plateau.state_dict(),
+            "rng": generator.get_state(),  # resumed runs continue the same shuffle/augment stream
             "history": [h.__dict__ for h in history],
         }
 
@@ -407,6 +410,10 @@ def train(
             message = f"non-finite training loss at epoch {epoch + 1} (lr={cfg.lr:g}); stopped"
             break
         probs = predict_probs(model, val_images, device=device, batch_size=cfg.eval_batch_size)
+        if not np.isfinite(probs).all():  # the last step diverged: argmax of NaN is no accuracy
+            status = "nan"
+            message = f"non-finite validation outputs at epoch {epoch + 1} (lr={cfg.lr:g}); stopped"
+            break
         val_loss, val_acc, val_f1 = _epoch_metrics(probs, val_labels)
         if cfg.schedule == "plateau":
             plateau.step(val_acc)

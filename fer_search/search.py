@@ -286,7 +286,7 @@ def trial_states(exp: Path) -> dict[str, str]:
     """Tune's saved status per trial id: TERMINATED, ERROR, or RUNNING/PENDING/PAUSED when the
     search was interrupted (Tune's in-memory results call those TERMINATED; its saved
     experiment state, which `--resume` reads, does not)."""
-    files = sorted(exp.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    files = sorted(exp.glob("experiment_state-*.json"))  # named by start time; newest last
     if not files:
         return {}
     states = {}

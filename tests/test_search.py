@@ -1,0 +1,347 @@
+"""The search: Optuna bookkeeping driven with fake results, resource planning, and real
+end-to-end searches on demo data (each starts its own local Ray with 2 CPUs)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_search.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SPACE = """\
+name: tiny
+experiment:
+  epochs: 3
+  grace_period: 1
+  reduction_factor: 2
+  num_samples: {num_samples}
+  seed: 0
+  cpus_per_trial: 1
+  top_k: 2
+params:
+  model: simple_cnn
+  width: 8
+  batch_size: 64
+  optimizer: {{type: categorical, choices: [sgd, adamw]}}
+  lr@sgd: {{type: loguniform, low: 0.003, high: 0.3, when: {{optimizer: sgd}}}}
+  lr@adamw: {{type: loguniform, low: 1e-4, high: 1e-2, when: {{optimizer: adamw}}}}
+  dropout: {{type: uniform, low: 0.0, high: 0.4}}
+  hflip: 0.5
+"""
+
+
+def write_space(tmp_path: Path, num_samples: int) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SPACE.format(num_samples=num_samples))
+    return path
+
+
+def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", "fer_search", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **kwargs,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("fer-search: error")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return errors[0]
+
+
+# ---------------------------------------------------------------- Optuna bookkeeping
+@pytest.fixture()
+def searcher():
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("ray.tune.search.optuna")
+    from fer_search.space import load_space
+    from fer_search.tune_optuna import PruningOptunaSearch, SpaceSampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space("demo")
+    return PruningOptunaSearch(
+        space=SpaceSampler(space),
+        metric="val_acc",
+        mode="max",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        max_t=4,
+    )
+
+
+def feed(searcher, trial_id: str, values: list[float]) -> dict:
+    result = {}
+    for epoch, value in enumerate(values, start=1):
+        result = {"val_acc": value, "epoch": epoch, "training_iteration": epoch}
+        searcher.on_trial_result(trial_id, result)
+    return result
+
+
+def test_asha_stopped_trial_is_pruned_with_intermediate_values(searcher):
+    from optuna.trial import TrialState
+
+    config = searcher.suggest("a")
+    assert "lr" in config and not any("@" in key for key in config)  # 'lr@sgd' -> 'lr'
+    last = feed(searcher, "a", [0.2, 0.3])
+    searcher.on_trial_complete("a", last)  # ASHA stopped it at epoch 2 of 4
+    trial = searcher._ot_study.trials[0]
+    assert trial.state == TrialState.PRUNED
+    assert trial.intermediate_values == {1: 0.2, 2: 0.3}
+    assert trial.user_attrs["ray_trial_id"] == "a"
+
+
+def test_finished_trial_is_complete_with_its_best_value(searcher):
+    from optuna.trial import TrialState
+
+    searcher.suggest("b")
+    last = feed(searcher, "b", [0.2, 0.5, 0.4, 0.45])
+    searcher.on_trial_complete("b", last)
+    trial = searcher._ot_study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.value == pytest.approx(0.5)
+
+
+def test_failed_trial_is_fail_even_after_reporting(searcher):
+    from optuna.trial import TrialState
+
+    searcher.suggest("c")
+    last = feed(searcher, "c", [0.3])
+    searcher.on_trial_complete("c", last, error=True)
+    assert searcher._ot_study.trials[0].state == TrialState.FAIL
+
+
+def test_restored_trial_repeating_an_epoch_is_not_reported_twice(searcher):
+    searcher.suggest("d")
+    feed(searcher, "d", [0.2, 0.3])
+    searcher.on_trial_result("d", {"val_acc": 0.31, "epoch": 2})  # replayed after a restore
+    assert searcher._ot_study.trials[0].intermediate_values[2] == pytest.approx(0.3)
+
+
+def test_searcher_pickles_for_tune_checkpoints(searcher, tmp_path):
+    searcher.suggest("e")
+    path = tmp_path / "searcher.pkl"
+    searcher.save(str(path))
+    assert path.stat().st_size > 0
+
+
+# ---------------------------------------------------------------- resources
+def plan(cluster: dict[str, float], **flags):
+    from fer_search.search import plan_resources
+    from fer_search.space import Experiment
+
+    args = argparse.Namespace(gpus=flags.pop("gpus", None))
+    return plan_resources(args, Experiment(**flags), cluster)
+
+
+def test_plan_cpu_only_cluster_runs_on_cpu():
+    got = plan({"CPU": 2.0}, cpus_per_trial=1, gpus_per_trial=0.5)
+    assert got["device"] == "cpu" and got["gpus_per_trial"] == 0 and got["max_concurrent"] == 2
+
+
+def test_plan_fractional_gpus_limit_concurrency():
+    got = plan({"CPU": 16.0, "GPU": 2.0}, cpus_per_trial=2, gpus_per_trial=0.25)
+    assert got["device"] == "cuda" and got["max_concurrent"] == 8
+    got = plan({"CPU": 16.0, "GPU": 4.0}, gpus=1, cpus_per_trial=2, gpus_per_trial=0.5)
+    assert got["max_concurrent"] == 2  # --gpus 1 uses one of the four
+
+
+def test_plan_refuses_more_gpus_than_the_cluster_has():
+    with pytest.raises(UserError, match="--gpus 4 .* has 0"):
+        plan({"CPU": 2.0}, gpus=4)
+    with pytest.raises(UserError, match="cpus_per_trial=8"):
+        plan({"CPU": 2.0}, cpus_per_trial=8)
+
+
+# ---------------------------------------------------------------- CLI errors before any work
+def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = cli(
+        "--space", "densenet.yaml", "--gpus", "4", "--storage", str(tmp_path), "--data", "demo"
+    )
+    line = one_line_error(proc)
+    assert "--gpus 4" in line and "has 0" in line
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--space", "densnet"], "did you mean 'densenet'"),
+        (["--space", "demo", "--num-samples", "0"], "--num-samples"),
+        (["--space", "demo", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
+        (["--resume", "."], "not a fer-search experiment"),
+        ([], "no search space"),
+    ],
+)
+def test_search_bad_input_is_one_line(tmp_path, args, needle):
+    proc = cli(*(args or ["--data", "demo"]), "--storage", str(tmp_path))
+    assert needle in one_line_error(proc)
+
+
+# ---------------------------------------------------------------- end to end
+def read_rows(exp: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (exp / "leaderboard.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_search_end_to_end_on_demo_data(tmp_path):
+    space = write_space(tmp_path, num_samples=6)
+    proc = cli(
+        "--space",
+        str(space),
+        "--data",
+        "demo",
+        "--demo-size",
+        "0.5",
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        "e2e",
+        "--verbose",
+        "0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "results" / "e2e"
+    rows = read_rows(exp)
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
+    statuses = {r["status"] for r in rows}
+    assert statuses <= {"completed", "pruned"} and "completed" in statuses
+    assert sum(int(r["epochs"]) for r in rows) <= 6 * 3
+    accs = [float(r["val_acc"]) for r in rows]
+    assert accs == sorted(accs, reverse=True)
+
+    # Optuna's view agrees with the leaderboard: PRUNED exactly where ASHA stopped a trial
+    import optuna
+
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{exp / 'optuna.db'}")
+    by_ray_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(by_ray_id) == {r["trial_id"] for r in rows}
+    for row in rows:
+        state = by_ray_id[row["trial_id"]].state.name
+        assert state == {"completed": "COMPLETE", "pruned": "PRUNED"}[row["status"]]
+
+    # per-trial TensorBoard events, progress and a checkpoint; the final evaluation and report
+    for row in rows:
+        trial_dir = exp / row["trial_dir"]
+        assert (
+            list(trial_dir.glob("events.out.tfevents.*")) and (trial_dir / "progress.csv").is_file()
+        )
+    assert list((exp / "final").glob("events.out.tfevents.*"))  # confusion matrix image
+    final = json.loads((exp / "final.json").read_text())
+    assert final["best"]["trial_id"] == rows[0]["trial_id"]
+    assert final["best"]["val_acc"] == pytest.approx(float(rows[0]["val_acc"]), abs=1e-6)
+    assert "PublicTest" in final["selection"] and final["ensemble"]["k"] == 2
+    assert (exp / "best" / "best.pt").is_file() and (exp / "confusion_test.png").is_file()
+    report = (exp / "report.md").read_text()
+    assert rows[0]["trial_id"] in report
+    assert "best" in proc.stdout and "report:" in proc.stdout
+
+    # the best checkpoint is a plain fer-search checkpoint: `evaluate` reads it
+    evaluated = cli(
+        "evaluate",
+        "--checkpoint",
+        str(exp / "best" / "best.pt"),
+        "--data",
+        "demo",
+        "--demo-size",
+        "0.5",
+        "--split",
+        "val",
+        "--out",
+        str(tmp_path / "ev"),
+    )
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((tmp_path / "ev" / "eval-val.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(final["best"]["val_acc"], abs=1e-6)
+
+    # an existing experiment is never overwritten
+    again = cli(
+        "--space",
+        str(space),
+        "--data",
+        "demo",
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        "e2e",
+    )
+    assert "already exists" in one_line_error(again)
+    assert read_rows(exp) == rows
+
+
+def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
+    space = write_space(tmp_path, num_samples=5)
+    exp = tmp_path / "results" / "resume"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fer_search",
+            "--space",
+            str(space),
+            "--data",
+            "demo",
+            "--demo-size",
+            "0.5",
+            "--storage",
+            str(tmp_path / "results"),
+            "--name",
+            "resume",
+            "--max-concurrent",
+            "1",
+            "--verbose",
+            "0",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(exp.glob("trial_*"))) < 2:
+        time.sleep(0.5)  # one trial at a time: a second trial directory means the first ended
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-3000:]
+    assert "--resume" in err
+    first = {r["trial_id"]: r for r in read_rows(exp)}
+    done_before = {t for t, r in first.items() if r["status"] in ("completed", "pruned")}
+    assert done_before and len(done_before) < 5
+
+    resumed = cli("--resume", str(exp), "--verbose", "0")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = read_rows(exp)
+    assert len(rows) == 5 and len({r["trial_id"] for r in rows}) == 5
+    for trial_id in done_before:  # finished trials kept their results and were not rerun
+        again = next(r for r in rows if r["trial_id"] == trial_id)
+        assert again["epochs"] == first[trial_id]["epochs"]
+        assert float(again["time_s"]) == pytest.approx(float(first[trial_id]["time_s"]))
+    import optuna
+
+    study = optuna.load_study(study_name="resume", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 5
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
+    assert (exp / "final.json").is_file()
