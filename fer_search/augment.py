@@ -3,8 +3,8 @@
 Every image draws its own parameters; all of it is vectorised (no per-image loops, no PIL, no
 numpy), so it runs on the GPU next to the model. Each knob at zero is the identity. Random numbers
 come from ``generator`` when given (it must live on the batch's device), else from torch's global
-generator. Also here: the original study's class balancing by mirrored copies and inverse-frequency
-class weights, which work on the uint8 arrays before training.
+generator. Also here: inverse-frequency class weights for a weighted loss (the study's balancing by
+mirrored copies is `engine.mirror_balance`, which works on indices so shared data stay shared).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fer_search.config import PIXEL_MEAN, PIXEL_STD, AugmentConfig
 
-__all__ = ["augment_batch", "balance_by_mirroring", "class_weights", "normalize", "one_hot"]
+__all__ = ["augment_batch", "class_weights", "normalize", "one_hot"]
 
 # the normalised values of pixel 0 and pixel 255: brightness/contrast results are clamped to these
 _LOW = (0.0 - PIXEL_MEAN) / PIXEL_STD
@@ -210,50 +210,6 @@ def _mix(x: Tensor, target: Tensor, cfg: AugmentConfig, rand: _Random) -> tuple[
     mixed = x * keep + x[perm] * (1.0 - keep)
     lam = lam.to(target.dtype)[:, None]
     return mixed, target * lam + target[perm] * (1.0 - lam)
-
-
-def balance_by_mirroring(
-    images: np.ndarray, labels: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """The original study's balancing: append copies of minority-class images until every class
-    has as many images as the largest one.
-
-    Copies are drawn in passes over a class (a fresh random order each pass, so every image is used
-    once before any is used twice); passes alternate mirrored copies (first) and plain copies,
-    since an image has only one mirror. Originals come first, unchanged, then the copies.
-    Classes absent from ``labels`` stay absent. uint8 (N, H, W) or (N, 1, H, W) in and out.
-    """
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise ValueError(
-            f"balance_by_mirroring expects uint8 (N, H, W) images, "
-            f"got {images.dtype} {images.shape}"
-        )
-    if labels.ndim != 1 or len(labels) != len(images):
-        raise ValueError(
-            f"balance_by_mirroring expects labels (N={len(images)},), got {labels.shape}"
-        )
-    if len(labels) == 0:
-        return images.copy(), labels.copy()
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    largest = counts.max()
-    picks, mirrored = [], []
-    for cls, count in zip(classes, counts, strict=True):
-        need = int(largest - count)
-        if need == 0:
-            continue
-        members = np.flatnonzero(labels == cls)
-        passes = -(-need // count)
-        picks.append(np.concatenate([rng.permutation(members) for _ in range(passes)])[:need])
-        mirrored.append(np.arange(need) // count % 2 == 0)
-    if not picks:
-        return images.copy(), labels.copy()
-    index = np.concatenate(picks)
-    flip = np.concatenate(mirrored)
-    extra = images[index]
-    extra[flip] = extra[flip][..., ::-1]
-    return np.concatenate([images, extra]), np.concatenate([labels, labels[index]])
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -8,7 +8,6 @@ import torch
 
 from fer_search.augment import (
     augment_batch,
-    balance_by_mirroring,
     class_weights,
     normalize,
     one_hot,
@@ -193,31 +192,6 @@ def test_runs_on_cuda_with_a_cuda_generator():
     out, mixed = augment_batch(x.cuda(), target.cuda(), ALL_ON, g)
     assert out.is_cuda and mixed.is_cuda
     torch.testing.assert_close(mixed.sum(1), torch.ones(16, device="cuda"))
-
-
-def test_balance_by_mirroring_equalises_with_mirrored_copies():
-    rng = np.random.default_rng(0)
-    labels = np.array([0] * 10 + [1] * 3 + [2] * 7)
-    images = rng.integers(0, 256, (20, 48, 48), dtype=np.uint8)
-    out, out_labels = balance_by_mirroring(images, labels, seed=1)
-    assert out.dtype == np.uint8 and out_labels.dtype == labels.dtype
-    assert np.bincount(out_labels).tolist() == [10, 10, 10]
-    assert np.array_equal(out[:20], images) and np.array_equal(out_labels[:20], labels)
-    mirrored = 0
-    for image, label in zip(out[20:], out_labels[20:], strict=True):
-        members = images[labels == label]
-        is_mirror = (members[:, :, ::-1] == image).all((1, 2)).any()
-        assert is_mirror or (members == image).all((1, 2)).any()
-        mirrored += bool(is_mirror)
-    assert mirrored == 4 + 3  # class 1: 3 mirrored, 3 plain, 1 mirrored; class 2: 3 mirrored
-    again = balance_by_mirroring(images, labels, seed=1)
-    assert np.array_equal(again[0], out) and np.array_equal(again[1], out_labels)
-
-
-def test_balance_by_mirroring_on_balanced_data_changes_nothing():
-    images = np.zeros((4, 1, 48, 48), dtype=np.uint8)
-    out, out_labels = balance_by_mirroring(images, np.array([0, 1, 0, 1]))
-    assert out.shape == images.shape and out_labels.tolist() == [0, 1, 0, 1]
 
 
 def test_class_weights_are_inverse_frequency_with_mean_one():
