@@ -263,6 +263,157 @@ def model_from_checkpoint(payload: dict[str, Any], device: torch.device | str = 
     return model.to(device).eval()
 
 
+@dataclass
+class _Data:
+    """The training split on the device: uint8 images, targets, the epoch's index pool."""
+
+    images: torch.Tensor
+    targets: torch.Tensor  # float (N, C) probabilities
+    index: torch.Tensor  # which images an epoch visits (mirror balancing repeats some)
+    mirror: torch.Tensor  # bool: the visit is a mirrored copy
+    weights: torch.Tensor | None  # class weights for balance="weighted"
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint must hold to continue training exactly."""
+
+    model: nn.Module
+    step_model: nn.Module  # the compiled model when torch.compile is on
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+    plateau: _Plateau
+    step: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[EpochStats] = field(default_factory=list)
+
+
+def _prepare_data(cfg: TrainConfig, split: FERSplit, device: torch.device) -> _Data:
+    num_classes = len(split.class_names)
+    if split.soft_labels is not None:
+        targets = as_tensor(split.soft_labels).to(device, torch.float32)
+    else:
+        targets = augment.one_hot(as_tensor(split.labels).to(device), num_classes)
+    if cfg.balance == "mirror":
+        index, mirror = mirror_balance(split.labels, num_classes, cfg.seed)
+    else:
+        index, mirror = np.arange(len(split)), np.zeros(len(split), dtype=bool)
+    weights = None
+    if cfg.balance == "weighted":
+        weights = torch.from_numpy(augment.class_weights(split.labels, num_classes)).to(device)
+    return _Data(
+        images=as_tensor(split.images).to(device),
+        targets=targets,
+        index=torch.from_numpy(index).to(device),
+        mirror=torch.from_numpy(mirror).to(device),
+        weights=weights,
+    )
+
+
+def _prepare_state(cfg: TrainConfig, num_classes: int, device: torch.device) -> _State:
+    model = build_model(cfg, num_classes).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    step_model: nn.Module = model
+    if cfg.compile and device.type == "cuda":
+        step_model = torch.compile(model)  # type: ignore[assignment]
+    return _State(
+        model=model,
+        step_model=step_model,
+        optimizer=make_optimizer(cfg, model),
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16),
+        generator=torch.Generator(device=device).manual_seed(cfg.seed),
+        plateau=_Plateau(),
+    )
+
+
+def _restore(state: _State, resume: dict[str, Any]) -> int:
+    """Load a checkpoint payload into the state; returns the epoch to start from."""
+    state.model.load_state_dict(resume["state_dict"])
+    state.optimizer.load_state_dict(resume["optimizer"])
+    state.plateau.load_state_dict(resume["plateau"])
+    if "rng" in resume:
+        state.generator.set_state(resume["rng"])
+    state.step = int(resume["step"])
+    state.best_acc, state.best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
+    state.best_state = resume.get("best_state_dict")
+    state.history = [EpochStats(**h) for h in resume.get("history", [])]
+    return int(resume["epoch"])
+
+
+def _payload(cfg: TrainConfig, state: _State, class_names: tuple[str, ...], epoch: int):
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_args": dict(state.model.fer_args),  # type: ignore[arg-type]
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "epoch": epoch,
+        "step": state.step,
+        "state_dict": {k: v.detach().cpu() for k, v in state.model.state_dict().items()},
+        "best_state_dict": state.best_state,
+        "best_val_acc": state.best_acc,
+        "best_epoch": state.best_epoch,
+        "optimizer": state.optimizer.state_dict(),
+        "plateau": state.plateau.state_dict(),
+        "rng": state.generator.get_state(),  # a resumed run continues the same random stream
+        "history": [h.__dict__ for h in state.history],
+    }
+
+
+def _train_epoch(
+    cfg: TrainConfig, data: _Data, state: _State, device: torch.device, desc: str, progress: bool
+) -> tuple[float, float, int]:
+    """One pass over the data; returns (mean loss, accuracy, images seen). Metrics accumulate on
+    the device and are read once, at the end (no host sync per step)."""
+    state.model.train()
+    n = len(data.index)
+    batch = min(cfg.batch_size, n)
+    steps = max(1, n // batch)  # drop the ragged last batch (BatchNorm needs > 1)
+    total_steps = steps * cfg.epochs
+    channels_last = cfg.channels_last and device.type == "cuda"
+    dtype = amp_dtype(cfg, device)
+    aug = cfg.augment()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    perm = torch.randperm(n, device=device, generator=state.generator)
+    order, flips = data.index[perm], data.mirror[perm]  # mirror flags travel with their images
+    batches: Any = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=desc, leave=False)
+    for b in batches:
+        sel = slice(b * batch, (b + 1) * batch)
+        idx = order[sel]
+        x = to_input(data.images[idx], channels_last)
+        x = torch.where(flips[sel].view(-1, 1, 1, 1), torch.flip(x, dims=[3]), x)
+        x, y = augment.augment_batch(x, data.targets[idx], aug, generator=state.generator)
+        factor = lr_factor(cfg, state.step, total_steps, steps) * state.plateau.scale
+        for group in state.optimizer.param_groups:
+            group["lr"] = cfg.lr * factor
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            logits = state.step_model(x)
+            loss = F.cross_entropy(
+                logits.float(), y, weight=data.weights, label_smoothing=cfg.label_smoothing
+            )
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        if cfg.grad_clip > 0:
+            state.scaler.unscale_(state.optimizer)
+            nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.step += 1
+        loss_sum += loss.detach() * batch
+        correct += (logits.argmax(1) == y.argmax(1)).sum()
+    seen = steps * batch
+    return float(loss_sum) / seen, float(correct) / seen, seen
+
+
 def train(
     cfg: TrainConfig,
     train_split: FERSplit,
@@ -275,183 +426,74 @@ def train(
     """Train `cfg.model` on `train_split`, selecting the best epoch on `val_split`.
 
     `resume` is a checkpoint payload from an earlier run of the same config: training continues
-    after its epoch with its optimiser, schedule and best-so-far state.
+    after its epoch with its optimiser, schedule, random stream and best-so-far state.
     """
     cfg.validate()
+    if len(train_split) == 0 or len(val_split) == 0:
+        raise UserError("training needs non-empty train and val splits")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     class_names = train_split.class_names
-    num_classes = len(class_names)
-    if len(train_split) == 0 or len(val_split) == 0:
-        raise UserError("training needs non-empty train and val splits")
-
-    images = as_tensor(train_split.images).to(device)
-    if train_split.soft_labels is not None:
-        targets = as_tensor(train_split.soft_labels).to(device, torch.float32)
-    else:
-        targets = augment.one_hot(as_tensor(train_split.labels).to(device), num_classes)
-    if cfg.balance == "mirror":
-        index_np, mirror_np = mirror_balance(train_split.labels, num_classes, cfg.seed)
-    else:
-        index_np, mirror_np = np.arange(len(train_split)), np.zeros(len(train_split), dtype=bool)
-    index = torch.from_numpy(index_np).to(device)
-    mirror = torch.from_numpy(mirror_np).to(device)
-    weights = None
-    if cfg.balance == "weighted":
-        weights = torch.from_numpy(augment.class_weights(train_split.labels, num_classes)).to(
-            device
-        )
-
-    model = build_model(cfg, num_classes).to(device)
-    model_args = dict(model.fer_args)  # type: ignore[arg-type]
-    channels_last = cfg.channels_last and device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model: nn.Module = model
-    if cfg.compile and device.type == "cuda":
-        step_model = torch.compile(model)  # type: ignore[assignment]
-    optimizer = make_optimizer(cfg, model)
-    base_lrs = [cfg.lr for _ in optimizer.param_groups]
-    dtype = amp_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    plateau = _Plateau()
-
-    n = len(index)
-    batch = min(cfg.batch_size, n)
-    steps_per_epoch = max(1, n // batch)  # drop the ragged last batch (BatchNorm needs > 1)
-    total_steps = steps_per_epoch * cfg.epochs
-    start_epoch, step = 0, 0
-    best_acc, best_epoch, best_state = -1.0, 0, None
-    history: list[EpochStats] = []
-    if resume is not None:
-        model.load_state_dict(resume["state_dict"])
-        optimizer.load_state_dict(resume["optimizer"])
-        plateau.load_state_dict(resume["plateau"])
-        if "rng" in resume:
-            generator.set_state(resume["rng"])
-        start_epoch, step = int(resume["epoch"]), int(resume["step"])
-        best_acc, best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
-        best_state = resume.get("best_state_dict")
-        history = [EpochStats(**h) for h in resume.get("history", [])]
-
+    data = _prepare_data(cfg, train_split, device)
+    state = _prepare_state(cfg, len(class_names), device)
+    start_epoch = _restore(state, resume) if resume is not None else 0
     val_images = as_tensor(val_split.images)
-    val_labels = val_split.labels
-
-    def payload(epoch: int) -> dict[str, Any]:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_args": model_args,
-            "config": cfg.to_dict(),
-            "class_names": list(class_names),
-            "epoch": epoch,
-            "step": step,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "best_state_dict": best_state,
-            "best_val_acc": best_acc,
-            "best_epoch": best_epoch,
-            "optimizer": optimizer.state_dict(),
-            "plateau": plateau.state_dict(),
-            "rng": generator.get_state(),  # resumed runs continue the same shuffle/augment stream
-            "history": [h.__dict__ for h in history],
-        }
 
     status, message = "completed", f"trained {cfg.epochs} epochs"
-    for epoch in range(start_epoch, cfg.epochs):
-        model.train()
+    for epoch in range(start_epoch + 1, cfg.epochs + 1):
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        batches = range(steps_per_epoch)
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        # mirrored copies: flip those positions (mirror flags travel with their indices)
-        perm = torch.randperm(n, device=device, generator=generator)
-        order, flips = index[perm], mirror[perm]
-        for b in batches:
-            sel = slice(b * batch, (b + 1) * batch)
-            idx = order[sel]
-            x = to_input(images[idx], channels_last)
-            flip = flips[sel].view(-1, 1, 1, 1)
-            x = torch.where(flip, torch.flip(x, dims=[3]), x)
-            y = targets[idx]
-            x, y = augment.augment_batch(x, y, cfg.augment(), generator=generator)
-            factor = lr_factor(cfg, step, total_steps, steps_per_epoch) * plateau.scale
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-            with torch.autocast(
-                device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            ):
-                logits = step_model(x)
-                loss = F.cross_entropy(
-                    logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            step += 1
-            loss_sum += loss.detach() * len(idx)
-            correct += (logits.argmax(1) == y.argmax(1)).sum()
-            seen += len(idx)
-        train_loss = float(loss_sum) / seen
+        desc = f"epoch {epoch}/{cfg.epochs}"
+        train_loss, train_acc, seen = _train_epoch(cfg, data, state, device, desc, progress)
         train_time = time.perf_counter() - t0
-        if not math.isfinite(train_loss):
-            status = "nan"
-            message = f"non-finite training loss at epoch {epoch + 1} (lr={cfg.lr:g}); stopped"
+        probs = predict_probs(
+            state.model, val_images, device=device, batch_size=cfg.eval_batch_size
+        )
+        bad = "training loss" if not math.isfinite(train_loss) else "validation outputs"
+        if bad == "training loss" or not np.isfinite(probs).all():
+            status = "nan"  # argmax of NaN is no accuracy: stop, keep the best epoch so far
+            message = f"non-finite {bad} at epoch {epoch} (lr={cfg.lr:g}); stopped"
             break
-        probs = predict_probs(model, val_images, device=device, batch_size=cfg.eval_batch_size)
-        if not np.isfinite(probs).all():  # the last step diverged: argmax of NaN is no accuracy
-            status = "nan"
-            message = f"non-finite validation outputs at epoch {epoch + 1} (lr={cfg.lr:g}); stopped"
-            break
-        val_loss, val_acc, val_f1 = _epoch_metrics(probs, val_labels)
+        val_loss, val_acc, val_f1 = _epoch_metrics(probs, val_split.labels)
         if cfg.schedule == "plateau":
-            plateau.step(val_acc)
-        if val_acc > best_acc:
-            best_acc, best_epoch = val_acc, epoch + 1
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            state.plateau.step(val_acc)
+        if val_acc > state.best_acc:
+            state.best_acc, state.best_epoch = val_acc, epoch
+            state.best_state = {
+                k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()
+            }
         stats = EpochStats(
-            epoch=epoch + 1,
+            epoch=epoch,
             train_loss=train_loss,
-            train_acc=float(correct) / seen,
+            train_acc=train_acc,
             val_loss=val_loss,
             val_acc=val_acc,
             val_f1=val_f1,
-            lr=optimizer.param_groups[0]["lr"],
+            lr=state.optimizer.param_groups[0]["lr"],
             images_per_s=seen / train_time,
             epoch_time=time.perf_counter() - t0,
         )
-        history.append(stats)
-        epoch_done = epoch + 1
+        state.history.append(stats)
 
-        def save(path: Path, _epoch: int = epoch_done) -> None:
-            save_checkpoint(path, payload(_epoch))
+        def save(path: Path, _epoch: int = epoch) -> None:
+            save_checkpoint(path, _payload(cfg, state, class_names, _epoch))
 
         if on_epoch is not None and on_epoch(stats, save):
-            status, message = "stopped", f"stopped after epoch {epoch + 1} by the caller"
+            status, message = "stopped", f"stopped after epoch {epoch} by the caller"
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if state.best_state is not None:
+        state.model.load_state_dict(state.best_state)
     return TrainResult(
         status=status,
         message=message,
-        epochs_run=len(history),
-        best_epoch=best_epoch,
-        best_val_acc=max(best_acc, 0.0),
-        history=history,
-        model=model,
-        model_args=model_args,
+        epochs_run=len(state.history),
+        best_epoch=state.best_epoch,
+        best_val_acc=max(state.best_acc, 0.0),
+        history=state.history,
+        model=state.model,
+        model_args=dict(state.model.fer_args),  # type: ignore[arg-type]
     )
 
 
