@@ -347,12 +347,17 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", metavar="DIR", help="continue an interrupted experiment")
     parser.add_argument("--name", help="experiment name (default <space>-<time>)")
     parser.add_argument(
-        "--storage", metavar="PATH", help="results root / Tune storage_path (default ./results)"
+        "--storage",
+        metavar="PATH|URI",
+        help="results root and Tune storage_path (default ./results); on a multi-node cluster a "
+        "path every node mounts (NFS) or s3://, gs://... (Tune's trials go there, the driver's "
+        "files to ./results/<name>/ and are uploaded beside them)",
     )
     parser.add_argument(
         "--address",
         help="Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 "
-        "(default: $RAY_ADDRESS, else start a local Ray)",
+        "(default: $RAY_ADDRESS, else start a local Ray); set RAY_AUTH_MODE (and the token) "
+        "as the cluster has them, see cluster/README.md",
     )
     res = parser.add_argument_group("resources")
     res.add_argument(
@@ -478,13 +483,25 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def close_flag(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """The "; did you mean '--epochs'?" hint for the first unknown flag, among its command's."""
+    flag = next((word.split("=")[0] for word in unknown if word.startswith("--")), "")
+    for action in parser._actions:
+        if flag and isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return did_you_mean(flag, action.choices[command]._option_string_actions)
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = normalise_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     if not args_list:
         parser.print_help()
         return 0
-    args = parser.parse_args(args_list)
+    args, unknown = parser.parse_known_args(args_list)
+    if unknown:
+        hint = close_flag(parser, args.command, unknown)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

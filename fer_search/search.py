@@ -13,6 +13,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -29,6 +30,7 @@ SELECTION_RULE = (
     "is used once, here, after selection"
 )
 RUN_FILE = "experiment.json"
+MIN_FREE_MB = 100  # below this a full disk would fail the search at a checkpoint
 
 
 # ---------------------------------------------------------------- set-up
@@ -61,8 +63,10 @@ def check_counts(args: argparse.Namespace) -> None:
     if args.gpus is not None and args.gpus < 0:
         raise UserError(f"--gpus must be >= 0, got {args.gpus:g}")
     gpt = args.gpus_per_trial
-    if gpt is not None and (gpt <= 0 or (gpt > 1 and gpt != int(gpt))):
-        raise UserError(f"--gpus-per-trial must be in (0, 1] or a whole number, got {gpt:g}")
+    if gpt is not None and not 0 < gpt <= 1:
+        raise UserError(
+            f"--gpus-per-trial must be in (0, 1] (a trial trains on one GPU), got {gpt:g}"
+        )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
 
@@ -74,9 +78,14 @@ def local_gpu_count() -> int:
 
 
 def plan_resources(
-    args: argparse.Namespace, experiment, cluster: dict[str, float]
+    args: argparse.Namespace,
+    experiment,
+    cluster: dict[str, float],
+    nodes: list[dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Trial resources and concurrency from the flags, the space and what the cluster has."""
+    """Trial resources and concurrency from the flags, the space and what the cluster has.
+    With `nodes` (each node's CPU/GPU totals), a trial must fit on one node, and concurrency is
+    what the nodes hold together, so every GPU node gets trials."""
     have_gpus = cluster.get("GPU", 0.0)
     have_cpus = cluster.get("CPU", 0.0)
     gpus = have_gpus if args.gpus is None else args.gpus
@@ -101,6 +110,16 @@ def plan_resources(
     limit = math.floor(have_cpus / cpus_per_trial)
     if gpus_per_trial:
         limit = min(limit, math.floor(gpus / gpus_per_trial + 1e-9))
+    if nodes:
+        fits = [trials_on_node(n, cpus_per_trial, gpus_per_trial) for n in nodes]
+        if not any(fits):
+            biggest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)))
+            raise UserError(
+                f"no Ray node can hold one trial ({cpus_per_trial:g} CPUs, {gpus_per_trial:g} "
+                f"GPUs): the largest has {biggest.get('CPU', 0.0):g} CPUs and "
+                f"{biggest.get('GPU', 0.0):g} GPUs; lower --cpus-per-trial or --gpus-per-trial"
+            )
+        limit = min(limit, sum(fits))
     if experiment.max_concurrent:
         limit = min(limit, experiment.max_concurrent)
     return {
@@ -110,7 +129,15 @@ def plan_resources(
         "max_concurrent": max(1, limit),
         "device": device,
         "cluster": {k: cluster[k] for k in ("CPU", "GPU") if k in cluster},
+        "nodes": len(nodes) if nodes else 1,
     }
+
+
+def trials_on_node(node: dict[str, float], cpus_per_trial: float, gpus_per_trial: float) -> int:
+    fit = math.floor(node.get("CPU", 0.0) / cpus_per_trial + 1e-9)
+    if gpus_per_trial:
+        fit = min(fit, math.floor(node.get("GPU", 0.0) / gpus_per_trial + 1e-9))
+    return max(0, fit)
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -124,33 +151,40 @@ def start_ray(args: argparse.Namespace) -> None:
     if ray.is_initialized():
         return
     if address:
-        try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(
-                f"cannot connect to the Ray cluster at {address!r}: {first[:200]}"
-            ) from None
+        from fer_search.cluster import connect, wait_for_gpus
+
+        connect(address)
+        if args.gpus:
+            wait_for_gpus(args.gpus)  # an autoscaler may still be starting GPU workers
         return
-    ray.init(
+    context = ray.init(
+        address="local",  # a new local instance, never a `ray start` cluster found on the machine
         num_cpus=args.cpus,
         num_gpus=None if args.gpus is None else int(math.ceil(args.gpus)),
-        dashboard_host="127.0.0.1",
-        include_dashboard=False,
+        dashboard_host="127.0.0.1",  # only this machine; started when ray[default] is installed
+        include_dashboard=None,
         logging_level="WARNING",
         log_to_driver=True,
     )
+    if context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- experiment files
 def new_experiment_dir(args: argparse.Namespace, space) -> Path:
-    root = Path(args.storage or "results").expanduser().resolve()
+    """`<storage>/<name>/`; with a URI --storage, the driver's `./results/<name>/` (Tune's
+    trials go to `<uri>/<name>/`)."""
+    from fer_search.cluster import check_location_free, resolve_storage, tune_location
+
+    root, uri = resolve_storage(args.storage)
     name = args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     exp = root / name
     if exp.exists():
         raise UserError(
             f"experiment {str(exp)!r} already exists; use --resume {exp} or another --name"
         )
+    if uri:
+        check_location_free(tune_location(uri, name))
     try:
         root.mkdir(parents=True, exist_ok=True)
         probe = root / f".write-test-{os.getpid()}"
@@ -185,6 +219,23 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def check_free_space(root: Path) -> None:
+    """A full disk would end the search at its first checkpoint: say so before it starts."""
+    free_mb = shutil.disk_usage(root).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise UserError(
+            f"results directory {str(root)!r} has {free_mb:.1f} MiB free; a search needs at "
+            f"least {MIN_FREE_MB} MiB for checkpoints and logs (free space or use --storage)"
+        )
+
+
+def tune_dir(exp: Path, args: argparse.Namespace) -> str:
+    """Where Tune keeps this experiment: `exp` itself, or `<uri>/<name>` for a URI --storage."""
+    from fer_search.cluster import is_uri, tune_location
+
+    return tune_location(args.storage, exp.name) if is_uri(args.storage) else str(exp)
+
+
 # ---------------------------------------------------------------- the Tuner
 def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
@@ -195,6 +246,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    from fer_search.cluster import is_uri
     from fer_search.trainable import run_trial
     from fer_search.tune_optuna import PruningOptunaSearch, SpaceSampler
 
@@ -203,7 +255,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
     if restore:
         return tune.Tuner.restore(
-            str(exp),
+            tune_dir(exp, args),
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=False,
@@ -267,7 +319,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
         ),
         run_config=tune.RunConfig(
             name=exp.name,
-            storage_path=str(exp.parent),
+            storage_path=args.storage if is_uri(args.storage) else str(exp.parent),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=1),
             progress_reporter=reporter,
@@ -282,15 +334,21 @@ def searched_settings(space) -> list[str]:
     return list(dict.fromkeys(p.setting for p in space.params))
 
 
-def trial_states(exp: Path) -> dict[str, str]:
+def trial_states(exp: Path | str) -> dict[str, str]:
     """Tune's saved status per trial id: TERMINATED, ERROR, or RUNNING/PENDING/PAUSED when the
     search was interrupted (Tune's in-memory results call those TERMINATED; its saved
-    experiment state, which `--resume` reads, does not)."""
-    files = sorted(exp.glob("experiment_state-*.json"))  # named by start time; newest last
-    if not files:
+    experiment state, which `--resume` reads, does not). `exp` may be a URI (`tune_dir`)."""
+    from fer_search.cluster import is_uri, latest_experiment_state
+
+    if is_uri(str(exp)):
+        text = latest_experiment_state(str(exp))
+    else:
+        files = sorted(Path(exp).glob("experiment_state-*.json"))  # by start time; newest last
+        text = files[-1].read_text() if files else None
+    if text is None:
         return {}
     states = {}
-    for entry in json.loads(files[-1].read_text()).get("trial_data", []):
+    for entry in json.loads(text).get("trial_data", []):
         trial = json.loads(entry[0] if isinstance(entry, list) else entry)
         states[trial["trial_id"]] = trial["status"]
     return states
@@ -305,10 +363,12 @@ def was_interrupted(states: dict[str, str], space, wall: float) -> bool:
 
 
 def trial_rows(results, space, exp: Path, states: dict[str, str]) -> list[dict[str, Any]]:
+    from fer_search.cluster import node_ips as cluster_node_ips
     from fer_search.space import train_values
 
     max_t = space.experiment.epochs
     names = searched_settings(space)
+    node_ips = cluster_node_ips()
     rows = []
     for result in results:
         frame = result.metrics_dataframe
@@ -338,7 +398,11 @@ def trial_rows(results, space, exp: Path, states: dict[str, str]) -> list[dict[s
             "epochs": epochs,
             "time_s": float(metrics.get("time_total_s", 0.0)),
             "node": metrics.get("node", ""),
-            "trial_dir": os.path.relpath(result.path, exp),
+            "node_ip": node_ips.get(metrics.get("node", ""), ""),
+            # a URI's trial path has no leading '/': its small files are copied to exp/<name>
+            "trial_dir": os.path.relpath(result.path, exp)
+            if os.path.isabs(result.path)
+            else Path(result.path).name,
             "error": error,
         }
         values = train_values(config)
@@ -346,8 +410,13 @@ def trial_rows(results, space, exp: Path, states: dict[str, str]) -> list[dict[s
             row[name] = values.get(name, "")
         row["_checkpoint"] = result.checkpoint
         rows.append(row)
+    # candidates first (best val_acc first), then unfinished and failed trials
     rows.sort(
-        key=lambda r: (-(r["val_acc"] if r["val_acc"] == r["val_acc"] else -1.0), r["trial_id"])
+        key=lambda r: (
+            r["status"] not in ("completed", "pruned"),
+            -(r["val_acc"] if r["val_acc"] == r["val_acc"] else -1.0),
+            r["trial_id"],
+        )
     )
     return rows
 
@@ -379,7 +448,7 @@ def final_evaluation(rows, data, space, exp: Path) -> dict[str, Any] | None:
     from fer_search import engine
     from fer_search.evaluation import classification_metrics, plot_confusion
 
-    ranked = [r for r in rows if r["_checkpoint"] is not None and r["val_acc"] == r["val_acc"]]
+    ranked = [r for r in selectable(rows) if r["_checkpoint"] is not None]
     if not ranked or "test" not in data.splits:
         return None
     device = engine.resolve_device("auto")
@@ -456,6 +525,14 @@ def log_confusion_to_tensorboard(exp: Path, metrics, class_names, title: str) ->
     plt.close("all")
 
 
+def selectable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials a model may be selected from: finished or stopped by ASHA, with a val score.
+    A trial that failed after a good epoch is not a candidate, however good that epoch was."""
+    return [
+        r for r in rows if r["status"] in ("completed", "pruned") and r["val_acc"] == r["val_acc"]
+    ]
+
+
 def summary_line(rows, exp: Path, wall: float) -> str:
     counts = {
         s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed", "nan")
@@ -464,7 +541,7 @@ def summary_line(rows, exp: Path, wall: float) -> str:
     if counts["failed"] or counts["nan"]:
         parts.append(f"{counts['failed'] + counts['nan']} failed")
     done = ", ".join(parts)
-    ranked = [r for r in rows if r["val_acc"] == r["val_acc"]]
+    ranked = selectable(rows)
     if not ranked:
         return f"{done} in {wall:.0f} s; no trial finished an epoch; results in {exp}"
     best = ranked[0]
@@ -478,13 +555,17 @@ def summary_line(rows, exp: Path, wall: float) -> str:
 def load_experiment(path: str) -> tuple[Path, dict[str, Any]]:
     from ray import tune
 
+    from fer_search.cluster import tune_location
+
     exp = Path(path).expanduser().resolve()
-    if not (exp / RUN_FILE).is_file() or not tune.Tuner.can_restore(str(exp)):
+    record = json.loads((exp / RUN_FILE).read_text()) if (exp / RUN_FILE).is_file() else {}
+    uri = record.get("storage_uri")  # Tune's trials live at <uri>/<name>
+    if not record or not tune.Tuner.can_restore(tune_location(uri, exp.name) if uri else str(exp)):
         raise UserError(
             f"--resume {path!r} is not a fer-search experiment directory "
             f"(no {RUN_FILE} or Tune state in it)"
         )
-    return exp, json.loads((exp / RUN_FILE).read_text())
+    return exp, record
 
 
 def run(args: argparse.Namespace) -> int:
@@ -499,11 +580,13 @@ def run(args: argparse.Namespace) -> int:
         for key, value in record["data_args"].items():
             setattr(args, key, value)
         args.no_asha = record.get("no_asha", False)
+        args.storage = record.get("storage_uri")  # None: Tune's state is in `exp` itself
     else:
         space = space_from_args(args)
     data = load_data_from_args(args)
     print_notes(data)
-    if not restore and not args.address and args.gpus and args.gpus > local_gpu_count():
+    on_cluster = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    if not restore and not on_cluster and args.gpus and args.gpus > local_gpu_count():
         raise UserError(
             f"--gpus {args.gpus:g} asked for {args.gpus:g} GPUs but this machine has "
             f"{local_gpu_count()}; use --gpus 0 to search on CPU, or --address to "
@@ -511,13 +594,19 @@ def run(args: argparse.Namespace) -> int:
         )
     if not restore:
         exp = new_experiment_dir(args, space)
+    check_free_space(exp.parent)
     start_ray(args)
     import ray
 
+    from fer_search import cluster
+
+    cluster.check_shared_storage(exp.parent, args.storage)
     plan = (
         record["resources"]
         if restore
-        else plan_resources(args, space.experiment, ray.cluster_resources())
+        else plan_resources(
+            args, space.experiment, ray.cluster_resources(), cluster.node_resources()
+        )
     )
     from fer_search.trainable import DatasetRefs
 
@@ -546,6 +635,7 @@ def run(args: argparse.Namespace) -> int:
             "class_names": list(data.class_names),
             "params": searched_settings(space),
             "resources": plan,
+            "storage_uri": args.storage if cluster.is_uri(args.storage) else None,
             "data_args": {
                 k: getattr(args, k)
                 for k in ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
@@ -564,12 +654,17 @@ def run(args: argparse.Namespace) -> int:
     tuner = build_tuner(exp, space, plan, refs, args, restore=restore)
     results = tuner.fit()
     wall = time.time() - started + float(record.get("wall_time_s") or 0.0)
-    states = trial_states(exp)
+    location = tune_dir(exp, args)
+    if location != str(exp):  # a URI: copy progress.csv & co. here for the report
+        cluster.fetch_trial_files(location, exp)
+    states = trial_states(location)
     rows = trial_rows(results, space, exp, states)
     write_leaderboard(rows, exp)
     record["wall_time_s"] = wall
     if was_interrupted(states, space, time.time() - started):
         write_json(exp / RUN_FILE, record)
+        if location != str(exp):
+            cluster.upload_driver_files(exp, location)
         done = sum(state in ("TERMINATED", "ERROR") for state in states.values())
         print(
             f"interrupted after {done} of {space.experiment.num_samples} trials; the state is "
@@ -583,6 +678,8 @@ def run(args: argparse.Namespace) -> int:
     from fer_search.report import build_report
 
     report = build_report(exp)
+    if location != str(exp):
+        cluster.upload_driver_files(exp, location)
     print(summary_line(rows, exp, wall))
     if final:
         b = final["best"]

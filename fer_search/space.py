@@ -79,6 +79,7 @@ _EXPERIMENT_ONLY = ("epochs", "seed")  # TrainConfig fields the experiment owns
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrainConfig)}
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _TAG_RE = re.compile(r"[A-Za-z0-9_]+")
+_PATH_SETTINGS = ("weights_path",)  # TrainConfig fields that name a file
 
 
 @dataclass(frozen=True)
@@ -338,9 +339,9 @@ def _build_experiment(
     if not exp.cpus_per_trial > 0:
         raise UserError(f"{label('cpus_per_trial')} must be > 0, got {exp.cpus_per_trial!r}")
     gpus = exp.gpus_per_trial
-    if gpus is not None and (gpus <= 0 or (gpus > 1 and gpus != int(gpus))):
+    if gpus is not None and not 0 < gpus <= 1:
         raise UserError(
-            f"{label('gpus_per_trial')} must be a fraction in (0, 1] or a whole number, "
+            f"{label('gpus_per_trial')} must be in (0, 1] (a trial trains on one GPU), "
             f"got {gpus!r} (leave it out to let the search decide)"
         )
     return exp
@@ -391,8 +392,19 @@ def _number(value: Any, type_name: str, label: str) -> Any:
     return number
 
 
+def _resolve_path(setting: str, value: Any) -> Any:
+    """A file a space names is made absolute now: trials run in their own directories, and the
+    saved space.yaml must mean the same file on --resume. `_check_value` checks it exists."""
+    if setting not in _PATH_SETTINGS or value == "":
+        return value
+    return str(Path(value).expanduser().resolve())
+
+
 def _check_value(setting: str, value: Any, label: str) -> None:
-    """The value must be one TrainConfig accepts for `setting` (ranges, choices, model names)."""
+    """The value must be one TrainConfig accepts for `setting` (ranges, choices, model names,
+    existing files)."""
+    if setting in _PATH_SETTINGS and value != "" and not Path(value).is_file():
+        raise UserError(f"{label}: {setting} {value!r} is not a file")
     if setting == "model" and value not in MODEL_NAMES:
         raise UserError(
             f"{label}: unknown model {value!r} (known: {', '.join(MODEL_NAMES)})"
@@ -464,7 +476,7 @@ def _parse_param(
     when = _parse_when(spec.get("when"), name, earlier, names, label)
 
     if kind == "fixed":
-        value = coerce(setting, spec["value"], field_type, source=label)
+        value = _resolve_path(setting, coerce(setting, spec["value"], field_type, source=label))
         _check_value(setting, value, label)
         return Param(name, kind, value=value, when=when)
     if kind == "categorical":
@@ -475,7 +487,7 @@ def _parse_param(
             raise UserError(f"{label}: choices is empty")
         choices: list[Any] = []
         for choice in raw_choices:
-            value = coerce(setting, choice, field_type, source=label)
+            value = _resolve_path(setting, coerce(setting, choice, field_type, source=label))
             if value in choices:
                 raise UserError(f"{label}: duplicate choice {choice!r}")
             _check_value(setting, value, label)

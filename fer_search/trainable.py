@@ -2,11 +2,24 @@
 
 The dataset arrives as object-store references (one shared copy per node); `ray.get` of a
 numpy array is a read-only zero-copy view, and the engine never writes to it.
+
+Test hook: the environment variable FER_SEARCH_FAULT injects faults into chosen trials (Ray
+workers on a local cluster inherit the driver's environment). It is a comma-separated list of
+`KIND[:trial=N][:epoch=E]`, where N is the Optuna trial number (`trial_number` in the trial
+config; leave it out for every trial):
+
+    raise:trial=1:epoch=2   raise RuntimeError in epoch 2's callback, before it is reported
+    kill:trial=1:epoch=2    after epoch 2 is reported and checkpointed, end the worker process
+                            with os._exit(1); once only (a marker in the trial directory), so
+                            Tune's retry continues from the epoch-2 checkpoint
+    nan:trial=1             train with lr=1e8: the engine stops with status "nan" and the trial
+                            raises FloatingPointError
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +29,9 @@ from fer_search.config import TRAIN_FIELDS, TrainConfig
 __all__ = ["CHECKPOINT_FILE", "DatasetRefs", "run_trial"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+FAULT_ENV = "FER_SEARCH_FAULT"
+FAULT_KINDS = ("raise", "kill", "nan")
+KILLED_MARKER = ".fer-search-fault-killed"
 
 
 class DatasetRefs:
@@ -59,6 +75,25 @@ def trial_config(config: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in values.items() if k in TRAIN_FIELDS})
 
 
+def parse_faults(text: str) -> list[tuple[str, int | None, int]]:
+    """FER_SEARCH_FAULT -> [(kind, Optuna trial number or None for every trial, epoch)]."""
+    faults = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        kind, *fields = entry.split(":")
+        values: dict[str, int] = {}
+        for field in fields:
+            key, _, number = field.partition("=")
+            if key not in ("trial", "epoch") or not number.isdigit():
+                raise ValueError(f"{FAULT_ENV}: bad field {field!r} in {entry!r}")
+            values[key] = int(number)
+        if kind not in FAULT_KINDS or (kind == "nan") == ("epoch" in values):
+            raise ValueError(
+                f"{FAULT_ENV}: {entry!r} is not raise|kill:[trial=N:]epoch=E or nan[:trial=N]"
+            )
+        faults.append((kind, values.get("trial"), values.get("epoch", 0)))
+    return faults
+
+
 def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     import ray
     from ray import tune
@@ -68,7 +103,14 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     # one line per epoch checkpoint is noise in the driver's console
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     cfg = trial_config(config)
-    fail_at = config.get("_fail_at_epoch", 0)  # fault injection for tests only
+    number = config.get("trial_number")
+    faults = [
+        (kind, epoch)
+        for kind, trial, epoch in parse_faults(os.environ.get(FAULT_ENV, ""))
+        if trial is None or trial == number
+    ]
+    if ("nan", 0) in faults:
+        cfg.lr = 1e8  # diverges for real, through the engine's own non-finite check
     train_split, val_split = data.get("train"), data.get("val")
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -79,8 +121,8 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     best = {"val_acc": float(resume["best_val_acc"]) if resume else -1.0}
 
     def on_epoch(stats, save) -> bool:
-        if fail_at and stats.epoch >= fail_at:
-            raise RuntimeError(f"injected failure at epoch {stats.epoch}")
+        if ("raise", stats.epoch) in faults:
+            raise RuntimeError(f"injected fault: raise at epoch {stats.epoch} ({FAULT_ENV})")
         best["val_acc"] = max(best["val_acc"], stats.val_acc)
         metrics = dict(stats.__dict__)
         metrics.pop("extra", None)
@@ -88,6 +130,11 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         with tempfile.TemporaryDirectory() as directory:
             save(Path(directory) / CHECKPOINT_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        if ("kill", stats.epoch) in faults:
+            marker = Path(tune.get_context().get_trial_dir()) / KILLED_MARKER
+            if not marker.exists():  # the retry must not die again
+                marker.write_text(f"killed after epoch {stats.epoch}\n")
+                os._exit(1)
         return False
 
     result = engine.train(cfg, train_split, val_split, on_epoch=on_epoch, resume=resume)

@@ -56,6 +56,9 @@ class PruningOptunaSearch(OptunaSearch):
         config = train_values(config)
         for name in DISPLAY_DEFAULTS:
             config.setdefault(name, getattr(TrainConfig, name))
+        # bookkeeping, not a TrainConfig field: the stable handle of a trial (optuna.db's
+        # trial number; FER_SEARCH_FAULT names trials by it)
+        config["trial_number"] = self._ot_trials[trial_id].number
         return config
 
     def _better(self, a: float, b: float) -> bool:
