@@ -206,7 +206,7 @@ def predict_probs(
             h, w = x.shape[-2:]
             for dy, dx in ((0, 0), (0, 4), (4, 0), (4, 4)):
                 views.append(padded[..., dy : dy + h, dx : dx + w])
-        probs = sum(torch.softmax(model(v).float(), dim=1) for v in views) / len(views)
+        probs = torch.stack([torch.softmax(model(v).float(), dim=1) for v in views]).mean(0)
         out.append(probs.cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import math
 import os
 import shlex
@@ -163,7 +164,7 @@ def start_ray(args: argparse.Namespace) -> None:
         num_gpus=None if args.gpus is None else int(math.ceil(args.gpus)),
         dashboard_host="127.0.0.1",  # only this machine; started when ray[default] is installed
         include_dashboard=None,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
         log_to_driver=True,
     )
     if context.dashboard_url:

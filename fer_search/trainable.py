@@ -41,7 +41,7 @@ class DatasetRefs:
         import ray
 
         self.class_names = tuple(class_names)
-        self.refs = {
+        self.refs: dict[str, dict[str, Any]] = {
             name: {
                 "images": ray.put(split.images),
                 "labels": ray.put(split.labels),

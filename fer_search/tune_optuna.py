@@ -92,6 +92,7 @@ class PruningOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None  # Optuna takes the last intermediate value
         else:
             state, value = TrialState.COMPLETE, self._best[trial_id]
+        assert self._ot_study is not None
         try:
             self._ot_study.tell(ot_trial, value, state=state)
         except Exception as exc:  # e.g. told twice after a restore
