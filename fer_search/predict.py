@@ -47,16 +47,15 @@ def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
             "--detect-faces needs OpenCV: pip install 'fer-search[faces]' "
             "(opencv-python-headless<5)"
         ) from None
-    if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
+    haar_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
+    if not hasattr(cv2, "CascadeClassifier") or haar_dir is None:
         raise UserError(
             f"OpenCV {cv2.__version__} has no bundled Haar cascades; "
             "pip install 'opencv-python-headless<5'"
         )
-    cascade = cv2.CascadeClassifier(
-        str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml")
-    )
+    cascade = cv2.CascadeClassifier(str(Path(haar_dir) / "haarcascade_frontalface_default.xml"))
     boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    return [tuple(int(v) for v in box) for box in boxes]  # type: ignore[misc]
+    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
 
 
 def annotate(path: Path, gray: np.ndarray, faces: list[dict[str, Any]], out_dir: Path) -> Path:
