@@ -301,7 +301,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
         parameter_columns={"model": "arch", "lr": "lr", "dropout": "dropout"},
         metric_columns={"epoch": "epoch", "val_acc": "val_acc", "best_val_acc": "best"},
         max_report_frequency=30,
-        sort_by_metric=True,
+        # sort_by_metric breaks Ray's table when a trial ends before its first result
     )
     return tune.Tuner(
         trainable,
@@ -353,6 +353,25 @@ def trial_states(exp: Path | str) -> dict[str, str]:
         trial = json.loads(entry[0] if isinstance(entry, list) else entry)
         states[trial["trial_id"]] = trial["status"]
     return states
+
+
+def saved_search_complete(exp: Path, space) -> float | None:
+    """If Tune's saved state shows a search that had ended (every trial final, and all samples
+    started or the time budget spent) though its leaderboard and final evaluation were never
+    written (the driver died at the very end), its wall time; else None. `--resume` then only
+    finalises it."""
+    files = sorted(exp.glob("experiment_state-*.json"))
+    if not files:
+        return None
+    states = trial_states(exp)
+    start = json.loads(files[-1].read_text()).get("stats", {}).get("start_time")
+    elapsed = files[-1].stat().st_mtime - start if start else 0.0
+    budget = space.experiment.time_budget
+    spent = bool(budget) and elapsed >= 0.95 * budget
+    ended = len(states) >= space.experiment.num_samples or spent
+    if states and ended and not was_interrupted(states, space, elapsed):
+        return elapsed
+    return None
 
 
 def was_interrupted(states: dict[str, str], space, wall: float) -> bool:
@@ -653,7 +672,12 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.time()
     tuner = build_tuner(exp, space, plan, refs, args, restore=restore)
-    results = tuner.fit()
+    finished = None if cluster.is_uri(args.storage) else saved_search_complete(exp, space)
+    if restore and finished is not None:
+        results = tuner.get_results()  # nothing left to run: finalise
+        record["wall_time_s"] = record.get("wall_time_s") or finished
+    else:
+        results = tuner.fit()
     wall = time.time() - started + float(record.get("wall_time_s") or 0.0)
     location = tune_dir(exp, args)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
@@ -662,7 +686,7 @@ def run(args: argparse.Namespace) -> int:
     rows = trial_rows(results, space, exp, states)
     write_leaderboard(rows, exp)
     record["wall_time_s"] = wall
-    if was_interrupted(states, space, time.time() - started):
+    if was_interrupted(states, space, finished or time.time() - started):
         write_json(exp / RUN_FILE, record)
         if location != str(exp):
             cluster.upload_driver_files(exp, location)

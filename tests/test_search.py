@@ -345,3 +345,29 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert len(study.trials) == 5
     assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}
     assert (exp / "final.json").is_file()
+
+
+def fake_state(exp: Path, statuses: list[str], *, elapsed: float) -> None:
+    exp.mkdir(parents=True, exist_ok=True)
+    trials = [
+        [json.dumps({"trial_id": f"t{i}", "status": s}), "{}"] for i, s in enumerate(statuses)
+    ]
+    path = exp / "experiment_state-2026-01-01_00-00-00.json"
+    path.write_text(json.dumps({"trial_data": trials, "stats": {"start_time": 1000.0}}))
+    os.utime(path, (1000.0 + elapsed, 1000.0 + elapsed))
+
+
+def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_path):
+    from fer_search.search import saved_search_complete
+    from fer_search.space import apply_overrides, load_space
+
+    space = apply_overrides(load_space(str(write_space(tmp_path, 4))), time_budget=100)
+    fake_state(tmp_path / "a", ["TERMINATED"] * 4, elapsed=50)  # every sample ran
+    assert saved_search_complete(tmp_path / "a", space) == pytest.approx(50)
+    fake_state(tmp_path / "b", ["TERMINATED"] * 2, elapsed=99)  # the time budget was spent
+    assert saved_search_complete(tmp_path / "b", space) == pytest.approx(99)
+    fake_state(tmp_path / "c", ["TERMINATED"] * 2, elapsed=30)  # interrupted early
+    assert saved_search_complete(tmp_path / "c", space) is None
+    fake_state(tmp_path / "d", ["TERMINATED", "RUNNING", "TERMINATED", "PENDING"], elapsed=99)
+    assert saved_search_complete(tmp_path / "d", space) is None
+    assert saved_search_complete(tmp_path / "empty", space) is None
