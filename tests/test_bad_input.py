@@ -141,29 +141,6 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def token_gcs():
-    """A stand-in for a Ray GCS with token authentication (as in tests/test_cluster.py): its
-    GetClusterId answers only the bearer 'right-token'."""
-    grpc = pytest.importorskip("grpc")
-    from concurrent import futures
-
-    def handle(request, context):
-        if dict(context.invocation_metadata()).get("authorization") != "Bearer right-token":
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "InvalidAuthToken")
-        return b""
-
-    handler = grpc.method_handlers_generic_handler(
-        "ray.rpc.NodeInfoGcsService", {"GetClusterId": grpc.unary_unary_rpc_method_handler(handle)}
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
-
-
-@pytest.fixture(scope="module")
 def listener():
     """A TCP port that accepts connections but is not Ray (for the auth case)."""
     server = socket.socket()

@@ -262,29 +262,6 @@ def test_token_is_read_in_rays_order(tmp_path, monkeypatch):
     assert auth_token() == ("from-env", "RAY_AUTH_TOKEN")
 
 
-@pytest.fixture()
-def token_gcs():
-    """A stand-in for a GCS with token auth: GetClusterId answers only the right bearer."""
-    grpc = pytest.importorskip("grpc")
-    from concurrent import futures
-
-    def handle(request, context):
-        metadata = dict(context.invocation_metadata())
-        if metadata.get("authorization") != "Bearer right-token":
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "InvalidAuthToken")
-        return b""
-
-    handler = grpc.method_handlers_generic_handler(
-        "ray.rpc.NodeInfoGcsService", {"GetClusterId": grpc.unary_unary_rpc_method_handler(handle)}
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield f"127.0.0.1:{port}"
-    server.stop(0)
-
-
 def test_auth_mismatch_is_one_clear_line(token_gcs, monkeypatch):
     from fer_search.cluster import auth_problem
 
