@@ -45,6 +45,8 @@ TRAIN_HELP = {
     "dropout": "dropout before the classifier",
     "batch_norm": "batch-norm in simple_cnn",
     "width": "simple_cnn channels of the first block",
+    "depth": "simple_cnn conv blocks (each halves the side)",
+    "convs": "simple_cnn 3x3 convs per block",
     "input_size": "resize 48x48 input to this on the device (torchvision models)",
     "pretrained": "start from ImageNet weights (local file or torch hub cache only)",
     "weights_path": "ImageNet weights file for --pretrained",
@@ -60,8 +62,8 @@ TRAIN_HELP = {
     "class_set": f"class set: {', '.join(CLASS_SETS)}",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",
-    "amp": f"mixed precision on CUDA: {', '.join(AMP)}",
-    "channels_last": "channels_last memory format on CUDA",
+    "amp": f"mixed precision: {', '.join(AMP)} (auto: bf16 on CUDA and on CPUs with native bf16)",
+    "channels_last": "channels_last memory format (CUDA; CPU under bf16)",
     "compile": "torch.compile the model (CUDA)",
     "threads": "torch CPU threads (0 = default)",
     "eval_batch_size": "evaluation batch size",
@@ -342,7 +344,7 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         "--space",
         metavar="YAML",
         help="search space: a path, or a shipped name (demo, simple_cnn, vgg16, "
-        "resnet101, mobilenet_v2, densenet, all)",
+        "resnet101, mobilenet_v2, densenet, all, reference)",
     )
     parser.add_argument("--resume", metavar="DIR", help="continue an interrupted experiment")
     parser.add_argument("--name", help="experiment name (default <space>-<time>)")
@@ -382,7 +384,15 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="stop starting trials after this many seconds",
+        help="wall-time budget for training: the search's trials, plus the refit if any",
+    )
+    exp.add_argument(
+        "--refit-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="part of --time-budget kept to retrain the best configuration for as many epochs "
+        "as fit (0 = no refit)",
     )
     exp.add_argument("--seed", type=int, default=None)
     exp.add_argument(

@@ -11,6 +11,7 @@ from fer_search.errors import UserError, did_you_mean
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_SETS: tuple[str, ...] = ("all", "drop-disgust", "merge-disgust")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+REFIT_ID = "refit"  # the leaderboard's trial_id for the best configuration retrained (a refit)
 METRIC = "val_acc"  # PublicTest accuracy: the only number used to select models
 MODE = "max"
 IMAGE_SIZE = 48
@@ -60,6 +61,8 @@ class TrainConfig:
     dropout: float = 0.3
     batch_norm: bool = True  # simple_cnn only
     width: int = 32  # simple_cnn: channels of the first block (doubles per block)
+    depth: int = 3  # simple_cnn: conv blocks (each halves the side)
+    convs: int = 2  # simple_cnn: 3x3 convs per block
     input_size: int = 48  # torchvision models: resize 48 -> input_size on the device
     pretrained: bool = False
     weights_path: str = ""  # local ImageNet weights file; "" = torch hub cache
@@ -78,8 +81,8 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16 on CUDA) | off | bf16 | fp16
-    channels_last: bool = True  # CUDA only
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16 | off | bf16 | fp16
+    channels_last: bool = True  # CUDA, and CPU under bf16 (where oneDNN's fast kernels need it)
     compile: bool = False  # torch.compile (CUDA)
     threads: int = 0  # torch CPU threads; 0 = leave as is
     eval_batch_size: int = 512
@@ -121,7 +124,16 @@ class TrainConfig:
                     f"{source}: {name}={value!r} is not one of {', '.join(allowed)}"
                     f"{did_you_mean(value, allowed)}"
                 )
-        positive = ("epochs", "batch_size", "lr", "eval_batch_size", "input_size", "width")
+        positive = (
+            "epochs",
+            "batch_size",
+            "lr",
+            "eval_batch_size",
+            "input_size",
+            "width",
+            "depth",
+            "convs",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise UserError(f"{source}: {name} must be > 0, got {getattr(self, name)!r}")

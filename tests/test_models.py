@@ -91,6 +91,25 @@ def test_simple_cnn_without_batch_norm():
     assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
 
 
+@pytest.mark.parametrize(("depth", "convs"), [(3, 2), (4, 1), (2, 3)])
+def test_simple_cnn_depth_and_convs(depth: int, convs: int):
+    model = create_model("simple_cnn", width=8, depth=depth, convs=convs)
+    conv_layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(conv_layers) == depth * convs and len(pools) == depth
+    assert conv_layers[-1].out_channels == 8 * 2 ** (depth - 1)
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+    rebuilt = create_model(**model.fer_args)
+    rebuilt.load_state_dict(model.state_dict())  # the checkpoint's args rebuild the same net
+
+
+def test_simple_cnn_too_deep_for_the_input_is_a_user_error():
+    with pytest.raises(UserError, match="depth=6"):
+        create_model("simple_cnn", depth=6)
+    with pytest.raises(UserError, match="convs=0"):
+        create_model("simple_cnn", convs=0)
+
+
 def test_pretrained_from_a_local_file_sums_the_rgb_conv(tmp_path: Path, hub_dir: Path):
     reference = tvm.mobilenet_v2(weights=None)
     path = tmp_path / "mnv2.pth"

@@ -1,10 +1,10 @@
 """Build a model by name, timm style: ``@register_model`` adds a builder, ``create_model`` calls it.
 
 A builder is a function named after the model. It receives every argument of ``create_model`` as a
-keyword and takes the ones it uses, swallowing the rest with ``**_unused`` (``width`` and
-``batch_norm`` only mean something to ``simple_cnn``; ``pretrained`` is rejected by models that
-have no ImageNet weights). ``create_model`` stores the arguments on the returned module as
-``model.fer_args`` so a checkpoint rebuilds the same network with ``create_model(**fer_args)``.
+keyword and takes the ones it uses, swallowing the rest with ``**_unused`` (``width``, ``depth``,
+``convs`` and ``batch_norm`` only mean something to ``simple_cnn``; ``pretrained`` is rejected by
+models that have no ImageNet weights). ``create_model`` stores the arguments on the returned module
+as ``model.fer_args`` so a checkpoint rebuilds the same network with ``create_model(**fer_args)``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def create_model(
     dropout: float = 0.0,
     batch_norm: bool = True,
     width: int = 32,
+    depth: int = 3,
+    convs: int = 2,
     input_size: int = 48,
     pretrained: bool = False,
     weights_path: str = "",
@@ -69,6 +71,8 @@ def create_model(
         "dropout": dropout,
         "batch_norm": batch_norm,
         "width": width,
+        "depth": depth,
+        "convs": convs,
         "input_size": input_size,
     }
     model = _MODELS[name](**args, pretrained=pretrained, weights_path=weights_path)
