@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, MODE
+from fer_search.config import METRIC, MODE, REFIT_ID
 from fer_search.errors import UserError
 
 __all__ = ["build_report", "load_results"]
@@ -162,6 +162,8 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
 
 # ---------------------------------------------------------------- facts
 def count_trials(board: pd.DataFrame) -> dict[str, int]:
+    """Status counts of the searched trials (a refit is reported apart)."""
+    board = board[board["trial_id"] != REFIT_ID]
     counts = {"trials": len(board)}
     counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
     counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
@@ -171,13 +173,21 @@ def count_trials(board: pd.DataFrame) -> dict[str, int]:
 def epoch_budget(
     board: pd.DataFrame, experiment: dict[str, Any], curves: dict[str, pd.DataFrame]
 ) -> dict[str, Any]:
-    """Epochs trained in all, against every trial running to max_t (what ASHA saved)."""
+    """Epochs the searched trials trained, against every one running to max_t (what ASHA
+    saved); a refit's epochs are counted apart."""
+    refit = board[board["trial_id"] == REFIT_ID]
+    board = board[board["trial_id"] != REFIT_ID]
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
     consumed = int(board["epochs"].fillna(from_progress).fillna(0).sum())
     max_t = experiment.get("max_t")
     budget = len(board) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
     saved = 1 - consumed / budget if budget else None
-    return {"epochs_consumed": consumed, "epochs_budget": budget, "epochs_saved_fraction": saved}
+    return {
+        "epochs_consumed": consumed,
+        "epochs_budget": budget,
+        "epochs_saved_fraction": saved,
+        "refit_epochs": int(refit["epochs"].fillna(0).sum()) if len(refit) else None,
+    }
 
 
 def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | None:
@@ -484,10 +494,24 @@ def md_header(facts: dict[str, Any]) -> str:
         f"wall time {fmt_duration(exp.get('wall_time_s'))}",
         f"- Trials: {md_counts(counts)}",
         f"- Epochs: {md_epochs(facts)}",
+        *md_refit(facts),
         f"- Selection metric: `{exp.get('metric', METRIC)}` ({exp.get('mode', MODE)}) on "
         "PublicTest (the val split); PrivateTest (test) is never used to select",
     ]
     return "\n".join(lines)
+
+
+def md_refit(facts: dict[str, Any]) -> list[str]:
+    refit = facts["experiment"].get("refit")
+    if not refit:
+        return []
+    row = next((r for r in facts["leaderboard"] if r["trial_id"] == REFIT_ID), None)
+    score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+    state = "" if refit.get("done") else " (not finished)"
+    return [
+        f"- Refit: trial `{refit.get('from_trial', '?')}`'s configuration trained again from "
+        f"scratch for {refit.get('epochs', '?')} epochs as `{REFIT_ID}`{score}{state}"
+    ]
 
 
 def md_counts(counts: dict[str, int]) -> str:
@@ -530,7 +554,8 @@ def table_params(facts: dict[str, Any]) -> list[str]:
 
 
 def md_leaderboard(facts: dict[str, Any]) -> str:
-    rows, params, total = facts["leaderboard"], table_params(facts), facts["counts"]["trials"]
+    rows, params = facts["leaderboard"], table_params(facts)
+    total = facts["counts"]["trials"] + (facts.get("refit_epochs") is not None)
     title = f"## Leaderboard (top {len(rows)} of {total}, best {METRIC} first)"
     if not rows:
         return f"{title}\n\nNo trials recorded."

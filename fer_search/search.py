@@ -53,6 +53,7 @@ def space_from_args(args: argparse.Namespace):
         gpus_per_trial=args.gpus_per_trial,
         cpus_per_trial=args.cpus_per_trial,
         top_k=args.top_k,
+        refit_budget=args.refit_budget,
     )
 
 
@@ -70,6 +71,9 @@ def check_counts(args: argparse.Namespace) -> None:
         )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
+    refit = getattr(args, "refit_budget", None)
+    if refit is not None and refit < 0:
+        raise UserError(f"--refit-budget must be >= 0 seconds, got {refit:g}")
 
 
 def local_gpu_count() -> int:
@@ -279,6 +283,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
         study_name=exp.name,
         max_t=ex.epochs,
         step_attr=STEP_ATTR,
+        points_to_evaluate=[dict(point) for point in space.points] or None,
     )
     if args.no_asha:
         scheduler = FIFOScheduler()
@@ -313,7 +318,7 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
             mode=ex.mode,
             num_samples=ex.num_samples,
             max_concurrent_trials=plan["max_concurrent"],
-            time_budget_s=ex.time_budget or None,
+            time_budget_s=ex.search_budget or None,
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
             trial_name_creator=trial_dirname,
@@ -327,6 +332,100 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
             verbose=args.verbose,
         ),
     )
+
+
+# ---------------------------------------------------------------- the refit
+REFIT_DIR = "refit"  # exp/refit/trial_refit: one more Tune trial, the best config retrained
+
+
+def refit_dirname(trial) -> str:
+    return "trial_refit"
+
+
+def refit_epochs(best: dict[str, Any], seconds: float) -> int:
+    """Epochs of the best configuration that fit in `seconds`, at the best trial's measured
+    seconds per epoch (training plus validation, same resources); 0 when that is no longer
+    than the trial already trained."""
+    per_epoch = best.get("_epoch_s", float("nan"))
+    if math.isnan(per_epoch) or per_epoch <= 0:
+        return 0
+    epochs = int(seconds / per_epoch)
+    return epochs if epochs > best["epochs"] else 0
+
+
+def run_refit(exp: Path, space, plan: dict[str, Any], refs, args, record: dict[str, Any]):
+    """Train record['refit']'s configuration from scratch for its epochs, as one Tune trial
+    under exp/refit (so it checkpoints, logs to TensorBoard and resumes like any trial).
+    Returns the Tune result, or None when it was interrupted."""
+    from ray import tune
+
+    from fer_search.trainable import run_trial
+
+    base = tune_dir(exp, args)
+    location = f"{base.rstrip('/')}/{REFIT_DIR}"
+    resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    if tune.Tuner.can_restore(location):
+        tuner = tune.Tuner.restore(location, trainable=trainable, resume_unfinished=True)
+    else:
+        info = record["refit"]
+        tuner = tune.Tuner(
+            trainable,
+            param_space={**info["config"], "epochs": info["epochs"]},
+            tune_config=tune.TuneConfig(
+                metric=space.experiment.metric,
+                mode=space.experiment.mode,
+                num_samples=1,
+                trial_dirname_creator=refit_dirname,
+                trial_name_creator=refit_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=REFIT_DIR,
+                storage_path=base,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=1),
+                verbose=args.verbose,
+            ),
+        )
+    result = tuner.fit()[0]
+    states = trial_states(location)
+    if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
+        return None
+    return result
+
+
+def refit_row(result, space, exp: Path) -> dict[str, Any]:
+    from fer_search.config import REFIT_ID
+
+    row = trial_rows([result], space, exp, {})[0]
+    row["trial_id"] = REFIT_ID
+    return row
+
+
+def plan_refit(rows: list[dict[str, Any]], space, elapsed: float) -> dict[str, Any] | None:
+    """What to refit (the best trial's config) and for how many epochs, or None with the
+    reason printed: no refit budget, no candidate, or too little time left."""
+    ex = space.experiment
+    ranked = [r for r in selectable(rows) if r.get("_config")]
+    if not ex.refit_budget or not ranked:
+        return None
+    best = ranked[0]
+    seconds = ex.time_budget - elapsed if ex.time_budget else ex.refit_budget
+    epochs = refit_epochs(best, seconds)
+    if not epochs:
+        print(
+            f"no refit: {seconds:.0f} s left fit no more than the {best['epochs']} epochs "
+            f"trial {best['trial_id']} already trained",
+            file=sys.stderr,
+        )
+        return None
+    config = {k: v for k, v in best["_config"].items() if k != "trial_number"}
+    print(
+        f"refit: training trial {best['trial_id']}'s configuration again for {epochs} epochs "
+        f"({seconds:.0f} s left at {best['_epoch_s']:.1f} s per epoch)",
+        flush=True,
+    )
+    return {"from_trial": best["trial_id"], "epochs": epochs, "config": config, "done": False}
 
 
 # ---------------------------------------------------------------- after the search
@@ -366,7 +465,7 @@ def saved_search_complete(exp: Path, space) -> float | None:
     states = trial_states(exp)
     start = json.loads(files[-1].read_text()).get("stats", {}).get("start_time")
     elapsed = files[-1].stat().st_mtime - start if start else 0.0
-    budget = space.experiment.time_budget
+    budget = space.experiment.search_budget
     spent = bool(budget) and elapsed >= 0.95 * budget
     ended = len(states) >= space.experiment.num_samples or spent
     if states and ended and not was_interrupted(states, space, elapsed):
@@ -377,7 +476,7 @@ def saved_search_complete(exp: Path, space) -> float | None:
 def was_interrupted(states: dict[str, str], space, wall: float) -> bool:
     if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
         return True
-    budget = space.experiment.time_budget
+    budget = space.experiment.search_budget
     out_of_time = bool(budget) and wall >= 0.95 * budget
     return len(states) < space.experiment.num_samples and not out_of_time
 
@@ -429,16 +528,26 @@ def trial_rows(results, space, exp: Path, states: dict[str, str]) -> list[dict[s
         for name in names:
             row[name] = values.get(name, "")
         row["_checkpoint"] = result.checkpoint
+        row["_config"] = config
+        row["_epoch_s"] = (
+            float(frame["time_this_iter_s"].median())
+            if has and "time_this_iter_s" in frame
+            else float("nan")
+        )
         rows.append(row)
-    # candidates first (best val_acc first), then unfinished and failed trials
-    rows.sort(
+    return rank_rows(rows)
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Candidates first (best val_acc first), then unfinished and failed trials."""
+    return sorted(
+        rows,
         key=lambda r: (
             r["status"] not in ("completed", "pruned"),
             -(r["val_acc"] if r["val_acc"] == r["val_acc"] else -1.0),
             r["trial_id"],
-        )
+        ),
     )
-    return rows
 
 
 def write_leaderboard(rows: list[dict[str, Any]], exp: Path) -> Path:
@@ -588,6 +697,104 @@ def load_experiment(path: str) -> tuple[Path, dict[str, Any]]:
     return exp, record
 
 
+def new_record(args: argparse.Namespace, exp: Path, space, data, plan: dict[str, Any]):
+    """experiment.json: how the search was started; `--resume` and the report read it."""
+    from fer_search.cluster import is_uri
+
+    ex = space.experiment
+    return {
+        "name": exp.name,
+        "space": space.name,
+        "command": "fer-search " + shlex.join(sys.argv[1:]),
+        "metric": ex.metric,
+        "mode": ex.mode,
+        "max_t": ex.epochs,
+        "grace_period": ex.grace_period,
+        "reduction_factor": ex.reduction_factor,
+        "num_samples": ex.num_samples,
+        "asha": not args.no_asha,
+        "no_asha": args.no_asha,
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "finished": None,
+        "wall_time_s": None,
+        "data": data.source,
+        "class_names": list(data.class_names),
+        "params": searched_settings(space),
+        "resources": plan,
+        "storage_uri": args.storage if is_uri(args.storage) else None,
+        "data_args": {
+            k: getattr(args, k)
+            for k in ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
+        },
+        "versions": versions(),
+        "refit": None,
+    }
+
+
+def interrupted(exp: Path, args, record: dict[str, Any], what: str) -> int:
+    """Save the record (and, for URI storage, the driver's files), say how to go on: 130."""
+    from fer_search import cluster
+
+    write_json(exp / RUN_FILE, record)
+    location = tune_dir(exp, args)
+    if location != str(exp):
+        cluster.upload_driver_files(exp, location)
+    print(
+        f"interrupted {what}; the state is saved. Continue with: fer-search --resume {exp}",
+        file=sys.stderr,
+    )
+    return 130
+
+
+def refit_phase(exp, space, plan, refs, args, record, rows, elapsed: float):
+    """Plan (once) and run the refit; the ranked rows with it, or None if it was interrupted."""
+    from fer_search import cluster
+
+    if record.get("refit") is None:
+        record["refit"] = plan_refit(rows, space, elapsed)
+        write_json(exp / RUN_FILE, record)
+    if not record["refit"]:
+        return rows
+    result = run_refit(exp, space, plan, refs, args, record)
+    if result is None:
+        return None
+    location = tune_dir(exp, args)
+    if location != str(exp):
+        cluster.fetch_trial_files(location, exp)
+    record["refit"]["done"] = True
+    rows = rank_rows([*rows, refit_row(result, space, exp)])
+    write_leaderboard(rows, exp)
+    return rows
+
+
+def print_outcome(rows, final, exp: Path, wall: float, report: Path) -> int:
+    """The summary lines; exit 1 when every trial failed."""
+    print(summary_line(rows, exp, wall))
+    if final:
+        b = final["best"]
+        print(
+            f"test (PrivateTest, used once): best {b['test_acc'] * 100:.2f} % "
+            f"(flip TTA {b['test_acc_tta'] * 100:.2f} %)"
+            + (
+                f"; top-{final['ensemble']['k']} ensemble "
+                f"{final['ensemble']['test_acc'] * 100:.2f} %"
+                if final["ensemble"]
+                else ""
+            )
+        )
+    print(f"report: {report}   TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
+    if rows and all(r["status"] in ("failed", "nan") for r in rows):
+        print(
+            "fer-search: every trial failed; see the error column in leaderboard.csv",
+            file=sys.stderr,
+        )
+        return 1
+    failed = sum(r["status"] in ("failed", "nan") for r in rows)
+    if failed:
+        print(f"warning: {failed} trial(s) failed; see leaderboard.csv", file=sys.stderr)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from fer_search.cli import load_data_from_args, print_notes
     from fer_search.space import load_space
@@ -636,32 +843,7 @@ def run(args: argparse.Namespace) -> int:
         import yaml
 
         (exp / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
-        record = {
-            "name": exp.name,
-            "space": space.name,
-            "command": "fer-search " + shlex.join(sys.argv[1:]),
-            "metric": space.experiment.metric,
-            "mode": space.experiment.mode,
-            "max_t": space.experiment.epochs,
-            "grace_period": space.experiment.grace_period,
-            "reduction_factor": space.experiment.reduction_factor,
-            "num_samples": space.experiment.num_samples,
-            "asha": not args.no_asha,
-            "no_asha": args.no_asha,
-            "started": dt.datetime.now().isoformat(timespec="seconds"),
-            "finished": None,
-            "wall_time_s": None,
-            "data": data.source,
-            "class_names": list(data.class_names),
-            "params": searched_settings(space),
-            "resources": plan,
-            "storage_uri": args.storage if cluster.is_uri(args.storage) else None,
-            "data_args": {
-                k: getattr(args, k)
-                for k in ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
-            },
-            "versions": versions(),
-        }
+        record = new_record(args, exp, space, data, plan)
         write_json(exp / RUN_FILE, record)
     print(
         f"searching {space.name}: {space.experiment.num_samples} trials x <= "
@@ -678,25 +860,24 @@ def run(args: argparse.Namespace) -> int:
         record["wall_time_s"] = record.get("wall_time_s") or finished
     else:
         results = tuner.fit()
-    wall = time.time() - started + float(record.get("wall_time_s") or 0.0)
+    prior_wall = float(record.get("wall_time_s") or 0.0)  # before a --resume
     location = tune_dir(exp, args)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
         cluster.fetch_trial_files(location, exp)
     states = trial_states(location)
     rows = trial_rows(results, space, exp, states)
     write_leaderboard(rows, exp)
-    record["wall_time_s"] = wall
+    record["wall_time_s"] = time.time() - started + prior_wall
     if was_interrupted(states, space, finished or time.time() - started):
-        write_json(exp / RUN_FILE, record)
-        if location != str(exp):
-            cluster.upload_driver_files(exp, location)
         done = sum(state in ("TERMINATED", "ERROR") for state in states.values())
-        print(
-            f"interrupted after {done} of {space.experiment.num_samples} trials; the state is "
-            f"saved. Continue with: fer-search --resume {exp}",
-            file=sys.stderr,
+        return interrupted(
+            exp, args, record, f"after {done} of {space.experiment.num_samples} trials"
         )
-        return 130
+    ranked = refit_phase(exp, space, plan, refs, args, record, rows, record["wall_time_s"])
+    record["wall_time_s"] = wall = time.time() - started + prior_wall
+    if ranked is None:
+        return interrupted(exp, args, record, "during the refit")
+    rows = ranked
     final = None if args.no_final_eval else final_evaluation(rows, data, space, exp)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_json(exp / RUN_FILE, record)
@@ -705,27 +886,4 @@ def run(args: argparse.Namespace) -> int:
     report = build_report(exp)
     if location != str(exp):
         cluster.upload_driver_files(exp, location)
-    print(summary_line(rows, exp, wall))
-    if final:
-        b = final["best"]
-        print(
-            f"test (PrivateTest, used once): best {b['test_acc'] * 100:.2f} % "
-            f"(flip TTA {b['test_acc_tta'] * 100:.2f} %)"
-            + (
-                f"; top-{final['ensemble']['k']} ensemble "
-                f"{final['ensemble']['test_acc'] * 100:.2f} %"
-                if final["ensemble"]
-                else ""
-            )
-        )
-    print(f"report: {report}   TensorBoard: tensorboard --logdir {exp} --host 127.0.0.1")
-    if rows and all(r["status"] in ("failed", "nan") for r in rows):
-        print(
-            "fer-search: every trial failed; see the error column in leaderboard.csv",
-            file=sys.stderr,
-        )
-        return 1
-    failed = sum(r["status"] in ("failed", "nan") for r in rows)
-    if failed:
-        print(f"warning: {failed} trial(s) failed; see leaderboard.csv", file=sys.stderr)
-    return 0
+    return print_outcome(rows, final, exp, wall, report)

@@ -73,7 +73,7 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "categorical": ("choices",),
     "fixed": ("value",),
 }
-_TOP_KEYS = ("name", "description", "experiment", "params")
+_TOP_KEYS = ("name", "description", "experiment", "params", "points_to_evaluate")
 _EXPERIMENT_ONLY = ("epochs", "seed")  # TrainConfig fields the experiment owns
 # Field types are strings ("int", "float", "str", "bool"): config.py uses postponed annotations.
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrainConfig)}
@@ -134,10 +134,18 @@ class Experiment:
     gpus_per_trial: float | None = None  # None = the search decides (1 with CUDA, else 0)
     cpus_per_trial: float = 1.0
     top_k: int = 3  # ensemble size for the final evaluation
+    # seconds of time_budget kept to train the best configuration again for as many epochs as
+    # fit (a refit); without a time_budget, the refit gets this long after the search
+    refit_budget: float = 0.0
 
     @property
     def mode(self) -> str:
         return METRICS[self.metric]
+
+    @property
+    def search_budget(self) -> float:
+        """Seconds the search's trials may take (the time budget less the refit's share)."""
+        return self.time_budget - self.refit_budget if self.time_budget else 0.0
 
 
 @dataclass
@@ -147,15 +155,20 @@ class SearchSpace:
     params: tuple[Param, ...]
     experiment: Experiment
     source: str
+    # trials to run first (Optuna's enqueue_trial), e.g. a known-good hand-tuned configuration
+    points: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved space as plain data; load_space_dict(space.to_dict()) gives it back."""
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "description": self.description,
             "experiment": dataclasses.asdict(self.experiment),
             "params": {p.name: p.to_spec() for p in self.params},
         }
+        if self.points:
+            out["points_to_evaluate"] = [dict(point) for point in self.points]
+        return out
 
     def architectures(self) -> tuple[str, ...]:
         """Model names this space can produce, in the order the space lists them."""
@@ -287,7 +300,42 @@ def load_space_dict(d: dict, source: str = "<dict>") -> SearchSpace:
     if "params" not in d:
         raise UserError(f"{source}: missing `params:` (the parameters to search)")
     params = _parse_params(d["params"], source)
-    return SearchSpace(name, description.strip(), params, experiment, source)
+    points = _parse_points(d.get("points_to_evaluate"), params, source)
+    return SearchSpace(name, description.strip(), params, experiment, source, points)
+
+
+def _parse_points(raw: Any, params: tuple[Param, ...], source: str) -> tuple[dict[str, Any], ...]:
+    """`points_to_evaluate`: a list of {param: value} the searcher tries first. Each name must be
+    a sampled parameter and each value inside its range or choices; a parameter left out is
+    sampled as usual."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(point, Mapping) for point in raw):
+        raise UserError(f"{source}: points_to_evaluate must be a list of mappings {{param: value}}")
+    sampled = {p.name: p for p in params if p.kind != "fixed"}
+    points = []
+    for i, point in enumerate(raw):
+        checked: dict[str, Any] = {}
+        for name, value in point.items():
+            label = f"{source}: points_to_evaluate[{i}].{name}"
+            if name not in sampled:
+                raise UserError(
+                    f"{label}: not a sampled parameter of this space"
+                    f"{did_you_mean(str(name), sampled)}"
+                )
+            p = sampled[name]
+            if p.kind == "categorical":
+                if value not in p.choices:
+                    choices = ", ".join(map(str, p.choices))
+                    raise UserError(f"{label}={value!r} is not one of {choices}")
+            else:
+                value = _number(value, "int" if p.kind == "int" else "float", label)
+                assert p.low is not None and p.high is not None
+                if not p.low <= value <= p.high:
+                    raise UserError(f"{label}={value!r} is outside [{p.low}, {p.high}]")
+            checked[str(name)] = value
+        points.append(checked)
+    return tuple(points)
 
 
 # --- experiment settings ------------------------------------------------------------------------
@@ -328,6 +376,7 @@ def _build_experiment(
         "top_k": 1,
         "max_concurrent": 0,
         "time_budget": 0,
+        "refit_budget": 0,
     }
     for key, low in at_least.items():
         if getattr(exp, key) < low:
@@ -335,6 +384,11 @@ def _build_experiment(
     if exp.grace_period > exp.epochs:
         raise UserError(
             f"{label('grace_period')}={exp.grace_period} must be <= epochs={exp.epochs}"
+        )
+    if exp.time_budget and exp.refit_budget >= exp.time_budget:
+        raise UserError(
+            f"{label('refit_budget')}={exp.refit_budget:g} must be less than "
+            f"time_budget={exp.time_budget:g} (it is the part of it kept for the refit)"
         )
     if not exp.cpus_per_trial > 0:
         raise UserError(f"{label('cpus_per_trial')} must be > 0, got {exp.cpus_per_trial!r}")

@@ -249,6 +249,25 @@ def test_load_results(built):
     assert any("a0004" in note for note in results["notes"])
 
 
+def test_a_refit_is_reported_apart_from_the_searched_trials(tmp_path):
+    exp = tmp_path / NAME
+    exp.mkdir()
+    write_experiment(exp)
+    record = json.loads((exp / "experiment.json").read_text())
+    record["refit"] = {"from_trial": "a0001", "epochs": 12, "config": {}, "done": True}
+    (exp / "experiment.json").write_text(json.dumps(record))
+    refit = ("refit", "completed", 0.6600, 0.640, 11, 12, 3.2e-4, 0.25, "simple_cnn")
+    write_trials(exp, [refit, *TRIALS])
+    build_report(exp)
+    report = json.loads((exp / "report.json").read_text())
+    assert report["counts"]["trials"] == 4  # the searched trials
+    assert (report["epochs_consumed"], report["epochs_budget"]) == (9, 16)  # ASHA's figures
+    assert report["refit_epochs"] == 12
+    md = (exp / "report.md").read_text()
+    assert "Refit: trial `a0001`'s configuration trained again from scratch for 12 epochs" in md
+    assert "top 5 of 5" in md and "66.00 %" in md
+
+
 def test_missing_final_and_optuna_db_still_report(tmp_path):
     exp = make_results(tmp_path, final=False, optuna_db=False)
     md = build_report(exp).read_text()

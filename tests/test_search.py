@@ -189,12 +189,64 @@ def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
         (["--space", "demo", "--num-samples", "0"], "--num-samples"),
         (["--space", "demo", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
         (["--resume", "."], "not a fer-search experiment"),
+        (["--space", "demo", "--refit-budget", "-1"], "--refit-budget must be >= 0"),
+        (
+            ["--space", "demo", "--time-budget", "50", "--refit-budget", "60"],
+            "--refit-budget=60 must be less than time_budget=50",
+        ),
         ([], "no search space"),
     ],
 )
 def test_search_bad_input_is_one_line(tmp_path, args, needle):
     proc = cli(*(args or ["--data", "demo"]), "--storage", str(tmp_path))
     assert needle in one_line_error(proc)
+
+
+# ---------------------------------------------------------------- the refit
+def refit_candidate(**overrides):
+    row = {
+        "trial_id": "t1",
+        "status": "completed",
+        "val_acc": 0.6,
+        "epochs": 4,
+        "_epoch_s": 10.0,
+        "_config": {"lr": 0.05, "epochs": 4, "trial_number": 0},
+    }
+    return {**row, **overrides}
+
+
+def test_refit_epochs_fill_the_time_at_the_measured_pace():
+    from fer_search.search import refit_epochs
+
+    assert refit_epochs(refit_candidate(), 95.0) == 9
+    assert refit_epochs(refit_candidate(), 45.0) == 0  # no longer than the trial was
+    assert refit_epochs(refit_candidate(_epoch_s=float("nan")), 95.0) == 0
+
+
+def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
+    from fer_search.search import plan_refit
+    from fer_search.space import load_space_dict
+
+    space = load_space_dict(
+        {"experiment": {"time_budget": 200, "refit_budget": 100}, "params": {"lr": 0.1}}
+    )
+    rows = [
+        refit_candidate(trial_id="bad", status="failed", val_acc=0.9),
+        refit_candidate(),
+        refit_candidate(trial_id="t2", val_acc=0.5),
+    ]
+    plan = plan_refit(rows, space, elapsed=80.0)
+    assert plan == {
+        "from_trial": "t1",
+        "epochs": 12,
+        "config": {"lr": 0.05, "epochs": 4},
+        "done": False,
+    }
+    assert "refit: training trial t1's configuration again for 12 epochs" in capsys.readouterr().out
+    assert plan_refit(rows, space, elapsed=170.0) is None  # 30 s left: 3 epochs, not > 4
+    assert "no refit" in capsys.readouterr().err
+    no_refit = load_space_dict({"experiment": {"time_budget": 200}, "params": {"lr": 0.1}})
+    assert plan_refit(rows, no_refit, elapsed=0.0) is None
 
 
 # ---------------------------------------------------------------- end to end
@@ -371,3 +423,49 @@ def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_p
     fake_state(tmp_path / "d", ["TERMINATED", "RUNNING", "TERMINATED", "PENDING"], elapsed=99)
     assert saved_search_complete(tmp_path / "d", space) is None
     assert saved_search_complete(tmp_path / "empty", space) is None
+
+
+def test_search_runs_its_start_point_first_then_refits_the_best(tmp_path):
+    text = TINY_SPACE.format(num_samples=3).replace("top_k: 2\n", "top_k: 2\n  refit_budget: 12\n")
+    text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
+    space = tmp_path / "refit.yaml"
+    space.write_text(text)
+    proc = cli(
+        "--space",
+        str(space),
+        "--data",
+        "demo",
+        "--demo-size",
+        "0.3",
+        "--storage",
+        str(tmp_path / "results"),
+        "--name",
+        "rf",
+        "--verbose",
+        "0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "results" / "rf"
+    rows = read_rows(exp)
+    assert len(rows) == 4  # three searched trials and the refit
+    (refit,) = [r for r in rows if r["trial_id"] == "refit"]
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["refit"]["done"] and int(refit["epochs"]) == record["refit"]["epochs"] > 3
+    assert refit["status"] == "completed" and refit["trial_dir"] == "refit/trial_refit"
+    assert (exp / refit["trial_dir"] / "progress.csv").is_file()
+    searched = [r for r in rows if r["trial_id"] != "refit"]
+    assert (
+        record["refit"]["from_trial"]
+        == max(searched, key=lambda r: float(r["val_acc"]))["trial_id"]
+    )
+    assert "refit: training trial" in proc.stdout
+
+    import optuna
+
+    study = optuna.load_study(study_name="rf", storage=f"sqlite:///{exp / 'optuna.db'}")
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.params == {"optimizer": "sgd", "lr@sgd": 0.05, "dropout": 0.1}
+
+    final = json.loads((exp / "final.json").read_text())  # selection still on val only
+    assert final["best"]["trial_id"] == rows[0]["trial_id"]
+    assert final["best"]["val_acc"] == pytest.approx(float(rows[0]["val_acc"]), abs=1e-6)

@@ -30,7 +30,16 @@ from fer_search.space import (
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ["all", "demo", "densenet", "mobilenet_v2", "resnet101", "simple_cnn", "vgg16"]
+SHIPPED = [
+    "all",
+    "demo",
+    "densenet",
+    "mobilenet_v2",
+    "reference",
+    "resnet101",
+    "simple_cnn",
+    "vgg16",
+]
 
 
 def _study(seed: int = 0) -> optuna.Study:
@@ -522,6 +531,52 @@ BAD_SPACES = [
         ["params.lr", "params.lr@sgd"],
     ),
 ]
+
+
+BAD_SPACES += [
+    ("points not a list", {**BASE, "points_to_evaluate": {"lr": 0.01}}, ["points_to_evaluate"]),
+    (
+        "point names a fixed param",
+        {**BASE, "points_to_evaluate": [{"model": "simple_cnn"}]},
+        ["points_to_evaluate[0].model", "not a sampled parameter"],
+    ),
+    (
+        "point names an unknown param",
+        {**BASE, "points_to_evaluate": [{"lrr": 0.01}]},
+        ["points_to_evaluate[0].lrr", "did you mean 'lr'"],
+    ),
+    (
+        "point outside the range",
+        {**BASE, "points_to_evaluate": [{"lr": 0.5}]},
+        ["points_to_evaluate[0].lr=0.5", "outside"],
+    ),
+    (
+        "point not a choice",
+        {**BASE, "points_to_evaluate": [{"optimizer": "adam"}]},
+        ["points_to_evaluate[0].optimizer='adam'", "sgd, adamw"],
+    ),
+    (
+        "refit budget not below the time budget",
+        _with("experiment", {"epochs": 4, "time_budget": 60, "refit_budget": 60}),
+        ["experiment.refit_budget=60", "time_budget=60"],
+    ),
+]
+
+
+def test_points_to_evaluate_parse_and_round_trip(tmp_path):
+    space = load_space_dict(
+        {**BASE, "points_to_evaluate": [{"lr": "1e-3", "optimizer": "sgd"}, {}]}, source="p.yaml"
+    )
+    assert space.points == ({"lr": 0.001, "optimizer": "sgd"}, {})
+    again = load_space_dict(space.to_dict(), source="again")
+    assert again.points == space.points
+    assert "points_to_evaluate" not in load_space_dict(BASE).to_dict()
+
+
+def test_search_budget_is_the_time_budget_less_the_refit():
+    space = load_space_dict(_with("experiment", {"time_budget": 100, "refit_budget": 40}))
+    assert space.experiment.search_budget == 60
+    assert load_space_dict(_with("experiment", {"refit_budget": 40})).experiment.search_budget == 0
 
 
 @pytest.mark.parametrize(
