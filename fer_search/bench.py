@@ -6,7 +6,8 @@ summarised by medians, because the machines it runs on are noisy:
 
 1. pipeline efficiency: the engine's training loop (augmentation on) / the bare model on one
    resident batch (forward + backward + step);
-2. the engine / a naive torchvision pipeline (FER2013-style Dataset, PIL transforms, DataLoader);
+2. the engine / a naive torchvision pipeline (FER2013-style Dataset, PIL transforms, DataLoader,
+   fp32: what a user's own loop runs; the engine's bf16/channels_last count in its favour);
 3. search overhead: N short trials through `fer-search` (Ray Tune + Optuna, ASHA off) / the same
    trials in a plain loop of `engine.train`;
 4. ASHA savings: epochs of the same trials run to max_t / epochs under ASHA, and the best-val_acc
@@ -201,14 +202,15 @@ def train_step(model, optimizer, scaler, dtype, device, x, y) -> None:
     scaler.update()
 
 
-def fresh_model(cfg: TrainConfig, num_classes: int, device: torch.device):
-    """Model, optimiser, AMP dtype, scaler and channels_last exactly as engine.train sets them."""
+def fresh_model(cfg: TrainConfig, num_classes: int, device: torch.device, *, plain: bool = False):
+    """Model, optimiser, AMP dtype, scaler and channels_last exactly as engine.train sets them;
+    `plain`: fp32 and contiguous, as a user's own training loop has them."""
     model = engine.build_model(cfg, num_classes).to(device)
-    channels_last = cfg.channels_last and device.type == "cuda"
+    channels_last = not plain and engine.use_channels_last(cfg, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
-    dtype = engine.amp_dtype(cfg, device)
+    dtype = None if plain else engine.amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     return model, engine.make_optimizer(cfg, model), dtype, scaler, channels_last
 
@@ -271,9 +273,11 @@ def make_naive(
     cfg: TrainConfig, train: FERSplit, device: torch.device, workers: int
 ) -> tuple[Callable[[], float], Callable[[], None]]:
     """img/s of one pass of a DataLoader (shuffled, `workers` processes, persistent so that
-    start-up is not counted) through the same model and optimiser. Returns (measure, close)."""
+    start-up is not counted) through the same model and optimiser, in fp32 and contiguous
+    memory as the user's own loop would run it (no autocast, no channels_last). Returns
+    (measure, close)."""
     model, optimizer, dtype, scaler, channels_last = fresh_model(
-        cfg, len(train.class_names), device
+        cfg, len(train.class_names), device, plain=True
     )
     loader = torch.utils.data.DataLoader(
         NaiveFER2013(train, naive_transform(cfg)),
@@ -396,8 +400,9 @@ def pipeline_figures(ctx: Context, data: FERData, arch: str) -> list[dict[str, A
         "steps": ctx.plan.steps[arch],
         "augment": {"hflip": cfg.hflip, "crop_pad": cfg.crop_pad},
         "torch_threads": torch.get_num_threads(),
-        "channels_last": cfg.channels_last and ctx.device.type == "cuda",
+        "channels_last": engine.use_channels_last(cfg, ctx.device),
         "amp": str(engine.amp_dtype(cfg, ctx.device)),
+        "naive": "fp32, contiguous (no autocast, no channels_last), as a user's loop runs it",
     }
     if arch == "simple_cnn":
         setup["width"] = cfg.width
