@@ -37,8 +37,8 @@ def simple_cnn(
 
     The default (3 blocks of 2 convs) is the study's network: about 0.88M parameters at width 32
     and 48 px. ``depth=4, convs=1`` is the cheaper, deeper VGG-style net that suits a CPU (about
-    1M parameters at width 32, a third of the compute). ``input_size`` resizes the input first
-    (the dense layer grows with it).
+    1M parameters at width 32, under half the convolution work). ``input_size`` resizes the
+    input first (the dense layer grows with it).
     """
     if pretrained:
         raise UserError("simple_cnn has no pretrained weights; set pretrained to false")
