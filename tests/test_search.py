@@ -250,6 +250,24 @@ def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
 
 
 # ---------------------------------------------------------------- end to end
+def demo_search_args(space: Path, results: Path, name: str, demo_size: str) -> list[str]:
+    """`fer-search` arguments for a quiet search of `space` on demo data into results/name."""
+    return [
+        "--space",
+        str(space),
+        "--data",
+        "demo",
+        "--demo-size",
+        demo_size,
+        "--storage",
+        str(results),
+        "--name",
+        name,
+        "--verbose",
+        "0",
+    ]
+
+
 def read_rows(exp: Path) -> list[dict[str, str]]:
     import csv
 
@@ -259,20 +277,7 @@ def read_rows(exp: Path) -> list[dict[str, str]]:
 
 def test_search_end_to_end_on_demo_data(tmp_path):
     space = write_space(tmp_path, num_samples=6)
-    proc = cli(
-        "--space",
-        str(space),
-        "--data",
-        "demo",
-        "--demo-size",
-        "0.5",
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        "e2e",
-        "--verbose",
-        "0",
-    )
+    proc = cli(*demo_search_args(space, tmp_path / "results", "e2e", "0.5"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "results" / "e2e"
     rows = read_rows(exp)
@@ -351,20 +356,9 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
             sys.executable,
             "-m",
             "fer_search",
-            "--space",
-            str(space),
-            "--data",
-            "demo",
-            "--demo-size",
-            "0.5",
-            "--storage",
-            str(tmp_path / "results"),
-            "--name",
-            "resume",
+            *demo_search_args(space, tmp_path / "results", "resume", "0.5"),
             "--max-concurrent",
             "1",
-            "--verbose",
-            "0",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -430,20 +424,7 @@ def test_search_runs_its_start_point_first_then_refits_the_best(tmp_path):
     text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
     space = tmp_path / "refit.yaml"
     space.write_text(text)
-    proc = cli(
-        "--space",
-        str(space),
-        "--data",
-        "demo",
-        "--demo-size",
-        "0.3",
-        "--storage",
-        str(tmp_path / "results"),
-        "--name",
-        "rf",
-        "--verbose",
-        "0",
-    )
+    proc = cli(*demo_search_args(space, tmp_path / "results", "rf", "0.3"))
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "results" / "rf"
     rows = read_rows(exp)
