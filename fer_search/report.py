@@ -162,8 +162,6 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
 
 # ---------------------------------------------------------------- facts
 def count_trials(board: pd.DataFrame) -> dict[str, int]:
-    """Status counts of the searched trials (a refit is reported apart)."""
-    board = board[board["trial_id"] != REFIT_ID]
     counts = {"trials": len(board)}
     counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
     counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
@@ -173,21 +171,13 @@ def count_trials(board: pd.DataFrame) -> dict[str, int]:
 def epoch_budget(
     board: pd.DataFrame, experiment: dict[str, Any], curves: dict[str, pd.DataFrame]
 ) -> dict[str, Any]:
-    """Epochs the searched trials trained, against every one running to max_t (what ASHA
-    saved); a refit's epochs are counted apart."""
-    refit = board[board["trial_id"] == REFIT_ID]
-    board = board[board["trial_id"] != REFIT_ID]
+    """Epochs trained in all, against every trial running to max_t (what ASHA saved)."""
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
     consumed = int(board["epochs"].fillna(from_progress).fillna(0).sum())
     max_t = experiment.get("max_t")
     budget = len(board) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
     saved = 1 - consumed / budget if budget else None
-    return {
-        "epochs_consumed": consumed,
-        "epochs_budget": budget,
-        "epochs_saved_fraction": saved,
-        "refit_epochs": int(refit["epochs"].fillna(0).sum()) if len(refit) else None,
-    }
+    return {"epochs_consumed": consumed, "epochs_budget": budget, "epochs_saved_fraction": saved}
 
 
 def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | None:
@@ -235,13 +225,20 @@ def optuna_importances(db: Path, study_name: str) -> dict[str, float]:
 def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str, Any]:
     """Everything the report states, JSON-ready: report.json is this, report.md renders it."""
     experiment, board, final = results["experiment"], results["leaderboard"], results["final"]
-    counts = count_trials(board)
+    # the counts and ASHA's epoch figures are the search's; a refit is stated apart
+    is_refit = board["trial_id"] == REFIT_ID
+    searched = board[~is_refit]
+    counts = count_trials(searched)
     importances, importances_note = param_importances(exp_dir, experiment, counts)
     return json_safe(
         {
             "experiment": experiment,
             "counts": counts,
-            **epoch_budget(board, experiment, results["curves"]),
+            **epoch_budget(searched, experiment, results["curves"]),
+            "refit_epochs": int(board.loc[is_refit, "epochs"].fillna(0).sum())
+            if is_refit.any()
+            else None,
+            "leaderboard_rows": len(board),
             "best_trial_id": best_trial_id(board, final),
             "leaderboard_top": top,
             "leaderboard": board.head(top).to_dict("records"),
@@ -554,8 +551,7 @@ def table_params(facts: dict[str, Any]) -> list[str]:
 
 
 def md_leaderboard(facts: dict[str, Any]) -> str:
-    rows, params = facts["leaderboard"], table_params(facts)
-    total = facts["counts"]["trials"] + (facts.get("refit_epochs") is not None)
+    rows, params, total = facts["leaderboard"], table_params(facts), facts["leaderboard_rows"]
     title = f"## Leaderboard (top {len(rows)} of {total}, best {METRIC} first)"
     if not rows:
         return f"{title}\n\nNo trials recorded."

@@ -71,9 +71,8 @@ def check_counts(args: argparse.Namespace) -> None:
         )
     if args.time_budget is not None and args.time_budget <= 0:
         raise UserError(f"--time-budget must be > 0 seconds, got {args.time_budget:g}")
-    refit = getattr(args, "refit_budget", None)
-    if refit is not None and refit < 0:
-        raise UserError(f"--refit-budget must be >= 0 seconds, got {refit:g}")
+    if args.refit_budget is not None and args.refit_budget < 0:
+        raise UserError(f"--refit-budget must be >= 0 seconds, got {args.refit_budget:g}")
 
 
 def local_gpu_count() -> int:
