@@ -17,7 +17,8 @@ summarised by medians, because the machines it runs on are noisy:
 6. data: CSV parse cold vs cached, `fer-search --help` start time.
 
 Writes `<out>/bench[-quick].json` and `.md` (command, machine, versions, date) and prints a
-table (`--json`: the JSON). Figures only; nothing is asserted.
+table (`--json`: the JSON); `--only GROUP` (repeatable) measures some figure groups and writes
+`bench[-quick]-GROUP.*`. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class Plan:
     workers: tuple[int, ...]  # DataLoader worker counts tried for the naive pipeline
     overhead: tuple[int, int]  # search-overhead trials, epochs
     overhead_repeats: int  # loop/search alternations
-    asha: tuple[int, int]  # ASHA trials, max_t
+    asha: tuple[int, int, int]  # ASHA trials, max_t, reduction factor (grace period 1)
     asha_demo_size: float | None  # demo size for ASHA (None: the run's data)
+    asha_train_fraction: float  # ASHA's trials train on this stratified share of train
     repeats: int  # CSV parse and --help repeats
     skipped: tuple[str, ...] = ()
 
@@ -110,8 +112,11 @@ def make_plan(quick: bool, device: torch.device) -> Plan:
         skipped = () if quick else CPU_SKIPPED
     workers = (0, 2) if not cuda else (2, min(8, os.cpu_count() or 2))
     if quick:
-        return Plan(True, archs, steps, 2, workers, (4, 1), 1, (8, 4), 0.25, 3)
-    return Plan(False, archs, steps, 4, workers, (6, 2), 2, (12, 8), None, 5,
+        return Plan(True, archs, steps, 2, workers, (4, 1), 1, (12, 4, 4), 0.25, 1.0, 3)
+    # ASHA on the real data: 32 trials x 16 epochs at Ray's default reduction factor 4 (rungs at
+    # 1, 4 and 16 epochs), on a quarter of the training images (val is all of PublicTest), so the
+    # 512 epochs of the run to max_t take about as long as 128 full epochs
+    return Plan(False, archs, steps, 4, workers, (6, 2), 2, (32, 16, 4), None, 0.25, 5,
                 skipped)  # fmt: skip
 
 
@@ -580,15 +585,42 @@ def leaderboard_configs(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     return sorted(tuple(str(r.get(k, "")) for k in keys) for r in rows)
 
 
+def stratified_share(data: FERData, fraction: float, seed: int = 0) -> FERData:
+    """`data` with a stratified, seeded `fraction` of its train split (val and test whole)."""
+    train = data.splits["train"]
+    rng = np.random.default_rng(seed)
+    keep = np.sort(np.concatenate([
+        rng.permutation(members)[: max(1, round(fraction * len(members)))]
+        for members in (np.flatnonzero(train.labels == c) for c in np.unique(train.labels))
+    ]))  # fmt: skip
+    part = FERSplit(train.name, train.images[keep], train.labels[keep], train.class_names)
+    return dataclasses.replace(data, splits={**data.splits, "train": part})
+
+
+def asha_data(ctx: Context) -> tuple[list[str], str, float]:
+    """The ASHA searches' data flags, what they are in words, and the share of train they hold:
+    the demo data at its ASHA size, or the run's data with a stratified share of train."""
+    fraction = ctx.plan.asha_train_fraction
+    if fraction >= 1.0 or ctx.data_is_demo():
+        flags = ctx.data_flags(ctx.demo_size_if_demo(ctx.plan.asha_demo_size))
+        return flags, shlex.join(flags), 1.0
+    share = stratified_share(ctx.load(), fraction)
+    path = write_kaggle_csv(share, ctx.tmp / "asha-share.csv")
+    words = f"{fraction:g} of train (stratified, seed 0), all of val, from " + shlex.join(
+        ctx.data_flags()
+    )
+    return ["--data", str(path)], words, fraction
+
+
 def figure_asha(ctx: Context) -> dict[str, Any]:
     """The same sampled trials (seeded random sampler) with ASHA and run to max_t."""
-    trials, max_t = ctx.plan.asha
+    trials, max_t, factor = ctx.plan.asha
     space = search_space(
-        "bench-asha", trials, max_t, SAMPLED_PARAMS, grace_period=1, reduction_factor=3,
+        "bench-asha", trials, max_t, SAMPLED_PARAMS, grace_period=1, reduction_factor=factor,
         cpus_per_trial=1,
     )  # fmt: skip
     flags = ["--max-concurrent", "2", "--cpus-per-trial", "1", *ctx.search_device_flags(0.5)]
-    data_flags = ctx.data_flags(ctx.demo_size_if_demo(ctx.plan.asha_demo_size))
+    data_flags, data_words, fraction = asha_data(ctx)
     flags += data_flags
     with random_sampler():
         full = run_search(ctx, space, [*flags, "--no-asha"])
@@ -605,8 +637,9 @@ def figure_asha(ctx: Context) -> dict[str, Any]:
         "trials": trials,
         "max_t": max_t,
         "grace_period": 1,
-        "reduction_factor": 3,
-        "data": shlex.join(data_flags),
+        "reduction_factor": factor,
+        "train_fraction": fraction,
+        "data": data_words,
         "epochs_no_asha": epochs["full"],
         "epochs_asha": epochs["asha"],
         "best_val_acc_no_asha": best["full"],
@@ -915,6 +948,8 @@ def command_line(args: argparse.Namespace) -> str:
             argv += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     argv += [] if args.demo_size == 1 else ["--demo-size", f"{args.demo_size:g}"]
     argv += [] if args.out == "results/benchmarks" else ["--out", args.out]
+    for group in getattr(args, "only", None) or []:
+        argv += ["--only", group]
     return shlex.join(argv + (["--json"] if args.json else []))
 
 
@@ -974,8 +1009,12 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 
 def write_results(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """`bench[-quick].{json,md}`; a run of some figure groups (`--only asha`) writes
+    `bench[-quick]-asha.*`, so it never replaces the whole run's files."""
     out.mkdir(parents=True, exist_ok=True)
     stem = "bench-quick" if result["quick"] else "bench"
+    if result.get("only"):
+        stem += "-" + "-".join(result["only"])
     result["json_name"] = f"{stem}.json"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=2, default=str, allow_nan=False) + "\n")
@@ -984,18 +1023,22 @@ def write_results(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------- entry point
+FIGURE_GROUPS = ("data", "pipeline", "overhead", "asha", "memory")  # `--only` takes these
+
+
 def jobs(ctx: Context, data: FERData) -> list[tuple[str, Callable[[], list[dict[str, Any]]]]]:
     """The measurements in order: cheap and Ray-free first (DataLoader workers are forked
-    before Ray starts its threads), then the searches."""
-    out: list[tuple[str, Callable[[], list[dict[str, Any]]]]] = [
-        ("data", lambda: data_figures(ctx, data))
+    before Ray starts its threads), then the searches; `--only` keeps some groups."""
+    out: list[tuple[str, str, Callable[[], list[dict[str, Any]]]]] = [
+        ("data", "data", lambda: data_figures(ctx, data))
     ]
     for arch in ctx.plan.archs:
-        out.append((f"pipeline {arch}", partial(pipeline_figures, ctx, data, arch)))
-    out.append(("search overhead", lambda: [figure_search_overhead(ctx)]))
-    out.append(("ASHA savings", lambda: [figure_asha(ctx)]))
-    out.append(("memory", lambda: [figure_memory(ctx)]))
-    return out
+        out.append(("pipeline", f"pipeline {arch}", partial(pipeline_figures, ctx, data, arch)))
+    out.append(("overhead", "search overhead", lambda: [figure_search_overhead(ctx)]))
+    out.append(("asha", "ASHA savings", lambda: [figure_asha(ctx)]))
+    out.append(("memory", "memory", lambda: [figure_memory(ctx)]))
+    only = getattr(ctx.args, "only", None) or FIGURE_GROUPS
+    return [(name, job) for group, name, job in out if group in only]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1036,6 +1079,7 @@ def run(args: argparse.Namespace) -> int:
         "date": date.isoformat(timespec="seconds"),
         "wall_s": time.perf_counter() - started,
         "quick": plan.quick,
+        "only": list(dict.fromkeys(args.only or [])),
         "data": data.source + (f" (demo size {args.demo_size:g})" if data.source == "demo" else ""),
         "machine": info,
         "versions": versions(),

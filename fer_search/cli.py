@@ -41,12 +41,15 @@ TRAIN_HELP = {
     "warmup_epochs": "linear warm-up epochs",
     "grad_clip": "clip the gradient norm to this (0 = off)",
     "label_smoothing": "label smoothing",
+    "ema": "per-step decay of an EMA of the weights, validated and kept instead (0 = off)",
     "balance": f"class balancing: {', '.join(BALANCE)} (mirror = the study's mirrored copies)",
     "dropout": "dropout before the classifier",
     "batch_norm": "batch-norm in simple_cnn",
     "width": "simple_cnn channels of the first block",
     "depth": "simple_cnn conv blocks (each halves the side)",
     "convs": "simple_cnn 3x3 convs per block",
+    "pool_before_norm": "simple_cnn: max-pool straight after each block's last conv, before "
+    "BatchNorm and ReLU (faster on CPU)",
     "input_size": "resize 48x48 input to this on the device (torchvision models)",
     "pretrained": "start from ImageNet weights (local file or torch hub cache only)",
     "weights_path": "ImageNet weights file for --pretrained",
@@ -481,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", metavar="DIR", default="results/benchmarks")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("data", "pipeline", "overhead", "asha", "memory"),
+        help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
+    )
     add_data_args(p)
     p.set_defaults(func=cmd_bench)
     return parser

@@ -56,6 +56,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # 0 = off
     label_smoothing: float = 0.0
+    ema: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
     balance: str = "none"  # none | mirror (the study's mirrored copies) | weighted (loss weights)
     # model
     dropout: float = 0.3
@@ -63,6 +64,7 @@ class TrainConfig:
     width: int = 32  # simple_cnn: channels of the first block (doubles per block)
     depth: int = 3  # simple_cnn: conv blocks (each halves the side)
     convs: int = 2  # simple_cnn: 3x3 convs per block
+    pool_before_norm: bool = False  # simple_cnn: max-pool right after a block's last conv
     input_size: int = 48  # torchvision models: resize 48 -> input_size on the device
     pretrained: bool = False
     weights_path: str = ""  # local ImageNet weights file; "" = torch hub cache
@@ -137,11 +139,11 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise UserError(f"{source}: {name} must be > 0, got {getattr(self, name)!r}")
-        unit = ("dropout", "hflip", "erasing", "label_smoothing", "momentum")
+        unit = ("dropout", "hflip", "erasing", "label_smoothing", "momentum", "ema")
         for name in unit:
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0 or (name == "dropout" and value >= 1.0):
-                interval = "[0, 1)" if name == "dropout" else "[0, 1]"
+            if not 0.0 <= value <= 1.0 or (name in ("dropout", "ema") and value >= 1.0):
+                interval = "[0, 1)" if name in ("dropout", "ema") else "[0, 1]"
                 raise UserError(f"{source}: {name} must be in {interval}, got {value!r}")
         non_negative = (
             "weight_decay",

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from fer_search import augment
 from fer_search.config import EpochStats, TrainConfig
@@ -110,6 +111,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         width=cfg.width,
         depth=cfg.depth,
         convs=cfg.convs,
+        pool_before_norm=cfg.pool_before_norm,
         input_size=cfg.input_size,
         pretrained=cfg.pretrained,
         weights_path=cfg.weights_path,
@@ -164,6 +166,24 @@ class _Plateau:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.scale, self.best, self.bad = state["scale"], state["best"], int(state["bad"])
+
+
+def ema_decay(cfg: TrainConfig, step: int) -> float:
+    """The EMA's decay after optimiser step `step` (from 0): cfg.ema, warmed up as
+    (1 + step) / (10 + step) so that the average forgets the random initial weights in the first
+    few hundred steps instead of the first few thousand (a short trial's first epochs)."""
+    return min(cfg.ema, (1.0 + step) / (10.0 + step))
+
+
+def update_ema(cfg: TrainConfig, state: _State) -> None:
+    if state.ema is not None:
+        state.ema.multi_avg_fn = get_ema_multi_avg_fn(ema_decay(cfg, state.step))
+        state.ema.update_parameters(state.model)
+
+
+def eval_model(state: _State) -> nn.Module:
+    """The network that is validated, selected and kept: the EMA when there is one."""
+    return state.model if state.ema is None else state.ema.module
 
 
 def cpu_has_bf16() -> bool:
@@ -303,6 +323,7 @@ class _State:
 
     model: nn.Module
     step_model: nn.Module  # the compiled model when torch.compile is on
+    ema: AveragedModel | None  # the weights' moving average (cfg.ema > 0), validated instead
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     generator: torch.Generator
@@ -346,6 +367,8 @@ def _prepare_state(cfg: TrainConfig, num_classes: int, device: torch.device) -> 
     return _State(
         model=model,
         step_model=step_model,
+        # use_buffers: BatchNorm's running statistics are averaged with the weights
+        ema=AveragedModel(model, use_buffers=True) if cfg.ema > 0 else None,
         optimizer=make_optimizer(cfg, model),
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16),
         generator=torch.Generator(device=device).manual_seed(cfg.seed),
@@ -358,8 +381,14 @@ def _restore(state: _State, resume: dict[str, Any]) -> int:
     state.model.load_state_dict(resume["state_dict"])
     state.optimizer.load_state_dict(resume["optimizer"])
     state.plateau.load_state_dict(resume["plateau"])
+    if state.ema is not None and resume.get("ema_state_dict") is not None:
+        state.ema.load_state_dict(resume["ema_state_dict"])
     if "rng" in resume:
         state.generator.set_state(resume["rng"])
+    if "torch_rng" in resume:  # dropout draws from torch's global generator
+        torch.set_rng_state(resume["torch_rng"])
+    if resume.get("cuda_rng") is not None and state.generator.device.type == "cuda":
+        torch.cuda.set_rng_state(resume["cuda_rng"], state.generator.device)
     state.step = int(resume["step"])
     state.best_acc, state.best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
     state.best_state = resume.get("best_state_dict")
@@ -381,8 +410,13 @@ def _payload(cfg: TrainConfig, state: _State, class_names: tuple[str, ...], epoc
         "best_val_acc": state.best_acc,
         "best_epoch": state.best_epoch,
         "optimizer": state.optimizer.state_dict(),
+        "ema_state_dict": None if state.ema is None else state.ema.state_dict(),
         "plateau": state.plateau.state_dict(),
         "rng": state.generator.get_state(),  # a resumed run continues the same random stream
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(state.generator.device)
+        if state.generator.device.type == "cuda"
+        else None,
         "history": [h.__dict__ for h in state.history],
     }
 
@@ -430,6 +464,7 @@ def _train_epoch(
             nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
         state.scaler.step(state.optimizer)
         state.scaler.update()
+        update_ema(cfg, state)
         state.step += 1
         loss_sum += loss.detach() * batch
         correct += (logits.argmax(1) == y.argmax(1)).sum()
@@ -471,7 +506,7 @@ def train(
         train_loss, train_acc, seen = _train_epoch(cfg, data, state, device, desc, progress)
         train_time = time.perf_counter() - t0
         probs = predict_probs(
-            state.model, val_images, device=device, batch_size=cfg.eval_batch_size
+            eval_model(state), val_images, device=device, batch_size=cfg.eval_batch_size
         )
         bad = "training loss" if not math.isfinite(train_loss) else "validation outputs"
         if bad == "training loss" or not np.isfinite(probs).all():
@@ -484,7 +519,7 @@ def train(
         if val_acc > state.best_acc:
             state.best_acc, state.best_epoch = val_acc, epoch
             state.best_state = {
-                k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()
+                k: v.detach().cpu().clone() for k, v in eval_model(state).state_dict().items()
             }
         stats = EpochStats(
             epoch=epoch,

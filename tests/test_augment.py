@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fer_search.augment import (
+    _affine_grid,
     augment_batch,
     class_weights,
     normalize,
@@ -104,6 +105,14 @@ def test_hflip_inside_the_affine_is_an_exact_mirror():
     cfg = AugmentConfig(hflip=1.0, rotation=1e-9)  # affine path, no visible rotation
     out, _ = augment_batch(x, torch.ones(8, 1), cfg)
     torch.testing.assert_close(out, x.flip(-1), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("size", [(48, 48), (40, 56)])
+def test_affine_grid_equals_torch_affine_grid(size):
+    h, w = size
+    theta = torch.randn(16, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.affine_grid(theta, [16, 1, h, w], align_corners=False)
+    torch.testing.assert_close(_affine_grid(theta, h, w), expected)
 
 
 def test_crop_pad_shifts_each_image_by_its_own_whole_pixels():

@@ -52,11 +52,47 @@ def test_bench_help_lists_its_flags():
 def test_plan_quick_is_simple_cnn_and_full_cpu_skips_the_slow_nets():
     cpu = torch.device("cpu")
     quick, full = bench.make_plan(True, cpu), bench.make_plan(False, cpu)
-    assert quick.archs == ("simple_cnn",) and quick.overhead == (4, 1) and quick.asha == (8, 4)
+    assert quick.archs == ("simple_cnn",) and quick.overhead == (4, 1)
+    assert quick.asha == (12, 4, 4) and quick.asha_train_fraction == 1.0
     assert set(full.archs) == {"simple_cnn", "mobilenet_v2", "vgg16"}
     assert set(full.skipped) == {"resnet101", "densenet169"}
-    assert full.overhead == (6, 2) and full.asha == (12, 8)
+    assert full.overhead == (6, 2) and full.asha == (32, 16, 4)
+    assert full.asha_train_fraction == 0.25
     assert all(arch in full.steps for arch in full.archs)
+
+
+def test_only_choices_are_the_bench_figure_groups():
+    action = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["bench"]._actions
+        if a.dest == "only"
+    )  # fmt: skip
+    assert tuple(action.choices) == bench.FIGURE_GROUPS
+
+
+def test_only_keeps_the_named_groups_and_names_the_files(tmp_path):
+    args = build_parser().parse_args(["bench", "--quick", "--only", "asha", "--only", "data"])
+    ctx = bench.Context(args, bench.make_plan(True, torch.device("cpu")), torch.device("cpu"),
+                        tmp_path)  # fmt: skip
+    assert [name for name, _ in bench.jobs(ctx, make_demo(0.05))] == ["data", "ASHA savings"]
+    assert "--only asha --only data" in bench.command_line(args)
+    result = {"quick": True, "only": ["asha", "data"], "machine": {}, "versions": {},
+              "figures": [], "notes": [], "command": "c", "date": "d", "wall_s": 1.0,
+              "data": "demo"}  # fmt: skip
+    result["machine"] = dict.fromkeys(("platform", "cpu_count", "cpu", "torch_threads",
+                                       "device", "device_name"), "x")  # fmt: skip
+    json_path, md_path = bench.write_results(result, tmp_path)
+    assert json_path.name == "bench-quick-asha-data.json" and md_path.exists()
+
+
+def test_stratified_share_keeps_each_class_in_proportion():
+    data = make_demo(0.5)
+    share = bench.stratified_share(data, 0.25)
+    full, part = data.splits["train"], share.splits["train"]
+    assert share.splits["val"] is data.splits["val"]
+    counts = np.bincount(full.labels, minlength=7)
+    np.testing.assert_allclose(np.bincount(part.labels, minlength=7), counts * 0.25, atol=1)
+    again = bench.stratified_share(data, 0.25).splits["train"]
+    assert again.labels.tolist() == part.labels.tolist()  # seeded
 
 
 def test_pipeline_figures_compare_the_engine_with_ceiling_and_naive():
@@ -197,7 +233,7 @@ def test_quick_bench_end_to_end(tmp_path):
         assert name in names
     assert all("error" not in f for f in result["figures"])
     asha = next(f for f in result["figures"] if f["figure"] == "ASHA savings")
-    assert asha["same_configs"] and asha["epochs_no_asha"] == 8 * 4
+    assert asha["same_configs"] and asha["epochs_no_asha"] == 12 * 4
     memory = next(f for f in result["figures"] if f["figure"] == "memory")
     assert memory["trial_processes"] == 2 and memory["dataset_probe"]["read_only_views"]
 

@@ -151,8 +151,9 @@ def test_best_payload_round_trips_through_save_and_load(splits, tmp_path):
     )
 
 
-def test_resume_continues_after_the_saved_epoch(splits, tmp_path):
-    cfg = config(epochs=2)
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["plain", "ema"])
+def test_resume_continues_after_the_saved_epoch(splits, tmp_path, ema):
+    cfg = config(epochs=2, ema=ema)
     path = tmp_path / "epoch1.pt"
 
     def save_first(stats, save):
@@ -170,7 +171,8 @@ def test_resume_continues_after_the_saved_epoch(splits, tmp_path):
     assert epochs_seen == [2]  # epoch 1 is not trained again
     assert resumed.status == "completed"
     assert [h.epoch for h in resumed.history] == [1, 2]
-    assert learned(resumed.history[:1]) == learned(first.history[:1])
+    # exactly the uninterrupted run: weights, optimiser, EMA and both random streams restored
+    assert learned(resumed.history) == learned(first.history)
     assert_sane(resumed.history[1])
     assert resumed.best_val_acc == max(h.val_acc for h in resumed.history)
 
@@ -192,6 +194,37 @@ def test_same_seed_gives_the_same_history(splits):
     other = train(dataclasses.replace(cfg, seed=1), *splits)
     assert learned(first.history) == learned(second.history)
     assert learned(first.history) != learned(other.history)
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+    cfg = config(ema=0.999)
+    decays = [engine.ema_decay(cfg, step) for step in range(20000)]
+    assert decays[0] == pytest.approx(0.1)  # the first average mostly takes the new weights
+    assert all(a <= b for a, b in zip(decays, decays[1:], strict=False))
+    assert decays[-1] == pytest.approx(0.999)
+
+
+def test_ema_is_what_is_validated_and_kept(splits, tmp_path):
+    train_split, val_split = splits
+    path = tmp_path / "last.pt"
+    cfg = config(epochs=2, ema=0.9)
+    result = train(cfg, train_split, val_split, on_epoch=lambda stats, save: save(path))
+    payload = load_checkpoint(path)
+    raw, ema = payload["state_dict"], payload["ema_state_dict"]
+    assert ema is not None and int(ema["n_averaged"]) == 2 * (len(train_split) // 32)
+    weight = "body.0.weight"
+    assert not torch.equal(raw[weight], ema[f"module.{weight}"])  # an average, not a copy
+    # the returned model is the best epoch's average, and its val accuracy is the reported one
+    probs = predict_probs(result.model, val_split.images)
+    assert float((probs.argmax(1) == val_split.labels).mean()) == pytest.approx(result.best_val_acc)
+    best = payload["best_state_dict"]
+    if result.best_epoch == 2:
+        assert torch.equal(best[weight], ema[f"module.{weight}"])
+
+
+def test_ema_must_be_below_one():
+    with pytest.raises(UserError, match=r"ema must be in \[0, 1\)"):
+        TrainConfig(ema=1.0).validate()
 
 
 @pytest.mark.parametrize("batch_size", [32, 512], ids=["many-steps", "one-step-per-epoch"])

@@ -103,6 +103,21 @@ def test_simple_cnn_depth_and_convs(depth: int, convs: int):
     rebuilt.load_state_dict(model.state_dict())  # the checkpoint's args rebuild the same net
 
 
+@pytest.mark.parametrize("convs", [1, 2])
+def test_simple_cnn_pool_before_norm(convs: int):
+    model = create_model("simple_cnn", width=8, depth=4, convs=convs, pool_before_norm=True)
+    kinds = [type(m).__name__ for m in model.body if not isinstance(m, torch.nn.Flatten)]
+    block = ["Conv2d", "BatchNorm2d", "ReLU"] * (convs - 1)
+    block += ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert kinds[: 4 * len(block)] == block * 4  # each block pools before its last norm
+    # the same weights as the default order, only the pooling moves: the parameters line up
+    plain = create_model("simple_cnn", width=8, depth=4, convs=convs)
+    assert [p.shape for p in model.parameters()] == [p.shape for p in plain.parameters()]
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+    assert model.fer_args["pool_before_norm"] is True
+    create_model(**model.fer_args).load_state_dict(model.state_dict())
+
+
 def test_simple_cnn_too_deep_for_the_input_is_a_user_error():
     with pytest.raises(UserError, match="depth=6"):
         create_model("simple_cnn", depth=6)

@@ -9,13 +9,17 @@ from fer_search.models._common import FerNet
 from fer_search.models._registry import register_model
 
 
-def _conv(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:
+def _conv(c_in: int, c_out: int, batch_norm: bool, pool: str = "") -> list[nn.Module]:
+    """conv + BatchNorm + ReLU, with a 2x2 max-pool after (pool="after") or straight after the
+    conv (pool="before_norm")."""
     conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm)
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
     if conv.bias is not None:
         nn.init.zeros_(conv.bias)
     norm: list[nn.Module] = [nn.BatchNorm2d(c_out)] if batch_norm else []
-    return [conv, *norm, nn.ReLU(inplace=True)]
+    if pool == "before_norm":
+        return [conv, nn.MaxPool2d(2), *norm, nn.ReLU(inplace=True)]
+    return [conv, *norm, nn.ReLU(inplace=True)] + ([nn.MaxPool2d(2)] if pool else [])
 
 
 @register_model
@@ -27,6 +31,7 @@ def simple_cnn(
     width: int = 32,
     depth: int = 3,
     convs: int = 2,
+    pool_before_norm: bool = False,
     input_size: int = 48,
     pretrained: bool = False,
     **_unused: object,
@@ -37,8 +42,12 @@ def simple_cnn(
 
     The default (3 blocks of 2 convs) is the study's network: about 0.88M parameters at width 32
     and 48 px. ``depth=4, convs=1`` is the cheaper, deeper VGG-style net that suits a CPU (about
-    1M parameters at width 32, under half the convolution work). ``input_size`` resizes the
-    input first (the dense layer grows with it).
+    1M parameters at width 32, under half the convolution work). ``pool_before_norm`` moves each
+    block's max-pool from after the ReLU to straight after its last conv, so BatchNorm and ReLU
+    work on a quarter of the pixels (and BatchNorm normalises what the next block sees): with
+    one 20-epoch recipe on FER2013, the 4-block net took 23 s instead of 26 s per epoch on this
+    project's 2-core CPU and reached 64.64 % instead of 62.66 % PublicTest accuracy (README).
+    ``input_size`` resizes the input first (the dense layer grows with it).
     """
     if pretrained:
         raise UserError("simple_cnn has no pretrained weights; set pretrained to false")
@@ -50,12 +59,12 @@ def simple_cnn(
         )
     layers: list[nn.Module] = []
     c_in = 1
+    last_pool = "before_norm" if pool_before_norm else "after"
     for block in range(depth):
         c_out = width * 2**block
-        for _ in range(convs):
-            layers += _conv(c_in, c_out, batch_norm)
+        for i in range(convs):
+            layers += _conv(c_in, c_out, batch_norm, last_pool if i == convs - 1 else "")
             c_in = c_out
-        layers.append(nn.MaxPool2d(2))
     hidden = c_in
     layers += [
         nn.Flatten(),
