@@ -48,6 +48,7 @@ TRAIN_HELP = {
     "width": "simple_cnn channels of the first block",
     "depth": "simple_cnn conv blocks (each halves the side)",
     "convs": "simple_cnn 3x3 convs per block",
+    "blocks": "simple_cnn convs per block, e.g. 1,1,2,2 (overrides --depth and --convs)",
     "pool_before_norm": "simple_cnn: max-pool straight after each block's last conv, before "
     "BatchNorm and ReLU (faster on CPU)",
     "input_size": "resize 48x48 input to this on the device (torchvision models)",

@@ -64,6 +64,7 @@ class TrainConfig:
     width: int = 32  # simple_cnn: channels of the first block (doubles per block)
     depth: int = 3  # simple_cnn: conv blocks (each halves the side)
     convs: int = 2  # simple_cnn: 3x3 convs per block
+    blocks: str = ""  # simple_cnn: convs per block, e.g. "1,1,2,2" (overrides depth and convs)
     pool_before_norm: bool = False  # simple_cnn: max-pool right after a block's last conv
     input_size: int = 48  # torchvision models: resize 48 -> input_size on the device
     pretrained: bool = False
@@ -161,6 +162,22 @@ class TrainConfig:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise UserError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.blocks:
+            parse_blocks(self.blocks, source=source)
+
+
+def parse_blocks(blocks: str, *, source: str = "simple_cnn") -> tuple[int, ...]:
+    """ "1,1,2,2" -> (1, 1, 2, 2), simple_cnn's 3x3 convs per block; a UserError otherwise."""
+    try:
+        counts = tuple(int(part) for part in blocks.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise UserError(
+            f"{source}: blocks={blocks!r} is not a comma-separated list of conv counts >= 1 "
+            "(e.g. 1,1,2,2)"
+        )
+    return counts
 
 
 _BOOL_WORDS = {

@@ -111,6 +111,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
         width=cfg.width,
         depth=cfg.depth,
         convs=cfg.convs,
+        blocks=cfg.blocks,
         pool_before_norm=cfg.pool_before_norm,
         input_size=cfg.input_size,
         pretrained=cfg.pretrained,

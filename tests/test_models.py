@@ -118,6 +118,22 @@ def test_simple_cnn_pool_before_norm(convs: int):
     create_model(**model.fer_args).load_state_dict(model.state_dict())
 
 
+def test_simple_cnn_blocks_give_each_block_its_convs():
+    model = create_model("simple_cnn", width=8, depth=2, convs=3, blocks="1,1,2,2")
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 32, 64, 64]  # depth/convs ignored
+    assert len(pools) == 4
+    assert model(torch.randn(2, 1, 48, 48)).shape == (2, 7)
+    create_model(**model.fer_args).load_state_dict(model.state_dict())
+
+
+@pytest.mark.parametrize("blocks", ["1,x", "1,0,2", ",", "1,1,1,1,1,1"])
+def test_simple_cnn_bad_blocks_are_user_errors(blocks: str):
+    with pytest.raises(UserError, match="blocks"):
+        create_model("simple_cnn", blocks=blocks)
+
+
 def test_simple_cnn_too_deep_for_the_input_is_a_user_error():
     with pytest.raises(UserError, match="depth=6"):
         create_model("simple_cnn", depth=6)

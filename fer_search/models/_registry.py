@@ -2,10 +2,10 @@
 
 A builder is a function named after the model. It receives every argument of ``create_model`` as a
 keyword and takes the ones it uses, swallowing the rest with ``**_unused`` (``width``, ``depth``,
-``convs``, ``pool_before_norm`` and ``batch_norm`` only mean something to ``simple_cnn``;
-``pretrained`` is rejected by models that have no ImageNet weights). ``create_model`` stores the
-arguments on the returned module as ``model.fer_args`` so a checkpoint rebuilds the same network
-with ``create_model(**fer_args)``.
+``convs``, ``blocks``, ``pool_before_norm`` and ``batch_norm`` only mean something to
+``simple_cnn``; ``pretrained`` is rejected by models that have no ImageNet weights).
+``create_model`` stores the arguments on the returned module as ``model.fer_args`` so a
+checkpoint rebuilds the same network with ``create_model(**fer_args)``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def create_model(
     width: int = 32,
     depth: int = 3,
     convs: int = 2,
+    blocks: str = "",
     pool_before_norm: bool = False,
     input_size: int = 48,
     pretrained: bool = False,
@@ -75,6 +76,7 @@ def create_model(
         "width": width,
         "depth": depth,
         "convs": convs,
+        "blocks": blocks,
         "pool_before_norm": pool_before_norm,
         "input_size": input_size,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from fer_search.config import parse_blocks
 from fer_search.errors import UserError
 from fer_search.models._common import FerNet
 from fer_search.models._registry import register_model
@@ -31,6 +32,7 @@ def simple_cnn(
     width: int = 32,
     depth: int = 3,
     convs: int = 2,
+    blocks: str = "",
     pool_before_norm: bool = False,
     input_size: int = 48,
     pretrained: bool = False,
@@ -38,7 +40,9 @@ def simple_cnn(
 ) -> FerNet:
     """``depth`` blocks of ``convs`` 3x3 convs (+BatchNorm) + ReLU + 2x2 max-pool, with width,
     2*width, 4*width, ... channels; flatten; dense (last block's channels) + ReLU + dropout;
-    linear to the classes.
+    linear to the classes. ``blocks`` ("1,1,2,2") gives each block its own number of convs
+    instead (VGG-style: the extra convs where the maps are small and cheap); it overrides
+    ``depth`` and ``convs``.
 
     The default (3 blocks of 2 convs) is the study's network: about 0.88M parameters at width 32
     and 48 px. ``depth=4, convs=1`` is the cheaper, deeper VGG-style net that suits a CPU (about
@@ -51,19 +55,21 @@ def simple_cnn(
     """
     if pretrained:
         raise UserError("simple_cnn has no pretrained weights; set pretrained to false")
-    side = input_size // 2**depth
-    if depth < 1 or convs < 1 or side < 1:
+    counts = parse_blocks(blocks) if blocks else (convs,) * depth
+    side = input_size // 2 ** len(counts)
+    if len(counts) < 1 or min(counts) < 1 or side < 1:
+        shape = f"blocks={blocks!r}" if blocks else f"depth={depth}, convs={convs}"
         raise UserError(
             f"simple_cnn needs depth >= 1, convs >= 1 and input_size >= 2**depth; got "
-            f"depth={depth}, convs={convs}, input_size={input_size}"
+            f"{shape}, input_size={input_size}"
         )
     layers: list[nn.Module] = []
     c_in = 1
     last_pool = "before_norm" if pool_before_norm else "after"
-    for block in range(depth):
+    for block, n_convs in enumerate(counts):
         c_out = width * 2**block
-        for i in range(convs):
-            layers += _conv(c_in, c_out, batch_norm, last_pool if i == convs - 1 else "")
+        for i in range(n_convs):
+            layers += _conv(c_in, c_out, batch_norm, last_pool if i == n_convs - 1 else "")
             c_in = c_out
     hidden = c_in
     layers += [
