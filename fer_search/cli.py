@@ -398,6 +398,13 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         help="part of --time-budget kept to retrain the best configuration for as many epochs "
         "as fit (0 = no refit)",
     )
+    exp.add_argument(
+        "--refit-top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="refit the K best configurations at once, sharing the search's resources",
+    )
     exp.add_argument("--seed", type=int, default=None)
     exp.add_argument(
         "--top-k", type=int, default=None, help="ensemble size for the final evaluation"

@@ -225,6 +225,16 @@ def coerce(name: str, value: Any, type_name: Any, *, source: str = "config") -> 
 TRAIN_FIELDS: frozenset[str] = frozenset(f.name for f in fields(TrainConfig))
 
 
+def refit_id(index: int) -> str:
+    """The leaderboard id of the index-th refit (0 = the best trial's): refit, refit2, ..."""
+    return REFIT_ID if index == 0 else f"{REFIT_ID}{index + 1}"
+
+
+def is_refit_id(trial_id: Any) -> bool:
+    text = str(trial_id)
+    return text == REFIT_ID or (text.startswith(REFIT_ID) and text[len(REFIT_ID) :].isdigit())
+
+
 @dataclass
 class EpochStats:
     """What the engine reports after each epoch (the search reports these to Tune)."""

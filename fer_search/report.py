@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, MODE, REFIT_ID
+from fer_search.config import METRIC, MODE, REFIT_ID, is_refit_id
 from fer_search.errors import UserError
 
 __all__ = ["build_report", "load_results"]
@@ -226,7 +226,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     """Everything the report states, JSON-ready: report.json is this, report.md renders it."""
     experiment, board, final = results["experiment"], results["leaderboard"], results["final"]
     # the counts and ASHA's epoch figures are the search's; a refit is stated apart
-    is_refit = board["trial_id"] == REFIT_ID
+    is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
     counts = count_trials(searched)
     importances, importances_note = param_importances(exp_dir, experiment, counts)
@@ -502,13 +502,21 @@ def md_refit(facts: dict[str, Any]) -> list[str]:
     refit = facts["experiment"].get("refit")
     if not refit:
         return []
-    row = next((r for r in facts["leaderboard"] if r["trial_id"] == REFIT_ID), None)
-    score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+    keys = ("from_trial", "epochs")  # an experiment.json from before refit_top_k held one
+    members = refit.get("members") or [{"id": REFIT_ID, **{k: refit.get(k, "?") for k in keys}}]
     state = "" if refit.get("done") else " (not finished)"
-    return [
-        f"- Refit: trial `{refit.get('from_trial', '?')}`'s configuration trained again from "
-        f"scratch for {refit.get('epochs', '?')} epochs as `{REFIT_ID}`{score}{state}"
-    ]
+    lines = []
+    for member in members:
+        row = next((r for r in facts["leaderboard"] if r["trial_id"] == member["id"]), None)
+        score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+        lines.append(
+            f"- Refit: trial `{member.get('from_trial', '?')}`'s configuration trained again "
+            f"from scratch for {member.get('epochs', '?')} epochs as `{member['id']}`"
+            f"{score}{state}"
+        )
+    if len(members) > 1:
+        lines.append(f"- These {len(members)} refits trained at the same time.")
+    return lines
 
 
 def md_counts(counts: dict[str, int]) -> str:

@@ -54,11 +54,13 @@ def space_from_args(args: argparse.Namespace):
         cpus_per_trial=args.cpus_per_trial,
         top_k=args.top_k,
         refit_budget=args.refit_budget,
+        refit_top_k=args.refit_top_k,
     )
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    for name in ("num_samples", "epochs", "grace_period", "max_concurrent", "top_k", "cpus"):
+    names = ("num_samples", "epochs", "grace_period", "max_concurrent", "top_k", "cpus")
+    for name in (*names, "refit_top_k"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
@@ -334,11 +336,14 @@ def build_tuner(exp: Path, space, plan: dict[str, Any], refs, args, *, restore: 
 
 
 # ---------------------------------------------------------------- the refit
-REFIT_DIR = "refit"  # exp/refit/trial_refit: one more Tune trial, the best config retrained
+REFIT_DIR = "refit"  # exp/refit/trial_refit, trial_refit2, ...: the best configurations retrained
 
 
 def refit_dirname(trial) -> str:
-    return "trial_refit"
+    from fer_search.config import refit_id
+    from fer_search.trainable import REFIT_MEMBER
+
+    return f"trial_{refit_id(int(trial.config.get(REFIT_MEMBER, 0)))}"
 
 
 def refit_epochs(best: dict[str, Any], seconds: float) -> int:
@@ -352,29 +357,62 @@ def refit_epochs(best: dict[str, Any], seconds: float) -> int:
     return epochs if epochs > best["epochs"] else 0
 
 
+def refit_share(plan: dict[str, Any], k: int) -> tuple[dict[str, float], float]:
+    """The resources of each of `k` refits running at once, and how much slower than a search
+    trial each is expected to be. With room for k trials at once, each refit gets a trial's
+    resources; otherwise the k share what the search's concurrent trials used (2 CPUs and one
+    trial at a time: two refits of 1 CPU each, each about 2x slower per epoch)."""
+    cpus, gpus = float(plan["cpus_per_trial"]), float(plan["gpus_per_trial"])
+    concurrent = int(plan["max_concurrent"])
+    if k <= concurrent:
+        return {"cpu": cpus, "gpu": gpus}, 1.0
+    share = concurrent / k
+    cpus_each = max(1.0, math.floor(cpus * share))
+    if gpus:
+        return {"cpu": cpus_each, "gpu": gpus * share}, 1.0 / share
+    return {"cpu": cpus_each, "gpu": 0.0}, cpus / cpus_each
+
+
+def refit_members(refit: dict[str, Any]) -> list[dict[str, Any]]:
+    """The refit's configurations; an experiment.json from before `refit_top_k` held one."""
+    from fer_search.config import REFIT_ID
+
+    if "members" in refit:
+        return list(refit["members"])
+    keys = ("from_trial", "epochs", "config")
+    return [{"id": REFIT_ID, **{k: refit[k] for k in keys}}]
+
+
 def run_refit(exp: Path, space, plan: dict[str, Any], refs, args, record: dict[str, Any]):
-    """Train record['refit']'s configuration from scratch for its epochs, as one Tune trial
-    under exp/refit (so it checkpoints, logs to TensorBoard and resumes like any trial).
-    Returns the Tune result, or None when it was interrupted."""
+    """Train the refit's configurations from scratch, at once, as the trials of one Tune run
+    under exp/refit (so they checkpoint, log to TensorBoard and resume like any trial).
+    Returns the Tune results, or None when the refit was interrupted."""
     from ray import tune
 
-    from fer_search.trainable import run_trial
+    from fer_search.trainable import REFIT_MEMBER, run_refit_trial
 
     base = tune_dir(exp, args)
     location = f"{base.rstrip('/')}/{REFIT_DIR}"
-    resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    members = refit_members(record["refit"])
+    configs = [{**m["config"], "epochs": m["epochs"]} for m in members]
+    resources = record["refit"].get("resources") or {
+        "cpu": plan["cpus_per_trial"],
+        "gpu": plan["gpus_per_trial"],
+    }
+    trainable = tune.with_resources(
+        tune.with_parameters(run_refit_trial, data=refs, members=configs), resources
+    )
     if tune.Tuner.can_restore(location):
         tuner = tune.Tuner.restore(location, trainable=trainable, resume_unfinished=True)
     else:
-        info = record["refit"]
         tuner = tune.Tuner(
             trainable,
-            param_space={**info["config"], "epochs": info["epochs"]},
+            param_space={REFIT_MEMBER: tune.grid_search(list(range(len(members))))},
             tune_config=tune.TuneConfig(
                 metric=space.experiment.metric,
                 mode=space.experiment.mode,
                 num_samples=1,
+                max_concurrent_trials=len(members),
                 trial_dirname_creator=refit_dirname,
                 trial_name_creator=refit_dirname,
             ),
@@ -386,45 +424,71 @@ def run_refit(exp: Path, space, plan: dict[str, Any], refs, args, record: dict[s
                 verbose=args.verbose,
             ),
         )
-    result = tuner.fit()[0]
+    grid = tuner.fit()
+    results = [grid[i] for i in range(len(grid))]
     states = trial_states(location)
     if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
         return None
-    return result
+    return results
 
 
-def refit_row(result, space, exp: Path) -> dict[str, Any]:
-    from fer_search.config import REFIT_ID
+def refit_rows(results, members: list[dict[str, Any]], space, exp: Path) -> list[dict[str, Any]]:
+    """Leaderboard rows of the refit's trials, named refit, refit2, ... with the parameters of
+    the configuration each trained (Tune only knows its index)."""
+    from fer_search.space import train_values
+    from fer_search.trainable import REFIT_MEMBER
 
-    row = trial_rows([result], space, exp, {})[0]
-    row["trial_id"] = REFIT_ID
-    return row
+    rows = []
+    for result in results:
+        member = members[int((result.config or {}).get(REFIT_MEMBER, 0))]
+        row = trial_rows([result], space, exp, {})[0]
+        values = train_values(member["config"])
+        row.update({name: values.get(name, "") for name in searched_settings(space)})
+        row["trial_id"], row["_config"] = member["id"], member["config"]
+        rows.append(row)
+    return rows
 
 
-def plan_refit(rows: list[dict[str, Any]], space, elapsed: float) -> dict[str, Any] | None:
-    """What to refit (the best trial's config) and for how many epochs, or None with the
-    reason printed: no refit budget, no candidate, or too little time left."""
+def plan_refit(
+    rows: list[dict[str, Any]], space, elapsed: float, plan: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """What to refit (the configurations of the best `refit_top_k` trials) and for how many
+    epochs each, or None with the reason printed: no refit budget, no candidate, or too little
+    time left. `plan` (the search's resources) sets what each of several refits gets."""
+    from fer_search.config import refit_id
+
     ex = space.experiment
     ranked = [r for r in selectable(rows) if r.get("_config")]
     if not ex.refit_budget or not ranked:
         return None
-    best = ranked[0]
     seconds = ex.time_budget - elapsed if ex.time_budget else ex.refit_budget
-    epochs = refit_epochs(best, seconds)
-    if not epochs:
+    k = min(ex.refit_top_k, len(ranked))
+    resources, slowdown = refit_share(plan, k) if plan else ({}, 1.0)
+    members: list[dict[str, Any]] = []
+    for row in ranked[:k]:
+        epochs = refit_epochs(row, seconds / slowdown)
+        if not epochs:
+            print(
+                f"no refit of trial {row['trial_id']}: {seconds:.0f} s left fit no more than the "
+                f"{row['epochs']} epochs it already trained",
+                file=sys.stderr,
+            )
+            continue
+        config = {key: v for key, v in row["_config"].items() if key != "trial_number"}
+        if resources:
+            config["threads"] = max(1, int(resources["cpu"]))
+        members.append(
+            {"id": refit_id(len(members)), "from_trial": row["trial_id"], "epochs": epochs,
+             "config": config}
+        )  # fmt: skip
         print(
-            f"no refit: {seconds:.0f} s left fit no more than the {best['epochs']} epochs "
-            f"trial {best['trial_id']} already trained",
-            file=sys.stderr,
+            f"refit: training trial {row['trial_id']}'s configuration again for {epochs} epochs "
+            f"({seconds:.0f} s left at {row['_epoch_s'] * slowdown:.1f} s per epoch)",
+            flush=True,
         )
+    if not members:
         return None
-    config = {k: v for k, v in best["_config"].items() if k != "trial_number"}
-    print(
-        f"refit: training trial {best['trial_id']}'s configuration again for {epochs} epochs "
-        f"({seconds:.0f} s left at {best['_epoch_s']:.1f} s per epoch)",
-        flush=True,
-    )
-    return {"from_trial": best["trial_id"], "epochs": epochs, "config": config, "done": False}
+    return {"members": members, "resources": resources or None, "done": False}
 
 
 # ---------------------------------------------------------------- after the search
@@ -750,18 +814,19 @@ def refit_phase(exp, space, plan, refs, args, record, rows, elapsed: float):
     from fer_search import cluster
 
     if record.get("refit") is None:
-        record["refit"] = plan_refit(rows, space, elapsed)
+        record["refit"] = plan_refit(rows, space, elapsed, plan)
         write_json(exp / RUN_FILE, record)
     if not record["refit"]:
         return rows
-    result = run_refit(exp, space, plan, refs, args, record)
-    if result is None:
+    results = run_refit(exp, space, plan, refs, args, record)
+    if results is None:
         return None
     location = tune_dir(exp, args)
     if location != str(exp):
         cluster.fetch_trial_files(location, exp)
     record["refit"]["done"] = True
-    rows = rank_rows([*rows, refit_row(result, space, exp)])
+    members = refit_members(record["refit"])
+    rows = rank_rows([*rows, *refit_rows(results, members, space, exp)])
     write_leaderboard(rows, exp)
     return rows
 

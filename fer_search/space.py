@@ -137,6 +137,9 @@ class Experiment:
     # seconds of time_budget kept to train the best configuration again for as many epochs as
     # fit (a refit); without a time_budget, the refit gets this long after the search
     refit_budget: float = 0.0
+    # how many of the best configurations the refit trains again, at the same time, sharing what
+    # the search's trials used (an ensemble of equals for the final evaluation)
+    refit_top_k: int = 1
 
     @property
     def mode(self) -> str:
@@ -377,6 +380,7 @@ def _build_experiment(
         "max_concurrent": 0,
         "time_budget": 0,
         "refit_budget": 0,
+        "refit_top_k": 1,
     }
     for key, low in at_least.items():
         if getattr(exp, key) < low:

@@ -26,9 +26,10 @@ from typing import Any
 
 from fer_search.config import TRAIN_FIELDS, TrainConfig
 
-__all__ = ["CHECKPOINT_FILE", "DatasetRefs", "run_trial"]
+__all__ = ["CHECKPOINT_FILE", "REFIT_MEMBER", "DatasetRefs", "run_refit_trial", "run_trial"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+REFIT_MEMBER = "refit_member"  # a refit trial's config: which of the refit's configurations
 FAULT_ENV = "FER_SEARCH_FAULT"
 FAULT_KINDS = ("raise", "kill", "nan")
 KILLED_MARKER = ".fer-search-fault-killed"
@@ -140,3 +141,10 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     result = engine.train(cfg, train_split, val_split, on_epoch=on_epoch, resume=resume)
     if result.status == "nan":
         raise FloatingPointError(result.message)
+
+
+def run_refit_trial(config: dict[str, Any], data: DatasetRefs, members: list[dict[str, Any]]):
+    """One of the refit's trials: config[REFIT_MEMBER] picks its whole trial config from
+    `members` (Tune grid-searches the index, so k different configurations run as k trials)."""
+    index = config.get(REFIT_MEMBER)
+    run_trial(config if index is None else members[int(index)], data)

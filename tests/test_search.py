@@ -237,16 +237,55 @@ def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
     ]
     plan = plan_refit(rows, space, elapsed=80.0)
     assert plan == {
-        "from_trial": "t1",
-        "epochs": 12,
-        "config": {"lr": 0.05, "epochs": 4},
+        "members": [
+            {"id": "refit", "from_trial": "t1", "epochs": 12,
+             "config": {"lr": 0.05, "epochs": 4}},
+        ],
+        "resources": None,
         "done": False,
-    }
+    }  # fmt: skip
     assert "refit: training trial t1's configuration again for 12 epochs" in capsys.readouterr().out
     assert plan_refit(rows, space, elapsed=170.0) is None  # 30 s left: 3 epochs, not > 4
     assert "no refit" in capsys.readouterr().err
     no_refit = load_space_dict({"experiment": {"time_budget": 200}, "params": {"lr": 0.1}})
     assert plan_refit(rows, no_refit, elapsed=0.0) is None
+
+
+def test_plan_refit_of_the_top_two_shares_the_search_resources():
+    from fer_search.search import plan_refit
+    from fer_search.space import load_space_dict
+
+    experiment = {"time_budget": 300, "refit_budget": 200, "refit_top_k": 2}
+    space = load_space_dict({"experiment": experiment, "params": {"lr": 0.1}})
+    rows = [refit_candidate(), refit_candidate(trial_id="t2", val_acc=0.5, _epoch_s=5.0)]
+    one_at_a_time = {"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent": 1}
+    plan = plan_refit(rows, space, elapsed=100.0, plan=one_at_a_time)
+    assert plan is not None and plan["resources"] == {"cpu": 1.0, "gpu": 0.0}
+    members = plan["members"]
+    assert [m["id"] for m in members] == ["refit", "refit2"]
+    assert [m["from_trial"] for m in members] == ["t1", "t2"]
+    # 200 s at twice each trial's measured pace (half the CPUs each)
+    assert [m["epochs"] for m in members] == [10, 20]
+    assert all(m["config"]["threads"] == 1 for m in members)
+
+
+def test_refit_share_gives_each_refit_a_trial_when_there_is_room():
+    from fer_search.search import refit_share
+
+    four_gpus = {"cpus_per_trial": 4, "gpus_per_trial": 1, "max_concurrent": 4}
+    assert refit_share(four_gpus, 2) == ({"cpu": 4.0, "gpu": 1.0}, 1.0)
+    one_gpu = {"cpus_per_trial": 4, "gpus_per_trial": 1, "max_concurrent": 1}
+    assert refit_share(one_gpu, 2) == ({"cpu": 2.0, "gpu": 0.5}, 2.0)
+    two_cpus = {"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent": 1}
+    assert refit_share(two_cpus, 3) == ({"cpu": 1.0, "gpu": 0.0}, 2.0)  # never below one CPU
+
+
+def test_refit_members_reads_an_experiment_from_before_refit_top_k():
+    from fer_search.search import refit_members
+
+    old = {"from_trial": "t1", "epochs": 9, "config": {"lr": 0.1}, "done": True}
+    assert refit_members(old) == [{"id": "refit", "from_trial": "t1", "epochs": 9,
+                                   "config": {"lr": 0.1}}]  # fmt: skip
 
 
 # ---------------------------------------------------------------- end to end
@@ -419,8 +458,10 @@ def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_p
     assert saved_search_complete(tmp_path / "empty", space) is None
 
 
-def test_search_runs_its_start_point_first_then_refits_the_best(tmp_path):
-    text = TINY_SPACE.format(num_samples=3).replace("top_k: 2\n", "top_k: 2\n  refit_budget: 12\n")
+def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
+    text = TINY_SPACE.format(num_samples=3).replace(
+        "top_k: 2\n", "top_k: 2\n  refit_budget: 12\n  refit_top_k: 2\n"
+    )
     text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
     space = tmp_path / "refit.yaml"
     space.write_text(text)
@@ -428,17 +469,21 @@ def test_search_runs_its_start_point_first_then_refits_the_best(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     exp = tmp_path / "results" / "rf"
     rows = read_rows(exp)
-    assert len(rows) == 4  # three searched trials and the refit
-    (refit,) = [r for r in rows if r["trial_id"] == "refit"]
+    assert len(rows) == 5  # three searched trials and two refits
     record = json.loads((exp / "experiment.json").read_text())
-    assert record["refit"]["done"] and int(refit["epochs"]) == record["refit"]["epochs"] > 3
-    assert refit["status"] == "completed" and refit["trial_dir"] == "refit/trial_refit"
-    assert (exp / refit["trial_dir"] / "progress.csv").is_file()
-    searched = [r for r in rows if r["trial_id"] != "refit"]
-    assert (
-        record["refit"]["from_trial"]
-        == max(searched, key=lambda r: float(r["val_acc"]))["trial_id"]
-    )
+    assert record["refit"]["done"]
+    members = record["refit"]["members"]
+    searched = [r for r in rows if not r["trial_id"].startswith("refit")]
+    top_two = sorted(searched, key=lambda r: -float(r["val_acc"]))[:2]
+    assert [m["from_trial"] for m in members] == [r["trial_id"] for r in top_two]
+    for member, source in zip(members, top_two, strict=True):
+        (refit,) = [r for r in rows if r["trial_id"] == member["id"]]
+        assert int(refit["epochs"]) == member["epochs"] > 3
+        assert refit["status"] == "completed"
+        assert refit["trial_dir"] == f"refit/trial_{member['id']}"
+        assert (exp / refit["trial_dir"] / "progress.csv").is_file()
+        for name in ("optimizer", "dropout"):  # the refit trained its source's configuration
+            assert refit[name] == source[name]
     assert "refit: training trial" in proc.stdout
 
     import optuna
