@@ -7,6 +7,7 @@ DataLoader workers. Metrics accumulate on the device and are read once per epoch
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from fer_search import augment
 from fer_search.config import EpochStats, TrainConfig
@@ -170,21 +171,48 @@ class _Plateau:
 
 
 def ema_decay(cfg: TrainConfig, step: int) -> float:
-    """The EMA's decay after optimiser step `step` (from 0): cfg.ema, warmed up as
-    (1 + step) / (10 + step) so that the average forgets the random initial weights in the first
-    few hundred steps instead of the first few thousand (a short trial's first epochs)."""
+    """The EMA's decay at optimiser step `step` (from 0): cfg.ema, warmed up as
+    (1 + step) / (10 + step) so that the average forgets the first steps' weights within a few
+    hundred steps instead of a few thousand (a short trial's first epochs)."""
     return min(cfg.ema, (1.0 + step) / (10.0 + step))
 
 
+def new_ema(model: nn.Module) -> nn.Module:
+    """The moving average's own copy of the network (weights and BatchNorm statistics)."""
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
 def update_ema(cfg: TrainConfig, state: _State) -> None:
-    if state.ema is not None:
-        state.ema.multi_avg_fn = get_ema_multi_avg_fn(ema_decay(cfg, state.step))
-        state.ema.update_parameters(state.model)
+    """After optimiser step `state.step`: the first step's weights start the average (as
+    torch's AveragedModel does), later steps move it towards the model with torch's EMA update
+    (one foreach lerp over the float weights and BatchNorm statistics; integer counters are
+    copied). Unlike AveragedModel.update_parameters, nothing here moves a counter between host
+    and device, which would be a host sync per step on CUDA."""
+    if state.ema is None:
+        return
+    pairs = zip(
+        [*state.ema.parameters(), *state.ema.buffers()],
+        [*state.model.parameters(), *state.model.buffers()],
+        strict=True,
+    )
+    floats: tuple[list[torch.Tensor], list[torch.Tensor]] = ([], [])
+    for average, current in pairs:
+        if state.step == 0 or not average.is_floating_point():
+            average.copy_(current)
+        else:
+            floats[0].append(average)
+            floats[1].append(current.detach())
+    if floats[0]:
+        get_ema_multi_avg_fn(ema_decay(cfg, state.step))(floats[0], floats[1], None)
 
 
 def eval_model(state: _State) -> nn.Module:
     """The network that is validated, selected and kept: the EMA when there is one."""
-    return state.model if state.ema is None else state.ema.module
+    return state.model if state.ema is None else state.ema
 
 
 def cpu_has_bf16() -> bool:
@@ -324,7 +352,7 @@ class _State:
 
     model: nn.Module
     step_model: nn.Module  # the compiled model when torch.compile is on
-    ema: AveragedModel | None  # the weights' moving average (cfg.ema > 0), validated instead
+    ema: nn.Module | None  # the weights' moving average (cfg.ema > 0), validated instead
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     generator: torch.Generator
@@ -368,8 +396,7 @@ def _prepare_state(cfg: TrainConfig, num_classes: int, device: torch.device) -> 
     return _State(
         model=model,
         step_model=step_model,
-        # use_buffers: BatchNorm's running statistics are averaged with the weights
-        ema=AveragedModel(model, use_buffers=True) if cfg.ema > 0 else None,
+        ema=new_ema(model) if cfg.ema > 0 else None,
         optimizer=make_optimizer(cfg, model),
         scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype(cfg, device) == torch.float16),
         generator=torch.Generator(device=device).manual_seed(cfg.seed),

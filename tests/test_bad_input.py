@@ -21,14 +21,12 @@ import hashlib
 import os
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_fer_search
 
-REPO = Path(__file__).resolve().parents[1]
 ERROR_LINE = re.compile(r"^fer-search( [a-z]+)?: error: ")
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
@@ -597,16 +595,10 @@ def test_bad_input_is_one_line_and_writes_nothing(
         argv += ["--storage", str(results)]
     before, inputs_before = snapshot(results), snapshot(inputs)
 
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "FER_SEARCH_F"))}
-    environ.update({k: v.format(**values) for k, v in env.items()})
-    environ.update(PYTHONPATH=str(REPO), HOME=str(tmp_path))  # no ~/.ray/auth_token
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_search", *argv],
-        cwd=cwd,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    environ = {k: v.format(**values) for k, v in env.items()}
+    environ["HOME"] = str(tmp_path)  # no ~/.ray/auth_token
+    proc = run_fer_search(
+        *argv, env=environ, drop_env=["RAY_", "FER_SEARCH_F"], cwd=cwd, timeout=120
     )
 
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -628,13 +620,8 @@ def test_a_number_as_a_yaml_string_is_not_an_error(tmp_path: Path):
     """`1e-5` is a string to YAML 1.1; the space must parse it: the first error is the data's."""
     space = tmp_path / "strings.yaml"
     space.write_text(SPACE.replace("low: 1e-3", "low: 1e-5").replace("0.1}", "'1e-1'}"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_search", "--space", str(space), "--data", str(tmp_path / "x")],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_fer_search(
+        "--space", str(space), "--data", str(tmp_path / "x"), cwd=tmp_path, timeout=120
     )
     assert proc.returncode == 2 and "data path" in proc.stderr, proc.stderr
     assert "strings.yaml" not in proc.stderr

@@ -4,22 +4,20 @@ never asserted (a benchmark reports them); only structure, arithmetic and JSON."
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_fer_search
 
 from fer_search import bench
 from fer_search.cli import build_parser, main
 from fer_search.config import TrainConfig
 from fer_search.data import load_data, make_demo
 
-REPO = Path(__file__).resolve().parents[1]
 FIGURE_KEYS = {"figure", "ratio", "goal", "met", "summary"}
 
 
@@ -32,14 +30,7 @@ def _one_torch_thread():
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "fer_search", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_fer_search(*args, env={"OMP_NUM_THREADS": "1"}, timeout=timeout)
 
 
 def test_bench_help_lists_its_flags():
@@ -57,7 +48,7 @@ def test_plan_quick_is_simple_cnn_and_full_cpu_skips_the_slow_nets():
     assert set(full.archs) == {"simple_cnn", "mobilenet_v2", "vgg16"}
     assert set(full.skipped) == {"resnet101", "densenet169"}
     assert full.overhead == (6, 2) and full.asha == (32, 16, 4)
-    assert full.asha_train_fraction == 0.25
+    assert full.asha_train_fraction == 0.2
     assert all(arch in full.steps for arch in full.archs)
 
 

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import REPO, run_fer_search
 from PIL import Image
 
 from fer_search.cli import COMMANDS, main
 from fer_search.config import EMOTIONS
 from fer_search.engine import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--data", "demo", "--epochs", "1", "--width", "8", "--batch-size", "64"]
 
@@ -41,15 +41,7 @@ def _one_torch_thread():
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """`python -m fer_search ARGS` as a user runs it (one torch thread: see above)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "fer_search", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_fer_search(*args, env={"OMP_NUM_THREADS": "1"}, cwd=cwd, timeout=timeout)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, one_line_error
 
 from fer_search.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 KUBERAY = CLUSTER / "kuberay"
 
@@ -453,13 +453,6 @@ def two_nodes(tmp_path_factory):
         bystander.kill()
         bystander.wait()
         shutil.rmtree(cluster.temp, ignore_errors=True)  # the nodes' session logs
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("fer-search: error")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return errors[0]
 
 
 @pytest.mark.cluster

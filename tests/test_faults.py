@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import one_line_error, run_fer_search
 
 from fer_search.trainable import KILLED_MARKER, parse_faults
-
-REPO = Path(__file__).resolve().parents[1]
 
 SPACE = """\
 name: faults
@@ -43,17 +40,10 @@ params:
 def search(tmp_path: Path, name: str, fault: str, *, trials: int, epochs: int, timeout=600):
     space = tmp_path / f"{name}.yaml"
     space.write_text(SPACE.format(trials=trials, epochs=epochs))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(PYTHONPATH=str(REPO), FER_SEARCH_FAULT=fault, RAY_DEDUP_LOGS="0")
     argv = ["--space", str(space), "--data", "demo", "--demo-size", "0.25", "--no-asha"]
     argv += ["--storage", str(tmp_path / "results"), "--name", name, "--verbose", "0"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_search", *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    env = {"FER_SEARCH_FAULT": fault, "RAY_DEDUP_LOGS": "0"}
+    proc = run_fer_search(*argv, env=env, drop_env=["RAY_"], timeout=timeout)
     return proc, tmp_path / "results" / name
 
 
@@ -185,18 +175,13 @@ def test_a_full_disk_is_a_clear_error_before_the_search_starts(full_disk, tmp_pa
     before = sorted(p.name for p in results.rglob("*"))
     space = tmp_path / "space.yaml"
     space.write_text(SPACE.format(trials=2, epochs=2))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_search", "--space", str(space), "--data", "demo"]
-        + ["--demo-size", "0.25", "--storage", str(results), "--name", "new"],
-        env={**env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
+    proc = run_fer_search(
+        *["--space", str(space), "--data", "demo", "--demo-size", "0.25"],
+        *["--storage", str(results), "--name", "new"],
+        drop_env=["RAY_"],
         timeout=120,
     )
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("fer-search: error")]
-    assert len(errors) == 1 and "MiB free" in errors[0] and str(results) in errors[0]
+    error = one_line_error(proc)
+    assert "MiB free" in error and str(results) in error
     assert sorted(p.name for p in results.rglob("*")) == before  # no half-made experiment
     assert "searching" not in proc.stdout  # refused before Ray or any trial started

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import REPO, run_fer_search
 
 from fer_search.errors import UserError
 from fer_search.report import build_report, load_results
 
-REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAME = "demo-20240501-120000"
 CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
@@ -316,15 +314,7 @@ def test_not_a_results_dir_is_a_user_error(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
-    return subprocess.run(
-        [sys.executable, "-m", "fer_search", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_fer_search(*args, env={"MPLBACKEND": "Agg"}, cwd=REPO, timeout=120)
 
 
 def test_cli_report(tmp_path):

@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, one_line_error, run_fer_search
 
 from fer_search.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
 
 TINY_SPACE = """\
 name: tiny
@@ -46,24 +45,8 @@ def write_space(tmp_path: Path, num_samples: int) -> Path:
     return path
 
 
-def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
-    return subprocess.run(
-        [sys.executable, "-m", "fer_search", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        **kwargs,
-    )
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("fer-search: error")]
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    return errors[0]
+def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_fer_search(*args, env={"RAY_DEDUP_LOGS": "0"}, timeout=timeout)
 
 
 # ---------------------------------------------------------------- Optuna bookkeeping
@@ -190,6 +173,7 @@ def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
         (["--space", "demo", "--gpus-per-trial", "1.5"], "--gpus-per-trial"),
         (["--resume", "."], "not a fer-search experiment"),
         (["--space", "demo", "--refit-budget", "-1"], "--refit-budget must be >= 0"),
+        (["--space", "demo", "--refit-top-k", "0"], "--refit-top-k must be >= 1"),
         (
             ["--space", "demo", "--time-budget", "50", "--refit-budget", "60"],
             "--refit-budget=60 must be less than time_budget=50",

@@ -13,17 +13,15 @@ import ast
 import os
 import re
 import socket
-import subprocess
-import sys
 import types
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import REPO, run_fer_search
 
 from fer_search.errors import UserError
 
-REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted(
     [*(REPO / "fer_search").rglob("*.py"), *(REPO / "benchmarks").rglob("*.py")],
     key=str,
@@ -144,14 +142,7 @@ def test_a_malicious_pickle_checkpoint_is_refused_with_one_line(tmp_path, comman
     image = tmp_path / "face.png"
     image.write_bytes(b"")  # never reached
     args = ["--data", "demo"] if command == "evaluate" else [str(image)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "fer_search", command, "--checkpoint", str(evil), *args],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_fer_search(command, "--checkpoint", str(evil), *args, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr

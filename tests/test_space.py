@@ -560,6 +560,11 @@ BAD_SPACES += [
         _with("experiment", {"epochs": 4, "time_budget": 60, "refit_budget": 60}),
         ["experiment.refit_budget=60", "time_budget=60"],
     ),
+    (
+        "refit of no configuration",
+        _with("experiment", {"epochs": 4, "refit_top_k": 0}),
+        ["experiment.refit_top_k must be >= 1", "got 0"],
+    ),
 ]
 
 
