@@ -983,6 +983,7 @@ def format_table(figures: list[dict[str, Any]]) -> str:
 def format_markdown(result: dict[str, Any]) -> str:
     m, v = result["machine"], result["versions"]
     title = "fer-search bench" + (" --quick" if result["quick"] else "")
+    title += "".join(f" --only {group}" for group in result.get("only") or [])
     lines = [
         f"# {title}",
         "",
@@ -1048,7 +1049,7 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args.quick, device)
     started, date = time.perf_counter(), dt.datetime.now(dt.timezone.utc)
     info, figures, notes = machine(device), [], []
-    if plan.skipped:
+    if plan.skipped and "pipeline" in (args.only or FIGURE_GROUPS):
         notes.append(f"skipped on CPU: {', '.join(plan.skipped)} (about 2 img/s on 2 cores)")
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         ctx = Context(args, plan, device, Path(tmp))

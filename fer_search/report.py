@@ -161,23 +161,61 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
 
 
 # ---------------------------------------------------------------- facts
-def count_trials(board: pd.DataFrame) -> dict[str, int]:
+def asha_rungs(experiment: dict[str, Any]) -> set[int]:
+    """The epochs at which Ray's ASHA (one bracket) may stop a trial: grace_period *
+    reduction_factor**k below max_t."""
+    grace, factor = experiment.get("grace_period"), experiment.get("reduction_factor")
+    max_t = experiment.get("max_t")
+    if not all(isinstance(v, int | float) and v > 0 for v in (grace, factor, max_t)):
+        return set()
+    rungs, epoch = set(), float(grace)  # type: ignore[arg-type]
+    while epoch < max_t and factor > 1:  # type: ignore[operator]
+        rungs.add(int(epoch))
+        epoch *= factor  # type: ignore[operator]
+    return rungs
+
+
+def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
+    """Stopped trials that ASHA cannot have stopped, because they ended between its rungs (or
+    before their first epoch): the search's time budget ended them."""
+    if not experiment.get("asha", True):
+        return board["status"] == "pruned"
+    rungs = asha_rungs(experiment)
+    epochs = board["epochs"].fillna(0).astype(int)
+    return (board["status"] == "pruned") & ~epochs.isin(rungs)
+
+
+def count_trials(board: pd.DataFrame, experiment: dict[str, Any] | None = None) -> dict[str, int]:
     counts = {"trials": len(board)}
     counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
     counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
+    timed_out = int(cut_by_time(board, experiment or {}).sum()) if experiment else 0
+    counts["pruned"] -= timed_out
+    counts["time_budget"] = timed_out
     return counts
 
 
 def epoch_budget(
     board: pd.DataFrame, experiment: dict[str, Any], curves: dict[str, pd.DataFrame]
 ) -> dict[str, Any]:
-    """Epochs trained in all, against every trial running to max_t (what ASHA saved)."""
+    """Epochs trained in all, against every trial running to max_t (what ASHA saved). Trials
+    the time budget cut short are left out of both: ASHA made no decision about them."""
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
-    consumed = int(board["epochs"].fillna(from_progress).fillna(0).sum())
+    epochs = board["epochs"].fillna(from_progress).fillna(0)
+    decided = ~cut_by_time(board, experiment)
+    consumed = int(epochs.sum())
     max_t = experiment.get("max_t")
-    budget = len(board) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
-    saved = 1 - consumed / budget if budget else None
-    return {"epochs_consumed": consumed, "epochs_budget": budget, "epochs_saved_fraction": saved}
+    budget = (
+        int(decided.sum()) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
+    )
+    saved = 1 - int(epochs[decided].sum()) / budget if budget else None
+    return {
+        "epochs_consumed": consumed,
+        "epochs_consumed_decided": int(epochs[decided].sum()),
+        "epochs_budget": budget,
+        "epochs_saved_fraction": saved,
+        "trials_decided": int(decided.sum()),
+    }
 
 
 def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | None:
@@ -228,7 +266,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     # the counts and ASHA's epoch figures are the search's; a refit is stated apart
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
-    counts = count_trials(searched)
+    counts = count_trials(searched, experiment)
     importances, importances_note = param_importances(exp_dir, experiment, counts)
     return json_safe(
         {
@@ -524,7 +562,12 @@ def md_counts(counts: dict[str, int]) -> str:
         f"{counts['trials']} — {counts['completed']} completed, "
         f"{counts['pruned']} pruned by ASHA, {counts['failed']} failed"
     )
-    extra = {"nan": "stopped on a NaN loss", "running": "still running", "other": "other status"}
+    extra = {
+        "time_budget": "stopped by the time budget",
+        "nan": "stopped on a NaN loss",
+        "running": "still running",
+        "other": "other status",
+    }
     for key, words in extra.items():
         if counts.get(key):
             text += f", {counts[key]} {words}"
@@ -535,10 +578,19 @@ def md_epochs(facts: dict[str, Any]) -> str:
     exp, consumed, budget = facts["experiment"], facts["epochs_consumed"], facts["epochs_budget"]
     if not budget:
         return f"{consumed} trained (max_t not recorded)"
-    text = (
-        f"{consumed} trained of {budget} possible "
-        f"({facts['counts']['trials']} trials × {exp.get('max_t')} epochs)"
-    )
+    decided = facts.get("trials_decided", facts["counts"]["trials"])
+    timed_out = facts["counts"].get("time_budget", 0)
+    if timed_out:
+        text = (
+            f"{consumed} trained; the {decided} trials that ran to max_t or were stopped by ASHA "
+            f"trained {facts.get('epochs_consumed_decided', consumed)} of {budget} possible "
+            f"({decided} trials × {exp.get('max_t')} epochs)"
+        )
+    else:
+        text = (
+            f"{consumed} trained of {budget} possible "
+            f"({decided} trials × {exp.get('max_t')} epochs)"
+        )
     if exp.get("asha", True) is False:
         return text + "; ASHA off"
     saved = facts["epochs_saved_fraction"]

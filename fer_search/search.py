@@ -660,9 +660,8 @@ def final_evaluation(rows, data, space, exp: Path) -> dict[str, Any] | None:
     best = members[0]
     best_metrics = classification_metrics(best["test"], test.labels, test.class_names)
     (exp / "best").mkdir(exist_ok=True)
-    payload = {
-        k: v for k, v in best["payload"].items() if k not in ("optimizer", "best_state_dict")
-    }
+    resume_only = ("optimizer", "best_state_dict", "ema_state_dict")  # state_dict is the best
+    payload = {k: v for k, v in best["payload"].items() if k not in resume_only}
     engine.save_checkpoint(exp / "best" / "best.pt", payload)
 
     def acc(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -220,6 +220,7 @@ def test_report_json_holds_the_facts(built):
         "nan": 0,
         "running": 0,
         "other": 0,
+        "time_budget": 0,
     }
     assert (report["epochs_consumed"], report["epochs_budget"]) == (9, 16)
     assert report["best_trial_id"] == "a0001"
@@ -264,6 +265,35 @@ def test_a_refit_is_reported_apart_from_the_searched_trials(tmp_path):
     md = (exp / "report.md").read_text()
     assert "Refit: trial `a0001`'s configuration trained again from scratch for 12 epochs" in md
     assert "top 5 of 5" in md and "66.00 %" in md
+
+
+def test_trials_the_time_budget_cut_are_not_asha_savings(tmp_path):
+    exp = tmp_path / NAME
+    exp.mkdir()
+    write_experiment(exp)  # max_t 4, grace period 1, reduction factor 2: rungs at 1 and 2
+    cut = [
+        ("a0005", "pruned", 0.4000, 0.370, 3, 3, 1e-3, 0.2, "simple_cnn"),  # between rungs
+        ("a0006", "pruned", math.nan, math.nan, math.nan, 0, 1e-3, 0.2, "simple_cnn"),  # none
+    ]
+    write_trials(exp, [*TRIALS, *cut])
+    build_report(exp)
+    report = json.loads((exp / "report.json").read_text())
+    assert report["counts"]["pruned"] == 1 and report["counts"]["time_budget"] == 2
+    # ASHA's figures are over the four trials it decided about; all six trained 12 epochs
+    assert report["epochs_budget"] == 16 and report["epochs_saved_fraction"] == 1 - 9 / 16
+    assert report["epochs_consumed"] == 12
+    md = (exp / "report.md").read_text()
+    assert "1 pruned by ASHA, 1 failed, 2 stopped by the time budget" in md
+    assert "12 trained; the 4 trials that ran to max_t or were stopped by ASHA trained 9" in md
+
+
+def test_asha_rungs_follow_ray_milestones():
+    from fer_search.report import asha_rungs
+
+    assert asha_rungs({"grace_period": 2, "reduction_factor": 3, "max_t": 8}) == {2, 6}
+    assert asha_rungs({"grace_period": 1, "reduction_factor": 4, "max_t": 16}) == {1, 4}
+    assert asha_rungs({"grace_period": 1, "reduction_factor": 3, "max_t": 27}) == {1, 3, 9}
+    assert asha_rungs({}) == set()
 
 
 def test_missing_final_and_optuna_db_still_report(tmp_path):

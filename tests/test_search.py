@@ -446,6 +446,7 @@ def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
     text = TINY_SPACE.format(num_samples=3).replace(
         "top_k: 2\n", "top_k: 2\n  refit_budget: 12\n  refit_top_k: 2\n"
     )
+    text = text.replace("  hflip: 0.5\n", "  hflip: 0.5\n  ema: 0.9\n")
     text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
     space = tmp_path / "refit.yaml"
     space.write_text(text)
@@ -479,3 +480,8 @@ def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
     final = json.loads((exp / "final.json").read_text())  # selection still on val only
     assert final["best"]["trial_id"] == rows[0]["trial_id"]
     assert final["best"]["val_acc"] == pytest.approx(float(rows[0]["val_acc"]), abs=1e-6)
+    import torch
+
+    kept = torch.load(exp / "best" / "best.pt", weights_only=True)  # the selected weights only
+    assert kept["config"]["ema"] == 0.9 and "state_dict" in kept
+    assert not {"optimizer", "best_state_dict", "ema_state_dict"} & kept.keys()
