@@ -1,4 +1,5 @@
-"""Shared test setup: never touch the user's cache, never open a plot window; a fake GCS."""
+"""Shared test setup: never touch the user's cache, never open a plot window; one torch thread
+for in-process training; a fake GCS."""
 
 from __future__ import annotations
 
@@ -12,6 +13,19 @@ def _isolated_environment(tmp_path_factory: pytest.TempPathFactory):
         patch.setenv("FER_SEARCH_CACHE", str(tmp_path_factory.mktemp("fer-search-cache")))
         patch.setenv("MPLBACKEND", "Agg")
         yield
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's in-process training: two OpenMP threads on a busy 2-core
+    runner spin against each other (an epoch of the tiny test nets took 5-9 s instead of
+    0.3 s). The setting is restored for the rest of the session."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

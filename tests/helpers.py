@@ -39,3 +39,27 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("fer-search: error")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     return errors[0]
+
+
+TINY_PARAMS = """\
+params:
+  model: simple_cnn
+  width: 8
+  batch_size: 64
+  optimizer: {type: categorical, choices: [sgd, adamw]}
+  lr@sgd: {type: loguniform, low: 0.003, high: 0.3, when: {optimizer: sgd}}
+  lr@adamw: {type: loguniform, low: 1e-4, high: 1e-2, when: {optimizer: adamw}}
+  dropout: {type: uniform, low: 0.0, high: 0.4}
+  hflip: 0.5
+"""
+
+
+def tiny_space(name: str, *, trials: int, epochs: int = 3, params: str = "", **experiment) -> str:
+    """A search space YAML whose trials take seconds on the demo data: simple_cnn at width 8
+    over optimiser, learning rate and dropout, one CPU per trial, ASHA halving from epoch 1.
+    `experiment` adds or overrides settings; `params` adds lines under `params:`."""
+    settings = {"epochs": epochs, "grace_period": 1, "reduction_factor": 2,
+                "num_samples": trials, "seed": 0, "cpus_per_trial": 1, "top_k": 2,
+                **experiment}  # fmt: skip
+    lines = [f"name: {name}", "experiment:", *(f"  {k}: {v}" for k, v in settings.items())]
+    return "\n".join(lines) + "\n" + TINY_PARAMS + params

@@ -21,12 +21,7 @@ from fer_search.data import load_data, make_demo
 FIGURE_KEYS = {"figure", "ratio", "goal", "met", "summary"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

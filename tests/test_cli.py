@@ -29,14 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = ["--data", "demo", "--epochs", "1", "--width", "8", "--batch-size", "64"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Two OpenMP threads on a busy 2-core runner spin against each other (10x slower epochs);
-    # restore the setting for the rest of the session.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -35,14 +35,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LEARNED = ("train_loss", "train_acc", "val_loss", "val_acc", "val_f1", "lr")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # Two OpenMP threads on a busy 2-core runner spin against each other (an epoch of these
-    # tiny nets took 5-9 s instead of 0.3 s); restore the setting for the rest of the session.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

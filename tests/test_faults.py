@@ -18,28 +18,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, run_fer_search
+from helpers import one_line_error, run_fer_search, tiny_space
 
 from fer_search.trainable import KILLED_MARKER, parse_faults
-
-SPACE = """\
-name: faults
-experiment: {{epochs: {epochs}, grace_period: 1, reduction_factor: 2, num_samples: {trials},
-             seed: 0, cpus_per_trial: 1, top_k: 2}}
-params:
-  model: simple_cnn
-  width: 8
-  batch_size: 64
-  optimizer: {{type: categorical, choices: [sgd, adamw]}}
-  lr@sgd: {{type: loguniform, low: 0.003, high: 0.3, when: {{optimizer: sgd}}}}
-  lr@adamw: {{type: loguniform, low: 1e-4, high: 1e-2, when: {{optimizer: adamw}}}}
-  dropout: {{type: uniform, low: 0.0, high: 0.4}}
-"""
 
 
 def search(tmp_path: Path, name: str, fault: str, *, trials: int, epochs: int, timeout=600):
     space = tmp_path / f"{name}.yaml"
-    space.write_text(SPACE.format(trials=trials, epochs=epochs))
+    space.write_text(tiny_space("faults", trials=trials, epochs=epochs))
     argv = ["--space", str(space), "--data", "demo", "--demo-size", "0.25", "--no-asha"]
     argv += ["--storage", str(tmp_path / "results"), "--name", name, "--verbose", "0"]
     env = {"FER_SEARCH_FAULT": fault, "RAY_DEDUP_LOGS": "0"}
@@ -174,7 +160,7 @@ def test_a_full_disk_is_a_clear_error_before_the_search_starts(full_disk, tmp_pa
     results = full_disk / "results"
     before = sorted(p.name for p in results.rglob("*"))
     space = tmp_path / "space.yaml"
-    space.write_text(SPACE.format(trials=2, epochs=2))
+    space.write_text(tiny_space("faults", trials=2, epochs=2))
     proc = run_fer_search(
         *["--space", str(space), "--data", "demo", "--demo-size", "0.25"],
         *["--storage", str(results), "--name", "new"],

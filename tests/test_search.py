@@ -13,35 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, one_line_error, run_fer_search
+from helpers import REPO, one_line_error, run_fer_search, tiny_space
 
 from fer_search.errors import UserError
-
-TINY_SPACE = """\
-name: tiny
-experiment:
-  epochs: 3
-  grace_period: 1
-  reduction_factor: 2
-  num_samples: {num_samples}
-  seed: 0
-  cpus_per_trial: 1
-  top_k: 2
-params:
-  model: simple_cnn
-  width: 8
-  batch_size: 64
-  optimizer: {{type: categorical, choices: [sgd, adamw]}}
-  lr@sgd: {{type: loguniform, low: 0.003, high: 0.3, when: {{optimizer: sgd}}}}
-  lr@adamw: {{type: loguniform, low: 1e-4, high: 1e-2, when: {{optimizer: adamw}}}}
-  dropout: {{type: uniform, low: 0.0, high: 0.4}}
-  hflip: 0.5
-"""
 
 
 def write_space(tmp_path: Path, num_samples: int) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY_SPACE.format(num_samples=num_samples))
+    path.write_text(tiny_space("tiny", trials=num_samples))
     return path
 
 
@@ -443,10 +422,7 @@ def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_p
 
 
 def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
-    text = TINY_SPACE.format(num_samples=3).replace(
-        "top_k: 2\n", "top_k: 2\n  refit_budget: 12\n  refit_top_k: 2\n"
-    )
-    text = text.replace("  hflip: 0.5\n", "  hflip: 0.5\n  ema: 0.9\n")
+    text = tiny_space("tiny", trials=3, refit_budget=12, refit_top_k=2, params="  ema: 0.9\n")
     text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
     space = tmp_path / "refit.yaml"
     space.write_text(text)
