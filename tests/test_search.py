@@ -243,6 +243,19 @@ def test_refit_share_gives_each_refit_a_trial_when_there_is_room():
     assert refit_share(two_cpus, 3) == ({"cpu": 1.0, "gpu": 0.0}, 2.0)  # never below one CPU
 
 
+def test_a_lone_cpu_refit_gets_the_cpus_of_all_the_concurrent_trials():
+    from fer_search.search import THREAD_SCALING, refit_share
+
+    two_one_cpu_trials = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2}
+    resources, slowdown = refit_share(two_one_cpu_trials, 1)
+    assert resources == {"cpu": 2.0, "gpu": 0.0}
+    assert slowdown == pytest.approx(2**-THREAD_SCALING) and 0.5 < slowdown < 1.0
+    three_two_cpu_trials = {"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent": 3}
+    assert refit_share(three_two_cpu_trials, 2)[0] == {"cpu": 3.0, "gpu": 0.0}
+    two_gpu_trials = {"cpus_per_trial": 4, "gpus_per_trial": 1, "max_concurrent": 2}
+    assert refit_share(two_gpu_trials, 1) == ({"cpu": 4.0, "gpu": 1.0}, 1.0)
+
+
 def test_refit_members_reads_an_experiment_from_before_refit_top_k():
     from fer_search.search import refit_members
 
@@ -419,6 +432,21 @@ def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_p
     fake_state(tmp_path / "d", ["TERMINATED", "RUNNING", "TERMINATED", "PENDING"], elapsed=99)
     assert saved_search_complete(tmp_path / "d", space) is None
     assert saved_search_complete(tmp_path / "empty", space) is None
+
+
+def test_a_lone_refit_after_two_one_cpu_trials_at_a_time_trains_on_both_cpus(tmp_path):
+    space = tmp_path / "lone.yaml"
+    space.write_text(tiny_space("tiny", trials=2, refit_budget=8))
+    proc = cli(*demo_search_args(space, tmp_path / "results", "lone", "0.3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exp = tmp_path / "results" / "lone"
+    record = json.loads((exp / "experiment.json").read_text())
+    assert record["resources"]["max_concurrent"] == 2 and record["refit"]["done"]
+    assert record["refit"]["resources"] == {"cpu": 2.0, "gpu": 0.0}
+    (member,) = record["refit"]["members"]
+    assert member["config"]["threads"] == 2
+    (refit,) = [r for r in read_rows(exp) if r["trial_id"] == "refit"]
+    assert refit["status"] == "completed" and int(refit["epochs"]) == member["epochs"] > 3
 
 
 def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
