@@ -376,8 +376,8 @@ def refit_share(plan: dict[str, Any], k: int) -> tuple[dict[str, float], float]:
     cpus, gpus = float(plan["cpus_per_trial"]), float(plan["gpus_per_trial"])
     concurrent = int(plan["max_concurrent"])
     if k < concurrent and not gpus:
-        cpus_each = math.floor(cpus * concurrent / k)
-        return {"cpu": float(cpus_each), "gpu": 0.0}, (cpus / cpus_each) ** THREAD_SCALING
+        pooled = float(math.floor(cpus * concurrent / k))
+        return {"cpu": pooled, "gpu": 0.0}, (cpus / pooled) ** THREAD_SCALING
     if k <= concurrent:
         return {"cpu": cpus, "gpu": gpus}, 1.0
     share = concurrent / k
