@@ -358,9 +358,10 @@ def refit_epochs(best: dict[str, Any], seconds: float) -> int:
 
 
 # How a CPU trial's speed grows with its threads, for planning a refit that gets more CPUs than
-# its trial had: speed ~ threads ** THREAD_SCALING. On this project's 2-core machine simple_cnn
-# trained at 441 images/s on one thread and 815 on two (2 ** 0.89); 0.8 plans on the safe side,
-# since a refit that overruns its budget overruns the whole search's.
+# its trial had: speed ~ threads ** THREAD_SCALING. On this project's 2-core machine, a bf16
+# simple_cnn training step on a resident batch ran at 441 images/s on one thread and 815 on two
+# (2 ** 0.89); 0.8 plans on the safe side, since a refit that overruns its budget overruns the
+# whole search's.
 THREAD_SCALING = 0.8
 
 
