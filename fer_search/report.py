@@ -189,7 +189,7 @@ def count_trials(board: pd.DataFrame, experiment: dict[str, Any] | None = None) 
     counts = {"trials": len(board)}
     counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
     counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
-    timed_out = int(cut_by_time(board, experiment or {}).sum()) if experiment else 0
+    timed_out = int(cut_by_time(board, experiment).sum()) if experiment else 0
     counts["pruned"] -= timed_out
     counts["time_budget"] = timed_out
     return counts
@@ -203,15 +203,15 @@ def epoch_budget(
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
     epochs = board["epochs"].fillna(from_progress).fillna(0)
     decided = ~cut_by_time(board, experiment)
-    consumed = int(epochs.sum())
+    consumed, consumed_decided = int(epochs.sum()), int(epochs[decided].sum())
     max_t = experiment.get("max_t")
     budget = (
         int(decided.sum()) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
     )
-    saved = 1 - int(epochs[decided].sum()) / budget if budget else None
+    saved = 1 - consumed_decided / budget if budget else None
     return {
         "epochs_consumed": consumed,
-        "epochs_consumed_decided": int(epochs[decided].sum()),
+        "epochs_consumed_decided": consumed_decided,
         "epochs_budget": budget,
         "epochs_saved_fraction": saved,
         "trials_decided": int(decided.sum()),
@@ -580,17 +580,13 @@ def md_epochs(facts: dict[str, Any]) -> str:
         return f"{consumed} trained (max_t not recorded)"
     decided = facts.get("trials_decided", facts["counts"]["trials"])
     timed_out = facts["counts"].get("time_budget", 0)
+    head = f"{consumed} trained"
     if timed_out:
-        text = (
-            f"{consumed} trained; the {decided} trials that ran to max_t or were stopped by ASHA "
-            f"trained {facts.get('epochs_consumed_decided', consumed)} of {budget} possible "
-            f"({decided} trials × {exp.get('max_t')} epochs)"
+        head += (
+            f"; the {decided} trials that ran to max_t or were stopped by ASHA "
+            f"trained {facts.get('epochs_consumed_decided', consumed)}"
         )
-    else:
-        text = (
-            f"{consumed} trained of {budget} possible "
-            f"({decided} trials × {exp.get('max_t')} epochs)"
-        )
+    text = f"{head} of {budget} possible ({decided} trials × {exp.get('max_t')} epochs)"
     if exp.get("asha", True) is False:
         return text + "; ASHA off"
     saved = facts["epochs_saved_fraction"]
