@@ -592,10 +592,12 @@ def _parse_range(
             raise UserError(f"{label}: step={step!r} cannot be combined with log: true")
         if not step > 0:
             raise UserError(f"{label}.step must be > 0, got {step!r}")
-        if step > high - low:
-            raise UserError(f"{label}.step={step!r} is larger than high - low = {high - low!r}")
+        # in decimal, as written: 0.15 - 0.1 is 0.0499... in binary floating point
+        span, exact_step = Decimal(str(high)) - Decimal(str(low)), Decimal(str(step))
+        if exact_step > span:
+            raise UserError(f"{label}.step={step!r} is larger than high - low = {span}")
         # Optuna silently lowers `high` to the last point of the grid; say so instead.
-        if (Decimal(str(high)) - Decimal(str(low))) % Decimal(str(step)) != 0:
+        if span % exact_step != 0:
             raise UserError(
                 f"{label}: step={step!r} does not divide high - low ({low!r}..{high!r}); "
                 f"change high or step"

@@ -173,6 +173,17 @@ def test_int_log_and_step_sample_on_the_grid():
         assert min(abs(sampled["dropout"] - v) for v in (0.1, 0.2, 0.3, 0.4)) < 1e-9
 
 
+def test_a_step_equal_to_the_range_in_decimal_is_accepted():
+    # 0.15 - 0.1 is 0.04999... in binary floating point: the check reads the numbers as written
+    space = load_space_dict(
+        {"params": {"label_smoothing": {"type": "uniform", "low": 0.1, "high": 0.15, "step": 0.05}}}
+    )
+    (smoothing,) = space.params
+    assert smoothing.step == 0.05
+    for sampled, _, _ in _trials(space, 10):
+        assert min(abs(sampled["label_smoothing"] - v) for v in (0.1, 0.15)) < 1e-9
+
+
 def test_architectures():
     def archs(params):
         return load_space_dict({"params": params}).architectures()
