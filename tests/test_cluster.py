@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, one_line_error
+from helpers import REPO, one_line_error, run_fer_search
 
 from fer_search.errors import UserError
 
@@ -362,14 +362,10 @@ class TwoNodeCluster:
         self.port = free_port()
         self.client_port = free_port()  # ray://127.0.0.1:<client_port>
         self.token = uuid.uuid4().hex
-        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        self.env.update(
-            PYTHONPATH=str(REPO),
-            RAY_AUTH_MODE="token",
-            RAY_AUTH_TOKEN=self.token,
-            RAY_DEDUP_LOGS="0",
-            RAY_USAGE_STATS_ENABLED="0",
-        )
+        self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        self.settings = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the nodes'
+        self.env.update(PYTHONPATH=str(REPO), **self.auth, **self.settings)
         self.procs: list[subprocess.Popen] = []
         self.private_worker = False
 
@@ -426,13 +422,13 @@ class TwoNodeCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def search(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "fer_search", *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env or self.env,
+    def search(self, *args: str, auth: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """`python -m fer_search ARGS` as a driver of this cluster (no RAY_ADDRESS), with the
+        cluster's token, or with `auth` as its only RAY_AUTH_* variables ({} for none)."""
+        return run_fer_search(
+            *args,
+            env={**self.settings, **(self.auth if auth is None else auth)},
+            drop_env=("RAY_ADDRESS", "RAY_AUTH_"),
             cwd=self.root,
         )
 
@@ -508,13 +504,12 @@ def test_storage_a_node_cannot_see_is_a_one_line_error(two_nodes):
 
 @pytest.mark.cluster
 def test_a_driver_without_the_clusters_token_gets_one_clear_line(two_nodes):
-    env = {k: v for k, v in two_nodes.env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     args = ("--space", "demo", "--data", "demo", "--address", two_nodes.address,
             "--storage", str(two_nodes.root / "unused"))  # fmt: skip
-    line = one_line_error(two_nodes.search(*args, env=env))
+    line = one_line_error(two_nodes.search(*args, auth={}))
     assert "uses token authentication" in line and "RAY_AUTH_MODE=token" in line
-    wrong = {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}
-    line = one_line_error(two_nodes.search(*args, env=wrong))
+    wrong = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}
+    line = one_line_error(two_nodes.search(*args, auth=wrong))
     assert "rejected this machine's token (from RAY_AUTH_TOKEN)" in line
 
 
@@ -570,13 +565,10 @@ def test_s3_storage_keeps_trials_in_the_bucket_and_driver_files_here_and_there(t
             "&allow_delayed_open=true"
         )
         (tmp_path / "space.yaml").write_text(SPACE)
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-        env.update(creds, PYTHONPATH=str(REPO), RAY_DEDUP_LOGS="0")
-        proc = subprocess.run(
-            [sys.executable, "-m", "fer_search", "--space", "space.yaml", "--data", "demo",
-             "--demo-size", "0.5", "--storage", uri, "--name", "s3", "--cpus", "2",
-             "--verbose", "0"],
-            capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+        proc = run_fer_search(
+            "--space", "space.yaml", "--data", "demo", "--demo-size", "0.5", "--storage", uri,
+            "--name", "s3", "--cpus", "2", "--verbose", "0",
+            env={**creds, "RAY_DEDUP_LOGS": "0"}, drop_env=("RAY_ADDRESS",), cwd=tmp_path,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-4000:]
         keys = {o["Key"] for o in s3.list_objects_v2(Bucket="fer", Prefix="runs/s3/")["Contents"]}
