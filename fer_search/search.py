@@ -360,9 +360,10 @@ def refit_epochs(best: dict[str, Any], seconds: float) -> int:
 # How a CPU trial's speed grows with its threads, for planning a refit that gets more CPUs than
 # its trial had: speed ~ threads ** THREAD_SCALING. On this project's 2-core machine, a bf16
 # simple_cnn training step on a resident batch ran at 441 images/s on one thread and 815 on two
-# (2 ** 0.89); 0.8 plans on the safe side, since a refit that overruns its budget overruns the
-# whole search's.
-THREAD_SCALING = 0.8
+# (2 ** 0.89), but whole epochs less well: results/reference-run3's one-CPU trial took 83 s per
+# epoch and its two-CPU refit 49.2 s (2 ** 0.75; planned at 0.8, it overran by 39 s). 0.7 plans
+# on the safe side, since a refit that overruns its budget overruns the whole search's.
+THREAD_SCALING = 0.7
 
 
 def refit_share(plan: dict[str, Any], k: int) -> tuple[dict[str, float], float]:
