@@ -267,6 +267,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
     counts = count_trials(searched, experiment)
+    cut = cut_by_time(searched, experiment) if experiment else searched["status"].isna()
     importances, importances_note = param_importances(exp_dir, experiment, counts)
     return json_safe(
         {
@@ -280,6 +281,8 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "best_trial_id": best_trial_id(board, final),
             "leaderboard_top": top,
             "leaderboard": board.head(top).to_dict("records"),
+            # "pruned" trials ASHA never judged: they ended between its rungs
+            "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
             "final": final,
             "importances": importances,
             "importances_note": importances_note,
@@ -612,11 +615,12 @@ def md_leaderboard(facts: dict[str, Any]) -> str:
     if not rows:
         return f"{title}\n\nNo trials recorded."
     header = ["#", "trial", "status", "val acc", "val F1", "best epoch", "epochs", "time", *params]
+    cut = set(facts.get("time_budget_trials") or ())
     body = [
         [
             str(i),
             f"`{r['trial_id']}`",
-            r["status"] or "—",
+            "time budget" if r["trial_id"] in cut else r["status"] or "—",
             fmt_pct(r[METRIC]),
             fmt_num(r["val_f1"], 3),
             fmt_value(r["best_epoch"]),

@@ -285,6 +285,11 @@ def test_trials_the_time_budget_cut_are_not_asha_savings(tmp_path):
     md = (exp / "report.md").read_text()
     assert "1 pruned by ASHA, 1 failed, 2 stopped by the time budget" in md
     assert "12 trained; the 4 trials that ran to max_t or were stopped by ASHA trained 9" in md
+    assert sorted(report["time_budget_trials"]) == ["a0005", "a0006"]
+    rows = {line.split("|")[2].strip(): line.split("|")[3].strip() for line in md.splitlines()
+            if line.startswith("| ") and "`a000" in line}  # fmt: skip
+    assert rows["`a0005`"] == rows["`a0006`"] == "time budget"  # not "pruned": ASHA never judged
+    assert "pruned" in rows.values()  # the trial ASHA did stop
 
 
 def test_asha_rungs_follow_ray_milestones():
