@@ -185,11 +185,12 @@ def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
     return (board["status"] == "pruned") & ~epochs.isin(rungs)
 
 
-def count_trials(board: pd.DataFrame, experiment: dict[str, Any] | None = None) -> dict[str, int]:
+def count_trials(board: pd.DataFrame, cut: pd.Series) -> dict[str, int]:
+    """Trials by status; `cut` marks the "pruned" ones the time budget ended (cut_by_time)."""
     counts = {"trials": len(board)}
     counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
     counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
-    timed_out = int(cut_by_time(board, experiment).sum()) if experiment else 0
+    timed_out = int(cut.sum())
     counts["pruned"] -= timed_out
     counts["time_budget"] = timed_out
     return counts
@@ -266,8 +267,9 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     # the counts and ASHA's epoch figures are the search's; a refit is stated apart
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
-    counts = count_trials(searched, experiment)
-    cut = cut_by_time(searched, experiment) if experiment else searched["status"].isna()
+    no_cut = pd.Series(False, index=searched.index)
+    cut = cut_by_time(searched, experiment) if experiment else no_cut
+    counts = count_trials(searched, cut)
     importances, importances_note = param_importances(exp_dir, experiment, counts)
     return json_safe(
         {
