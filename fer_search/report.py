@@ -197,13 +197,17 @@ def count_trials(board: pd.DataFrame, cut: pd.Series) -> dict[str, int]:
 
 
 def epoch_budget(
-    board: pd.DataFrame, experiment: dict[str, Any], curves: dict[str, pd.DataFrame]
+    board: pd.DataFrame,
+    experiment: dict[str, Any],
+    curves: dict[str, pd.DataFrame],
+    cut: pd.Series,
 ) -> dict[str, Any]:
     """Epochs trained in all, against every trial running to max_t (what ASHA saved). Trials
-    the time budget cut short are left out of both: ASHA made no decision about them."""
+    the time budget cut short (`cut`, as for count_trials) are left out of both: ASHA made no
+    decision about them."""
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
     epochs = board["epochs"].fillna(from_progress).fillna(0)
-    decided = ~cut_by_time(board, experiment)
+    decided = ~cut
     consumed, consumed_decided = int(epochs.sum()), int(epochs[decided].sum())
     max_t = experiment.get("max_t")
     budget = (
@@ -275,7 +279,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
         {
             "experiment": experiment,
             "counts": counts,
-            **epoch_budget(searched, experiment, results["curves"]),
+            **epoch_budget(searched, experiment, results["curves"], cut),
             "refit_epochs": int(board.loc[is_refit, "epochs"].fillna(0).sum())
             if is_refit.any()
             else None,

@@ -292,6 +292,20 @@ def test_trials_the_time_budget_cut_are_not_asha_savings(tmp_path):
     assert "pruned" in rows.values()  # the trial ASHA did stop
 
 
+def test_an_empty_experiment_record_marks_no_trial_as_cut(tmp_path):
+    # without ASHA's rungs nothing tells a trial the time budget ended from one ASHA stopped:
+    # the counts and the epoch figures both take every "pruned" trial as ASHA's
+    exp = tmp_path / NAME
+    exp.mkdir()
+    (exp / "experiment.json").write_text("{}")
+    write_trials(exp)
+    build_report(exp)
+    report = json.loads((exp / "report.json").read_text())
+    assert report["counts"]["pruned"] == 1 and report["counts"]["time_budget"] == 0
+    assert report["trials_decided"] == 4 and report["epochs_consumed_decided"] == 9
+    assert report["epochs_budget"] is None and report["time_budget_trials"] == []
+
+
 def test_asha_rungs_follow_ray_milestones():
     from fer_search.report import asha_rungs
 
