@@ -1051,6 +1051,12 @@ def run(args: argparse.Namespace) -> int:
     info, figures, notes = machine(device), [], []
     if plan.skipped and "pipeline" in (args.only or FIGURE_GROUPS):
         notes.append(f"skipped on CPU: {', '.join(plan.skipped)} (about 2 img/s on 2 cores)")
+    if plan.quick and {"overhead", "asha"} & set(args.only or FIGURE_GROUPS):
+        notes.append(
+            "--quick: a few demo trials of sub-second epochs, so the search overhead is mostly "
+            "the fixed cost per trial and ASHA has one rung to stop at; those two goals are for "
+            "the full run on FER2013 (fer-search bench --data path/to/fer2013.csv)"
+        )
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         ctx = Context(args, plan, device, Path(tmp))
         data = ctx.load()

@@ -187,6 +187,14 @@ def test_run_writes_json_and_markdown_and_records_a_broken_figure(tmp_path, monk
         assert package in written["versions"]
     markdown = (out / "bench-quick.md").read_text()
     assert "| fake |" in markdown and "ERROR" in markdown and written["command"] in markdown
+    assert "--quick: a few demo trials" in markdown  # why its overhead and ASHA ratios miss
+
+
+def test_quick_note_only_when_its_overhead_or_asha_figures_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "jobs", lambda ctx, data: [("fake", lambda: [fake_figure()])])
+    main(["bench", "--quick", "--only", "data", "--demo-size", "0.05", "--out", str(tmp_path)])
+    notes = json.loads((tmp_path / "bench-quick-data.json").read_text())["notes"]
+    assert not any("--quick" in note for note in notes)
 
 
 def test_table_has_one_row_per_figure():
