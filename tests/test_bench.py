@@ -190,7 +190,7 @@ def test_run_writes_json_and_markdown_and_records_a_broken_figure(tmp_path, monk
     assert "--quick: a few demo trials" in markdown  # why its overhead and ASHA ratios miss
 
 
-def test_quick_note_only_when_its_overhead_or_asha_figures_run(tmp_path, monkeypatch, capsys):
+def test_quick_note_only_when_its_overhead_or_asha_figures_run(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "jobs", lambda ctx, data: [("fake", lambda: [fake_figure()])])
     main(["bench", "--quick", "--only", "data", "--demo-size", "0.05", "--out", str(tmp_path)])
     notes = json.loads((tmp_path / "bench-quick-data.json").read_text())["notes"]
