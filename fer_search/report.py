@@ -177,7 +177,10 @@ def asha_rungs(experiment: dict[str, Any]) -> set[int]:
 
 def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
     """Stopped trials that ASHA cannot have stopped, because they ended between its rungs (or
-    before their first epoch): the search's time budget ended them."""
+    before their first epoch): the search's time budget ended them. An empty experiment
+    record names no rungs to tell them apart, so it marks none."""
+    if not experiment:
+        return pd.Series(False, index=board.index)
     if not experiment.get("asha", True):
         return board["status"] == "pruned"
     rungs = asha_rungs(experiment)
@@ -271,8 +274,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     # the counts and ASHA's epoch figures are the search's; a refit is stated apart
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
-    no_cut = pd.Series(False, index=searched.index)
-    cut = cut_by_time(searched, experiment) if experiment else no_cut
+    cut = cut_by_time(searched, experiment)
     counts = count_trials(searched, cut)
     importances, importances_note = param_importances(exp_dir, experiment, counts)
     return json_safe(
