@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_search import data
 from fer_search.config import EMOTIONS
 from fer_search.data import (
     FERData,
@@ -23,6 +23,7 @@ from fer_search.data import (
     resolve_data_path,
     summarize,
 )
+from fer_search.data import load as load_module
 from fer_search.errors import UserError
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -301,18 +302,41 @@ def test_carved_val_is_stratified_and_deterministic(tmp_path: Path) -> None:
     assert quarter.splits["val"].counts() == {name: 5 for name in EMOTIONS}
 
 
+def test_carved_val_keeps_every_class_on_both_sides(tmp_path: Path) -> None:
+    """Classes far smaller than 1/val_fraction still get one val image and keep one in train;
+    a class with a single image stays in train."""
+    counts = {"angry": 80, "disgust": 2, "fear": 1, "happy": 3, "sad": 9, "surprise": 4}
+    rng = np.random.default_rng(0)
+    rows = [
+        (EMOTIONS.index(name), rng.integers(0, 256, 2304), "Training")
+        for name, n in counts.items()
+        for _ in range(n)
+    ]
+    write(tmp_path / "train.csv", csv_text(rows, columns=("emotion", "pixels")))
+    for seed in range(5):
+        loaded = load_data(tmp_path / "train.csv", seed=seed, cache=False)
+        train, val = loaded.splits["train"].counts(), loaded.splits["val"].counts()
+        for name, n in counts.items():
+            assert train[name] + val[name] == n
+            if n == 1:
+                assert (train[name], val[name]) == (1, 0)
+            else:
+                assert val[name] >= 1 and train[name] >= 1, (name, train, val)
+        assert 8 <= val["angry"] <= 9
+
+
 # --------------------------------------------------------------------------- cache
 
 
 def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = data._parse_source
+    real = load_module.parse_source
 
     def counting(source: object) -> object:
         calls.append(1)
         return real(source)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(data, "_parse_source", counting)
+    monkeypatch.setattr(load_module, "parse_source", counting)
     return calls
 
 
@@ -450,6 +474,45 @@ def test_ferplus_needs_the_kaggle_csv(tmp_path: Path) -> None:
     with pytest.raises(UserError) as excinfo:
         load_data(image_tree(tmp_path / "tree"), ferplus=ferplus, cache=False)
     one_line_error(excinfo, "FER+", "tree")
+
+
+# --------------------------------------------------------------------------- load_args
+
+
+def test_load_args_reload_the_same_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "train.csv", csv_text(make_rows(5, ("Training",)), ("emotion", "pixels")))
+    loaded = load_data("train.csv", class_set="merge-disgust", val_fraction=0.2, seed=7)
+    assert loaded.load_args == {
+        "path": str(tmp_path / "train.csv"),
+        "class_set": "merge-disgust",
+        "ferplus": None,
+        "ferplus_mode": "majority",
+        "val_fraction": 0.2,
+        "seed": 7,
+        "cache": True,
+        "cache_dir": None,
+        "demo_size": 1,
+    }
+    assert json.loads(json.dumps(loaded.load_args)) == loaded.load_args
+    monkeypatch.chdir(tmp_path.parent)  # a resumed search may start elsewhere
+    again = load_data(**loaded.load_args)
+    assert again.load_args == loaded.load_args and again.class_names == loaded.class_names
+    for name, split in loaded.splits.items():
+        np.testing.assert_array_equal(again.splits[name].images, split.images)
+        np.testing.assert_array_equal(again.splits[name].labels, split.labels)
+
+
+def test_load_args_of_demo_and_ferplus(tmp_path: Path) -> None:
+    demo = load_data("demo", demo_size=0.1, seed=2, cache=False)
+    assert demo.load_args["path"] == "demo" and demo.load_args["demo_size"] == 0.1
+    made = make_demo(0.1, seed=2)
+    for data in (load_data(**demo.load_args), load_data(**made.load_args)):
+        np.testing.assert_array_equal(data.splits["val"].images, demo.splits["val"].images)
+    csv, ferplus = ferplus_pair(tmp_path)
+    relabelled = load_data(csv, ferplus=ferplus, ferplus_mode="soft", cache=False)
+    assert relabelled.load_args["ferplus"] == str(ferplus)
+    assert relabelled.load_args["ferplus_mode"] == "soft"
 
 
 # --------------------------------------------------------------------------- demo
