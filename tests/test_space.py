@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import re
+from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 import yaml
 
+import fer_search
 from fer_search.config import MODEL_NAMES, TrainConfig
 from fer_search.errors import UserError
 from fer_search.space import (
@@ -30,16 +33,8 @@ from fer_search.space import (
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = [
-    "all",
-    "demo",
-    "densenet",
-    "mobilenet_v2",
-    "reference",
-    "resnet101",
-    "simple_cnn",
-    "vgg16",
-]
+# every space the package ships, as `--space NAME` finds it: a new file is tested here unasked
+SHIPPED = shipped_spaces()
 
 
 def _study(seed: int = 0) -> optuna.Study:
@@ -69,9 +64,21 @@ def _in_bounds(param: Param, value: Any) -> bool:
 # --- shipped spaces -------------------------------------------------------------------------------
 
 
-def test_shipped_spaces_are_listed():
-    assert shipped_dir().name == "search_spaces"
-    assert shipped_spaces() == SHIPPED
+def test_every_shipped_space_is_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    """`--space NAME` and `--space NAME.yaml` reach every shipped space wherever the user
+    stands; an installed package (fer_search/_spaces) ships the same ones; the spaces the
+    examples in `fer-search --help` name are shipped."""
+    assert SHIPPED, f"no shipped spaces found in {shipped_dir()}"
+    monkeypatch.chdir(tmp_path)  # no file of that name here
+    for name in SHIPPED:
+        path = resolve_space_path(name)
+        assert path.is_file() and resolve_space_path(f"{name}.yaml") == path
+    packaged = Path(fer_search.__file__).parent / "_spaces"
+    assert sorted(p.stem for p in packaged.glob("*.yaml")) == SHIPPED
+    from fer_search.cli import build_parser
+
+    examples = re.findall(r"--space ([\w-]+)\.yaml\s", build_parser().format_help())
+    assert examples and set(examples) <= set(SHIPPED), examples
 
 
 @pytest.mark.parametrize("name", SHIPPED)

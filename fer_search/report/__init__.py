@@ -1,0 +1,57 @@
+"""Rebuild a search's report from its results directory: report.md, report.json and two figures.
+
+Reads only the files the search wrote (experiment.json, leaderboard.csv, each trial's
+progress.csv, final.json, optuna.db) and never imports Ray, so a report can be rebuilt on any
+machine that has a copy of the directory. Nothing here generates timestamps, so rebuilding the
+same directory gives the same report.
+
+Modules: load (reading the directory), facts (what the report states: report.json), figures
+(matplotlib), markdown (report.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from fer_search.errors import UserError
+from fer_search.report.facts import asha_rungs, collect_facts
+from fer_search.report.figures import FIGURES, plot_best_so_far, plot_learning_curves
+from fer_search.report.load import load_results, read_leaderboard
+from fer_search.report.markdown import render_markdown
+
+__all__ = [
+    "asha_rungs",
+    "build_report",
+    "collect_facts",
+    "load_results",
+    "read_leaderboard",
+    "render_markdown",
+]
+
+
+def build_report(exp_dir: Path | str, top: int = 10) -> Path:
+    """Write report.md, report.json, learning_curves.png and best_so_far.png into exp_dir.
+
+    Returns the path of report.md. Rebuilding overwrites only these four files.
+    """
+    if top < 1:
+        raise UserError(f"the leaderboard needs at least one row, got {top=}")
+    exp_dir = Path(exp_dir)
+    results = load_results(exp_dir)
+    facts = collect_facts(exp_dir, results, top)
+    path = exp_dir / "report.md"
+    try:
+        plot_learning_curves(
+            results["curves"], facts["best_trial_id"], exp_dir / "learning_curves.png"
+        )
+        plot_best_so_far(results, exp_dir / "best_so_far.png")
+        facts["figures"] = [name for name in FIGURES if (exp_dir / name).is_file()]
+        text = json.dumps(facts, indent=2, allow_nan=False)
+        (exp_dir / "report.json").write_text(text + "\n")
+        path.write_text(render_markdown(facts))
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the report into {str(exp_dir)!r}: {exc.strerror or exc}"
+        ) from None
+    return path

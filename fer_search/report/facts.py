@@ -1,0 +1,169 @@
+"""What the report states, as JSON-ready facts: trial counts, the trials the time budget cut,
+ASHA's epoch savings, the best trial, Optuna's parameter importances."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_search.config import METRIC, is_refit_id
+
+__all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
+
+STATUSES = ("completed", "pruned", "failed", "nan", "running")
+
+
+def asha_rungs(experiment: dict[str, Any]) -> set[int]:
+    """The epochs at which Ray's ASHA (one bracket) may stop a trial: grace_period *
+    reduction_factor**k below max_t."""
+    grace, factor = experiment.get("grace_period"), experiment.get("reduction_factor")
+    max_t = experiment.get("max_t")
+    if not all(isinstance(v, int | float) and v > 0 for v in (grace, factor, max_t)):
+        return set()
+    rungs, epoch = set(), float(grace)  # type: ignore[arg-type]
+    while epoch < max_t and factor > 1:  # type: ignore[operator]
+        rungs.add(int(epoch))
+        epoch *= factor  # type: ignore[operator]
+    return rungs
+
+
+def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
+    """Stopped trials that ASHA cannot have stopped, because they ended between its rungs (or
+    before their first epoch): the search's time budget ended them. An empty experiment
+    record names no rungs to tell them apart, so it marks none."""
+    if not experiment:
+        return pd.Series(False, index=board.index)
+    if not experiment.get("asha", True):
+        return board["status"] == "pruned"
+    rungs = asha_rungs(experiment)
+    epochs = board["epochs"].fillna(0).astype(int)
+    return (board["status"] == "pruned") & ~epochs.isin(rungs)
+
+
+def count_trials(board: pd.DataFrame, cut: pd.Series) -> dict[str, int]:
+    """Trials by status; `cut` marks the "pruned" ones the time budget ended (cut_by_time)."""
+    counts = {"trials": len(board)}
+    counts.update({status: int((board["status"] == status).sum()) for status in STATUSES})
+    counts["other"] = len(board) - sum(counts[status] for status in STATUSES)
+    timed_out = int(cut.sum())
+    counts["pruned"] -= timed_out
+    counts["time_budget"] = timed_out
+    return counts
+
+
+def epoch_budget(
+    board: pd.DataFrame,
+    experiment: dict[str, Any],
+    curves: dict[str, pd.DataFrame],
+    cut: pd.Series,
+) -> dict[str, Any]:
+    """Epochs trained in all, against every trial running to max_t (what ASHA saved). Trials
+    the time budget cut short (`cut`, as for count_trials) are left out of both: ASHA made no
+    decision about them."""
+    from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
+    epochs = board["epochs"].fillna(from_progress).fillna(0)
+    decided = ~cut
+    consumed, consumed_decided = int(epochs.sum()), int(epochs[decided].sum())
+    max_t = experiment.get("max_t")
+    budget = (
+        int(decided.sum()) * int(max_t) if isinstance(max_t, int | float) and max_t > 0 else None
+    )
+    saved = 1 - consumed_decided / budget if budget else None
+    return {
+        "epochs_consumed": consumed,
+        "epochs_consumed_decided": consumed_decided,
+        "epochs_budget": budget,
+        "epochs_saved_fraction": saved,
+        "trials_decided": int(decided.sum()),
+    }
+
+
+def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | None:
+    """The final evaluation's best trial, else the leaderboard's top scored trial."""
+    best = (final or {}).get("best")
+    if isinstance(best, dict) and best.get("trial_id") not in (None, ""):
+        return str(best["trial_id"])
+    scored = board[board[METRIC].notna()]
+    return str(scored["trial_id"].iloc[0]) if len(scored) else None
+
+
+def param_importances(
+    exp_dir: Path, experiment: dict[str, Any], counts: dict[str, int]
+) -> tuple[dict[str, float] | None, str | None]:
+    """Optuna (fANOVA) importances, or None and the reason they are not available."""
+    db = exp_dir / "optuna.db"
+    if not db.is_file():
+        return None, "not available: no optuna.db in the results directory"
+    if counts["completed"] + counts["pruned"] < 2:
+        return None, "not available: fewer than 2 completed or pruned trials"
+    try:
+        values = optuna_importances(db, str(experiment.get("name", "")))
+    except Exception as exc:  # optuna raises many kinds; the rest of the report still matters
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return None, f"not available: {type(exc).__name__}: {reason}".rstrip(": ")
+    return values, None
+
+
+def optuna_importances(db: Path, study_name: str) -> dict[str, float]:
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
+    storage = f"sqlite:///{db.resolve()}"
+    names = optuna.get_all_study_names(storage)
+    if study_name not in names and len(names) == 1:
+        study_name = names[0]  # renamed experiment directory: the only study is the one
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # A fixed seed keeps the forest, and so the numbers, the same on every rebuild.
+        values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
+    return dict(sorted(((k, float(v)) for k, v in values.items()), key=lambda kv: (-kv[1], kv[0])))
+
+
+def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str, Any]:
+    """Everything the report states, JSON-ready: report.json is this, report.md renders it."""
+    experiment, board, final = results["experiment"], results["leaderboard"], results["final"]
+    # the counts and ASHA's epoch figures are the search's; a refit is stated apart
+    is_refit = board["trial_id"].map(is_refit_id).astype(bool)
+    searched = board[~is_refit]
+    cut = cut_by_time(searched, experiment)
+    counts = count_trials(searched, cut)
+    importances, importances_note = param_importances(exp_dir, experiment, counts)
+    return json_safe(
+        {
+            "experiment": experiment,
+            "counts": counts,
+            **epoch_budget(searched, experiment, results["curves"], cut),
+            "refit_epochs": int(board.loc[is_refit, "epochs"].fillna(0).sum())
+            if is_refit.any()
+            else None,
+            "leaderboard_rows": len(board),
+            "best_trial_id": best_trial_id(board, final),
+            "leaderboard_top": top,
+            "leaderboard": board.head(top).to_dict("records"),
+            # "pruned" trials ASHA never judged: they ended between its rungs
+            "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
+            "final": final,
+            "importances": importances,
+            "importances_note": importances_note,
+            "notes": results["notes"],
+        }
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """Plain Python values for json.dumps(allow_nan=False): NaN and inf become null."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is pd.NA or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value

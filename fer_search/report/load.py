@@ -1,0 +1,152 @@
+"""Reading a results directory: experiment.json, leaderboard.csv, final.json, each trial's
+progress.csv; a missing or unreadable file is a one-line UserError or a note in the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fer_search.config import METRIC, MODE
+from fer_search.errors import UserError
+
+__all__ = ["load_results", "read_leaderboard", "read_progress"]
+
+REQUIRED_FILES = ("experiment.json", "leaderboard.csv")
+TEXT_COLUMNS = ("trial_id", "status", "node", "trial_dir", "error")
+# also text where present: a status "nan" or a GPU id "0" is not a number
+OPTIONAL_TEXT_COLUMNS = ("precision", "gpu_ids")
+NUMBER_COLUMNS = (METRIC, "val_f1", "best_epoch", "epochs", "time_s")
+CURVE_COLUMNS = (
+    "epoch",
+    METRIC,
+    "val_loss",
+    "train_acc",
+    "train_loss",
+    "timestamp",
+    "time_total_s",
+)
+
+
+def load_results(exp_dir: Path | str) -> dict[str, Any]:
+    """Read a results directory.
+
+    Returns experiment (dict), leaderboard (DataFrame, best first), final (dict or None),
+    curves (trial_id -> progress DataFrame, leaderboard order, only trials with rows) and
+    notes (what could not be read, one sentence each).
+    """
+    exp_dir = Path(exp_dir)
+    check_results_dir(exp_dir)
+    experiment = read_json(exp_dir / "experiment.json")
+    if not isinstance(experiment, dict):
+        raise UserError(f"{exp_dir / 'experiment.json'} must hold a JSON object")
+    leaderboard = read_leaderboard(exp_dir / "leaderboard.csv", experiment.get("mode", MODE))
+    final, notes = read_final(exp_dir / "final.json")
+    curves, curve_notes = read_curves(exp_dir, leaderboard)
+    return {
+        "experiment": experiment,
+        "leaderboard": leaderboard,
+        "final": final,
+        "curves": curves,
+        "notes": notes + curve_notes,
+    }
+
+
+def check_results_dir(exp_dir: Path) -> None:
+    if not exp_dir.is_dir():
+        raise UserError(f"results directory {str(exp_dir)!r} does not exist")
+    missing = [name for name in REQUIRED_FILES if not (exp_dir / name).is_file()]
+    if not missing:
+        return
+    inside = sorted(p.parent.name for p in exp_dir.glob("*/experiment.json"))
+    hint = f"; it holds experiments: {', '.join(inside)}" if inside else ""
+    raise UserError(
+        f"{str(exp_dir)!r} is not a fer-search results directory: missing "
+        f"{' and '.join(missing)}{hint}"
+    )
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file") from None
+
+
+def read_final(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """final.json, or None when it is missing or unreadable (an interrupted search)."""
+    if not path.is_file():
+        return None, []
+    try:
+        final = read_json(path)
+    except UserError as exc:
+        return None, [f"final evaluation omitted: {exc}"]
+    if not isinstance(final, dict):
+        return None, [f"final evaluation omitted: {path} does not hold a JSON object"]
+    return final, []
+
+
+def read_leaderboard(path: Path, mode: str = MODE) -> pd.DataFrame:
+    """leaderboard.csv with its standard columns present and typed, best first."""
+    text = (*TEXT_COLUMNS, *OPTIONAL_TEXT_COLUMNS)
+    try:
+        header = pd.read_csv(path, nrows=0).columns
+        missing = {name: ["", "nan", "NaN"] for name in header if name not in text}
+        board = pd.read_csv(
+            path, dtype={name: str for name in text}, keep_default_na=False, na_values=missing
+        )
+    except pd.errors.EmptyDataError:
+        board = pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path}: not a readable CSV ({first})") from None
+    if len(board.columns) and "trial_id" not in board.columns:
+        raise UserError(f"{path} has no trial_id column (has {', '.join(map(str, board.columns))})")
+    for name in TEXT_COLUMNS:
+        board[name] = board[name].fillna("").astype(str) if name in board else ""
+    for name in NUMBER_COLUMNS:
+        board[name] = pd.to_numeric(board[name], errors="coerce") if name in board else np.nan
+    board["status"] = board["status"].str.strip().str.lower()
+    # Stable, so ties keep the order the search wrote them in.
+    board = board.sort_values(METRIC, ascending=mode == "min", na_position="last", kind="stable")
+    return board.reset_index(drop=True)
+
+
+def read_curves(exp_dir: Path, board: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    curves: dict[str, pd.DataFrame] = {}
+    missing: list[str] = []
+    for trial_id, trial_dir in zip(board["trial_id"], board["trial_dir"], strict=True):
+        curve = read_progress(exp_dir / trial_dir) if trial_dir.strip() else None
+        if curve is None:
+            missing.append(trial_id)
+        else:
+            curves[trial_id] = curve
+    if not missing:
+        return curves, []
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    return curves, [f"{len(missing)} of {len(board)} trials have no progress.csv rows: {shown}"]
+
+
+def read_progress(trial_dir: Path) -> pd.DataFrame | None:
+    """A trial's progress.csv with an `epoch` column and numeric metrics; None when empty."""
+    path = trial_dir / "progress.csv"
+    if not path.is_file():
+        return None
+    try:
+        curve = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    if curve.empty:
+        return None
+    if "epoch" not in curve:
+        fallback = curve.get("training_iteration")
+        curve["epoch"] = fallback if fallback is not None else np.arange(1, len(curve) + 1)
+    for name in CURVE_COLUMNS:
+        if name in curve:
+            curve[name] = pd.to_numeric(curve[name], errors="coerce")
+    return curve

@@ -1,0 +1,286 @@
+"""report.md from the facts: one section per function, numbers formatted for reading."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from fer_search.config import METRIC, MODE, REFIT_ID
+
+__all__ = ["render_markdown"]
+
+MAX_TABLE_PARAMS = 8  # wider Markdown tables stop being readable; report.json keeps them all
+
+
+def fmt_pct(value: Any) -> str:
+    return "—" if not is_number(value) else f"{value * 100:.2f} %"
+
+
+def fmt_num(value: Any, digits: int = 4) -> str:
+    return "—" if not is_number(value) else f"{value:.{digits}f}"
+
+
+def fmt_value(value: Any) -> str:
+    """A parameter value, short: 0.00031 -> 3.10e-04, 64.0 -> 64, True -> true."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.2e}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.4g}"
+    return md_cell(str(value))
+
+
+def fmt_duration(seconds: Any) -> str:
+    if not is_number(seconds):
+        return "—"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], align: str, rows: list[list[str]]) -> str:
+    """align: one letter per column, l or r."""
+    rule = ["---:" if a == "r" else "---" for a in align]
+    lines = [header, rule, *rows]
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def render_markdown(facts: dict[str, Any]) -> str:
+    sections = (
+        md_header(facts),
+        md_leaderboard(facts),
+        md_final(facts),
+        md_per_class(facts),
+        md_importances(facts),
+        md_figures(facts),
+        md_notes(facts),
+    )
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def md_header(facts: dict[str, Any]) -> str:
+    exp, counts = facts["experiment"], facts["counts"]
+    finished = f"finished {exp['finished']}" if exp.get("finished") else "not finished"
+    lines = [
+        f"# fer-search report: {exp.get('name', '?')}",
+        "",
+        "```sh",
+        str(exp.get("command", "(command not recorded)")),
+        "```",
+        "",
+        f"- Data: {exp.get('data', '?')}",
+        f"- Search space: {exp.get('space', '?')}",
+        f"- Started {exp.get('started', '?')}, {finished}; "
+        f"wall time {fmt_duration(exp.get('wall_time_s'))}",
+        f"- Trials: {md_counts(counts)}",
+        f"- Epochs: {md_epochs(facts)}",
+        *md_refit(facts),
+        f"- Selection metric: `{exp.get('metric', METRIC)}` ({exp.get('mode', MODE)}) on "
+        "PublicTest (the val split); PrivateTest (test) is never used to select",
+    ]
+    return "\n".join(lines)
+
+
+def md_refit(facts: dict[str, Any]) -> list[str]:
+    refit = facts["experiment"].get("refit")
+    if not refit:
+        return []
+    keys = ("from_trial", "epochs")  # an experiment.json from before refit_top_k held one
+    members = refit.get("members") or [{"id": REFIT_ID, **{k: refit.get(k, "?") for k in keys}}]
+    state = "" if refit.get("done") else " (not finished)"
+    lines = []
+    for member in members:
+        row = next((r for r in facts["leaderboard"] if r["trial_id"] == member["id"]), None)
+        score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+        lines.append(
+            f"- Refit: trial `{member.get('from_trial', '?')}`'s configuration trained again "
+            f"from scratch for {member.get('epochs', '?')} epochs as `{member['id']}`"
+            f"{score}{state}"
+        )
+    if len(members) > 1:
+        lines.append(f"- These {len(members)} refits trained at the same time.")
+    return lines
+
+
+def md_counts(counts: dict[str, int]) -> str:
+    text = (
+        f"{counts['trials']} — {counts['completed']} completed, "
+        f"{counts['pruned']} pruned by ASHA, {counts['failed']} failed"
+    )
+    extra = {
+        "time_budget": "stopped by the time budget",
+        "nan": "stopped on a NaN loss",
+        "running": "still running",
+        "other": "other status",
+    }
+    for key, words in extra.items():
+        if counts.get(key):
+            text += f", {counts[key]} {words}"
+    return text
+
+
+def md_epochs(facts: dict[str, Any]) -> str:
+    exp, consumed, budget = facts["experiment"], facts["epochs_consumed"], facts["epochs_budget"]
+    if not budget:
+        return f"{consumed} trained (max_t not recorded)"
+    decided = facts.get("trials_decided", facts["counts"]["trials"])
+    timed_out = facts["counts"].get("time_budget", 0)
+    head = f"{consumed} trained"
+    if timed_out:
+        head += (
+            f"; the {decided} trials that ran to max_t or were stopped by ASHA "
+            f"trained {facts.get('epochs_consumed_decided', consumed)}"
+        )
+    text = f"{head} of {budget} possible ({decided} trials × {exp.get('max_t')} epochs)"
+    if exp.get("asha", True) is False:
+        return text + "; ASHA off"
+    saved = facts["epochs_saved_fraction"]
+    return (
+        text + f"; ASHA saved {saved * 100:.1f} % "
+        f"(grace period {exp.get('grace_period', '?')}, "
+        f"reduction factor {exp.get('reduction_factor', '?')})"
+    )
+
+
+def table_params(facts: dict[str, Any]) -> list[str]:
+    """Searched parameters for the Markdown table: most important first, at most a screen wide."""
+    rows = facts["leaderboard"]
+    params = [p for p in facts["experiment"].get("params") or [] if rows and p in rows[0]]
+    order = list(facts["importances"] or {})
+    params.sort(key=lambda p: order.index(p) if p in order else len(order))
+    return params[:MAX_TABLE_PARAMS]
+
+
+def md_leaderboard(facts: dict[str, Any]) -> str:
+    rows, params, total = facts["leaderboard"], table_params(facts), facts["leaderboard_rows"]
+    title = f"## Leaderboard (top {len(rows)} of {total}, best {METRIC} first)"
+    if not rows:
+        return f"{title}\n\nNo trials recorded."
+    header = ["#", "trial", "status", "val acc", "val F1", "best epoch", "epochs", "time", *params]
+    cut = set(facts.get("time_budget_trials") or ())
+    body = [
+        [
+            str(i),
+            f"`{r['trial_id']}`",
+            "time budget" if r["trial_id"] in cut else r["status"] or "—",
+            fmt_pct(r[METRIC]),
+            fmt_num(r["val_f1"], 3),
+            fmt_value(r["best_epoch"]),
+            fmt_value(r["epochs"]),
+            fmt_duration(r["time_s"]),
+            *(fmt_value(r.get(p)) for p in params),
+        ]
+        for i, r in enumerate(rows, 1)
+    ]
+    table = md_table(header, "rllrrrrr" + "l" * len(params), body)
+    hidden = len(facts["experiment"].get("params") or []) - len(params)
+    more = f"\n\n{hidden} more parameters are in report.json." if hidden > 0 else ""
+    return f"{title}\n\n{table}{more}"
+
+
+FINAL_HEADER = [
+    "model",
+    "trials",
+    "val acc (PublicTest, used to select)",
+    "test acc (PrivateTest, used once)",
+    "test acc, flip TTA (PrivateTest)",
+    "test macro-F1 (PrivateTest)",
+]
+
+
+def md_final(facts: dict[str, Any]) -> str:
+    final = facts["final"]
+    if not final:
+        return (
+            "## Final evaluation\n\nNot run: no final.json (the search was interrupted or "
+            "ran with --no-final-eval). Test accuracy is not reported."
+        )
+    best, ensemble = final.get("best") or {}, final.get("ensemble")
+    rows = [final_row("best trial", [best.get("trial_id", "?")], best)]
+    if ensemble:
+        name = f"top-{ensemble.get('k', '?')} ensemble"
+        rows.append(final_row(name, ensemble.get("trial_ids") or [], ensemble))
+    lines = [
+        "## Final evaluation",
+        "",
+        f"Selection rule: {final.get('selection', '(not recorded)')}",
+        "",
+        md_table(FINAL_HEADER, "llrrrr", rows),
+    ]
+    if best.get("checkpoint"):
+        lines += ["", f"Best checkpoint: `{best['checkpoint']}`"]
+    if best.get("config"):
+        config = json.dumps(best["config"], indent=2, sort_keys=True)
+        summary = "<details><summary>best trial's config</summary>"
+        lines += ["", summary, "", "```json", config, "```", "", "</details>"]
+    return "\n".join(lines)
+
+
+def final_row(name: str, trial_ids: list[Any], numbers: dict[str, Any]) -> list[str]:
+    return [
+        name,
+        ", ".join(f"`{t}`" for t in trial_ids),
+        fmt_pct(numbers.get("val_acc")),
+        fmt_pct(numbers.get("test_acc")),
+        fmt_pct(numbers.get("test_acc_tta")),
+        fmt_num(numbers.get("test_f1")),
+    ]
+
+
+def md_per_class(facts: dict[str, Any]) -> str:
+    metrics = ((facts["final"] or {}).get("best") or {}).get("metrics") or {}
+    per_class = metrics.get("per_class") or {}
+    if not per_class:
+        return ""
+    rows = [
+        [
+            md_cell(name),
+            fmt_num(m.get("precision"), 3),
+            fmt_num(m.get("recall"), 3),
+            fmt_num(m.get("f1"), 3),
+            fmt_value(m.get("support")),
+        ]
+        for name, m in per_class.items()
+    ]
+    table = md_table(["class", "precision", "recall", "F1", "support"], "lrrrr", rows)
+    summary = (
+        f"Accuracy {fmt_pct(metrics.get('accuracy'))}, macro-F1 {fmt_num(metrics.get('macro_f1'))}."
+    )
+    return f"## Best model per class (PrivateTest)\n\n{table}\n\n{summary}"
+
+
+def md_importances(facts: dict[str, Any]) -> str:
+    title = "## Parameter importances (Optuna, fANOVA)"
+    values = facts["importances"]
+    if not values:
+        note = facts["importances_note"] or "not available"
+        return f"{title}\n\n{note[0].upper()}{note[1:]}."
+    rows = [[f"`{md_cell(name)}`", f"{value:.3f}"] for name, value in values.items()]
+    return f"{title}\n\n{md_table(['parameter', 'importance'], 'lr', rows)}"
+
+
+def md_figures(facts: dict[str, Any]) -> str:
+    names = facts.get("figures") or []
+    links = [f"![{Path(name).stem.replace('_', ' ')}]({name})" for name in names]
+    return "## Figures\n\n" + "\n\n".join(links) if links else ""
+
+
+def md_notes(facts: dict[str, Any]) -> str:
+    notes = facts["notes"]
+    return "## Notes\n\n" + "\n".join(f"- {md_cell(n)}" for n in notes) if notes else ""

@@ -1,0 +1,124 @@
+"""The `experiment:` block of a space and the CLI flags that override it, checked."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from fer_search.errors import UserError, did_you_mean
+from fer_search.space.schema import METRICS, Experiment, SearchSpace
+from fer_search.space.values import number
+
+__all__ = ["apply_overrides", "build_experiment"]
+
+# Field types are strings ("int", "float", ...): schema.py uses postponed annotations.
+EXPERIMENT_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Experiment)}
+# The smallest value each numeric setting takes.
+AT_LEAST: dict[str, int] = {
+    "epochs": 1,
+    "grace_period": 1,
+    "reduction_factor": 2,
+    "num_samples": 1,
+    "top_k": 1,
+    "max_concurrent": 0,
+    "time_budget": 0,
+    "refit_budget": 0,
+    "refit_top_k": 1,
+    "checkpoint_every": 1,
+    "max_failures": 0,
+}
+Label = Callable[[str], str]
+
+
+def build_experiment(
+    values: Mapping[str, Any], label: Label, *, given: Iterable[Any] = ()
+) -> Experiment:
+    """Coerce and check experiment settings; `label(key)` says where a bad value came from.
+
+    `values` holds every setting; `given` names those the user wrote (checked for typos)."""
+    for key in given:
+        if key not in EXPERIMENT_TYPES:
+            raise UserError(
+                f"{label(str(key))}: unknown experiment setting {key!r}"
+                f"{did_you_mean(key, EXPERIMENT_TYPES)}"
+            )
+    exp = Experiment(**{key: _coerce(key, values[key], label) for key in EXPERIMENT_TYPES})
+    _check(exp, label)
+    return exp
+
+
+def _coerce(key: str, value: Any, label: Label) -> Any:
+    if key == "metric":
+        if value not in METRICS:
+            raise UserError(
+                f"{label(key)}={value!r} is not one of {', '.join(METRICS)}"
+                f"{did_you_mean(value, METRICS)}"
+            )
+        return value
+    if key == "gpus_per_trial":
+        return None if value is None else number(value, "float", label(key))
+    return number(value, "int" if EXPERIMENT_TYPES[key] == "int" else "float", label(key))
+
+
+def _check(exp: Experiment, label: Label) -> None:
+    """Ranges, and the settings that constrain each other."""
+    for key, low in AT_LEAST.items():
+        if getattr(exp, key) < low:
+            raise UserError(f"{label(key)} must be >= {low}, got {getattr(exp, key)!r}")
+    if exp.grace_period > exp.epochs:
+        raise UserError(
+            f"{label('grace_period')}={exp.grace_period} must be <= epochs={exp.epochs}"
+        )
+    if exp.time_budget and exp.refit_budget >= exp.time_budget:
+        raise UserError(
+            f"{label('refit_budget')}={exp.refit_budget:g} must be less than "
+            f"time_budget={exp.time_budget:g} (it is the part of it kept for the refit)"
+        )
+    if not exp.cpus_per_trial > 0:
+        raise UserError(f"{label('cpus_per_trial')} must be > 0, got {exp.cpus_per_trial!r}")
+    gpus = exp.gpus_per_trial
+    if gpus is not None and not 0 < gpus <= 1:
+        raise UserError(
+            f"{label('gpus_per_trial')} must be in (0, 1] (a trial trains on one GPU), "
+            f"got {gpus!r} (leave it out to let the search decide)"
+        )
+
+
+def experiment_from_file(raw: Any, source: str) -> Experiment:
+    """A space file's `experiment:` mapping (absent or null: all defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise UserError(f"{source}: experiment must be a mapping, got {raw!r}")
+    return build_experiment(
+        {**dataclasses.asdict(Experiment()), **raw},
+        lambda key: f"{source}: experiment.{key}",
+        given=raw.keys(),
+    )
+
+
+def apply_overrides(space: SearchSpace, **overrides: Any) -> SearchSpace:
+    """Experiment settings from CLI flags; None keeps the file's value.
+
+    Lowering `epochs` below the file's grace_period (a quick `--epochs 1` run) lowers the
+    grace period with it unless --grace-period is given too.
+    """
+    unknown = [key for key in overrides if key not in EXPERIMENT_TYPES]
+    if unknown:
+        raise TypeError(f"apply_overrides: unknown experiment setting(s) {unknown}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if not given:
+        return space
+    values = {**dataclasses.asdict(space.experiment), **given}
+    if "epochs" in given and "grace_period" not in given:
+        epochs = number(given["epochs"], "int", "--epochs")
+        values["grace_period"] = min(space.experiment.grace_period, max(epochs, 1))
+
+    def label(key: str) -> str:
+        if key in given:
+            return "--" + key.replace("_", "-")
+        return f"{space.source}: experiment.{key}"
+
+    return dataclasses.replace(space, experiment=build_experiment(values, label))

@@ -1,0 +1,125 @@
+"""The validated search space as data: Param, Experiment, SearchSpace and their YAML form."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from fer_search.config import TrainConfig
+
+__all__ = ["KINDS", "METRICS", "Experiment", "Param", "SearchSpace"]
+
+METRICS: dict[str, str] = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
+KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "categorical", "fixed")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry of `params`: a TrainConfig setting, fixed or sampled, maybe conditional."""
+
+    name: str
+    kind: str  # loguniform | uniform | int | categorical | fixed
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = None
+    log: bool = False
+    choices: tuple = ()
+    value: Any = None
+    when: tuple[tuple[str, tuple], ...] = ()  # ((param, allowed values), ...)
+
+    @property
+    def setting(self) -> str:
+        """The TrainConfig field this parameter sets ('lr' for 'lr@sgd')."""
+        return self.name.partition("@")[0]
+
+    def to_spec(self) -> Any:
+        """The YAML form of this parameter (a mapping; load_space_dict reads it back)."""
+        spec: dict[str, Any] = {"type": self.kind}
+        if self.kind == "fixed":
+            spec["value"] = self.value
+        elif self.kind == "categorical":
+            spec["choices"] = list(self.choices)
+        else:
+            spec["low"], spec["high"] = self.low, self.high
+            if self.step is not None:
+                spec["step"] = self.step
+            if self.log and self.kind == "int":
+                spec["log"] = True
+        if self.when:
+            spec["when"] = {ref: list(allowed) for ref, allowed in self.when}
+        return spec
+
+
+@dataclass
+class Experiment:
+    """How the search runs: ASHA, trial count, resources. CLI flags override these."""
+
+    epochs: int = 10  # each trial's epochs = ASHA max_t
+    grace_period: int = 1  # epochs before ASHA may stop a trial
+    reduction_factor: int = 3
+    num_samples: int = 10
+    seed: int = 0
+    metric: str = "val_acc"
+    max_concurrent: int = 0  # 0 = as many as resources allow
+    time_budget: float = 0.0  # seconds; 0 = none
+    gpus_per_trial: float | None = None  # None = the search decides (1 with CUDA, else 0)
+    cpus_per_trial: float = 1.0
+    top_k: int = 3  # ensemble size for the final evaluation
+    # seconds of time_budget kept to train the best configuration again for as many epochs as
+    # fit (a refit); without a time_budget, the refit gets this long after the search
+    refit_budget: float = 0.0
+    # how many of the best configurations the refit trains again, at the same time, sharing what
+    # the search's trials used (an ensemble of equals for the final evaluation)
+    refit_top_k: int = 1
+    # a trial writes its resumable checkpoint every this many epochs: 1 loses the least work
+    # when a worker dies, a larger value spends less time writing checkpoints
+    checkpoint_every: int = 1
+    # times Ray retries a trial whose worker or node died (from its last checkpoint); 0 = never
+    max_failures: int = 1
+
+    @property
+    def mode(self) -> str:
+        return METRICS[self.metric]
+
+    @property
+    def search_budget(self) -> float:
+        """Seconds the search's trials may take (the time budget less the refit's share)."""
+        return self.time_budget - self.refit_budget if self.time_budget else 0.0
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    experiment: Experiment
+    source: str
+    # trials to run first (Optuna's enqueue_trial), e.g. a known-good hand-tuned configuration
+    points: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved space as plain data; load_space_dict(space.to_dict()) gives it back."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "description": self.description,
+            "experiment": dataclasses.asdict(self.experiment),
+            "params": {p.name: p.to_spec() for p in self.params},
+        }
+        if self.points:
+            out["points_to_evaluate"] = [dict(point) for point in self.points]
+        return out
+
+    def architectures(self) -> tuple[str, ...]:
+        """Model names this space can produce, in the order the space lists them."""
+        names: list[str] = []
+        default_possible = True
+        for p in self.params:
+            if p.setting != "model":
+                continue
+            names.extend(p.choices if p.kind == "categorical" else (p.value,))
+            if not p.when:
+                default_possible = False
+        if default_possible:
+            names.append(TrainConfig().model)
+        return tuple(dict.fromkeys(names))
