@@ -18,7 +18,7 @@ from torch import Tensor
 
 from fer_search.config import PIXEL_MEAN, PIXEL_STD, AugmentConfig
 
-__all__ = ["augment_batch", "class_weights", "normalize", "one_hot"]
+__all__ = ["augment_batch", "class_weights", "normalize", "one_hot", "symmetric_beta"]
 
 # the normalised values of pixel 0 and pixel 255: brightness/contrast results are clamped to these
 _LOW = (0.0 - PIXEL_MEAN) / PIXEL_STD
@@ -92,14 +92,44 @@ class _Random:
         return ints.float()
 
     def beta(self, alpha: float) -> Tensor:
-        # Beta(a, a) as a ratio of gammas: torch.distributions cannot take a generator, and a
-        # numpy draw would need a host sync on CUDA.
-        conc = torch.full((2, self.n), float(alpha), device=self.device)
-        g = torch._standard_gamma(conc, generator=self.generator)
-        return g[0] / (g[0] + g[1]).clamp_min(torch.finfo(g.dtype).tiny)
+        return symmetric_beta(alpha, self.n, device=self.device, generator=self.generator)
 
     def permutation(self) -> Tensor:
         return torch.randperm(self.n, device=self.device, generator=self.generator)
+
+
+_JOHNK_TRIES = 16  # candidates per draw: all rejected has probability <= (1 - pi/4)^16 < 1e-10
+
+
+def symmetric_beta(
+    alpha: float,
+    n: int,
+    *,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """n draws of Beta(alpha, alpha) on `device`, from `generator` (else torch's global one).
+
+    Made of uniform draws only, so a seeded generator repeats them, and each call takes the same
+    amount of random numbers for the same (alpha, n): a resumed run continues the stream exactly.
+    (torch.distributions.Beta takes no generator, and a numpy draw would sync with the host on
+    CUDA.) alpha > 1/2: Ulrich's exact transform of two uniforms (see Devroye, Non-Uniform
+    Random Variate Generation). alpha <= 1/2: Johnk's rejection method, in log space, with a
+    fixed number of candidates per draw whose first accepted one is kept (acceptance is at
+    least pi/4 per candidate).
+    """
+    if not alpha > 0:
+        raise ValueError(f"symmetric_beta needs alpha > 0, got {alpha!r}")
+    if alpha > 0.5:
+        u = 1.0 - torch.rand(2, n, device=device, generator=generator, dtype=dtype)  # (0, 1]
+        radius = torch.sqrt(1.0 - u[0].pow(2.0 / (2.0 * alpha - 1.0)))
+        return 0.5 + 0.5 * radius * torch.cos((2.0 * math.pi) * u[1])
+    u = 1.0 - torch.rand(2, _JOHNK_TRIES, n, device=device, generator=generator, dtype=dtype)
+    log_x, log_y = torch.log(u[0]) / alpha, torch.log(u[1]) / alpha  # x = u0^(1/a), y = u1^(1/a)
+    accepted = torch.logaddexp(log_x, log_y) <= 0.0  # x + y <= 1
+    first = accepted.to(torch.uint8).argmax(0, keepdim=True)  # the first accepted candidate
+    return torch.sigmoid(log_x - log_y).gather(0, first).squeeze(0)  # x / (x + y)
 
 
 def _check_batch(x: Tensor, target: Tensor, cfg: AugmentConfig) -> None:

@@ -84,7 +84,9 @@ class TrainConfig:
     # runtime
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16 | off | bf16 | fp16
+    # auto: bf16 where it is native (CUDA >= 8.0, CPUs with AVX512-BF16 or AMX), fp16 with a
+    # GradScaler on older GPUs (T4, V100), fp32 on other CPUs | off | bf16 | fp16
+    amp: str = "auto"
     channels_last: bool = True  # CUDA, and CPU under bf16 (where oneDNN's fast kernels need it)
     compile: bool = False  # torch.compile (CUDA)
     threads: int = 0  # torch CPU threads; 0 = leave as is
@@ -249,3 +251,4 @@ class EpochStats:
     images_per_s: float
     epoch_time: float
     extra: dict[str, float] = field(default_factory=dict)
+    precision: str = "fp32"  # what the epoch trained in: "bf16" | "fp16" | "fp32"

@@ -12,6 +12,7 @@ from fer_search.augment import (
     class_weights,
     normalize,
     one_hot,
+    symmetric_beta,
 )
 from fer_search.config import PIXEL_MEAN, PIXEL_STD, AugmentConfig
 
@@ -191,6 +192,46 @@ def test_contrast_keeps_each_image_mean():
     out, _ = augment_batch(x, torch.ones(16, 1), AugmentConfig(contrast=0.5))
     torch.testing.assert_close(out.mean((1, 2, 3)), x.mean((1, 2, 3)), atol=1e-5, rtol=0)
     assert not torch.allclose(out, x)
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.4, 0.5, 1.0, 2.0])
+def test_symmetric_beta_draws_follow_beta(alpha):
+    stats = pytest.importorskip("scipy.stats")
+    g = torch.Generator().manual_seed(0)
+    # float64: in float32, Beta(0.2, 0.2)'s mass within 6e-8 of 1 (2 %) rounds to exactly 1
+    draws = symmetric_beta(alpha, 20000, generator=g, dtype=torch.float64).numpy()
+    assert ((draws >= 0) & (draws <= 1)).all()
+    assert stats.kstest(draws, stats.beta(alpha, alpha).cdf).pvalue > 0.01
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0])
+def test_symmetric_beta_draws_only_from_its_generator(alpha):
+    before = torch.get_rng_state()
+    a = symmetric_beta(alpha, 64, generator=torch.Generator().manual_seed(3))
+    b = symmetric_beta(alpha, 64, generator=torch.Generator().manual_seed(3))
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    assert torch.equal(torch.get_rng_state(), before)  # torch's global stream is untouched
+    # a generator restored mid-stream (a resumed run) continues with the same draws
+    g = torch.Generator().manual_seed(4)
+    symmetric_beta(alpha, 64, generator=g)
+    state = g.get_state()
+    second = symmetric_beta(alpha, 64, generator=g)
+    assert torch.equal(symmetric_beta(alpha, 64, generator=g.set_state(state)), second)
+
+
+def test_symmetric_beta_needs_a_positive_alpha():
+    with pytest.raises(ValueError, match="alpha > 0, got 0.0"):
+        symmetric_beta(0.0, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_symmetric_beta_on_cuda_with_a_cuda_generator():
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for alpha in (0.2, 1.0):
+        draws = symmetric_beta(alpha, 1000, device="cuda", generator=g)
+        assert draws.is_cuda and ((draws >= 0) & (draws <= 1)).all()
+        assert abs(draws.mean().item() - 0.5) < 0.05
 
 
 @pytest.mark.gpu

@@ -59,8 +59,9 @@ def learned(history: list[EpochStats]) -> list[tuple[float, ...]]:
 def assert_sane(stats: EpochStats) -> None:
     for f in dataclasses.fields(EpochStats):
         value = getattr(stats, f.name)
-        if f.name != "extra":
+        if f.name not in ("extra", "precision"):
             assert math.isfinite(value), f"{f.name}={value!r}"
+    assert stats.precision in ("bf16", "fp16", "fp32")
     assert 0.0 <= stats.train_acc <= 1.0 and 0.0 <= stats.val_acc <= 1.0
     assert 0.0 <= stats.val_f1 <= 1.0
     assert stats.train_loss > 0 and stats.val_loss > 0
@@ -212,9 +213,13 @@ def test_ema_is_what_is_validated_and_kept(splits, tmp_path):
     # the returned model is the best epoch's average, and its val accuracy is the reported one
     probs = predict_probs(result.model, val_split.images)
     assert float((probs.argmax(1) == val_split.labels).mean()) == pytest.approx(result.best_val_acc)
-    best = payload["best_state_dict"]
-    if result.best_epoch == 2:
+    best = engine.best_state_dict(payload)  # the best epoch's average
+    if result.best_epoch == 2:  # written at the best epoch: stored once, as the EMA
+        assert payload["best_state_dict"] is None and payload["best_is"] == "ema"
         assert torch.equal(best[weight], ema[weight])
+    model = engine.model_from_checkpoint({**payload, "state_dict": best})
+    kept = predict_probs(model, val_split.images)
+    assert float((kept.argmax(1) == val_split.labels).mean()) == pytest.approx(result.best_val_acc)
 
 
 def test_ema_must_be_below_one():
@@ -240,7 +245,7 @@ def test_nan_forward_stops_with_status_nan(splits, monkeypatch):
         model.forward = lambda x: forward(x) * float("nan")
         return model
 
-    monkeypatch.setattr(engine, "create_model", nan_model)
+    monkeypatch.setattr(engine.prepare, "create_model", nan_model)
     result = train(config(epochs=2), *splits)
     assert result.status == "nan"
     assert "non-finite training loss at epoch 1" in result.message
@@ -354,7 +359,7 @@ def test_lr_factor_constant_stays_one(schedule):
 
 
 def test_plateau_halves_after_patience_epochs_without_gain():
-    plateau = engine._Plateau(patience=2)
+    plateau = engine.Plateau(patience=2)
     for acc in (0.3, 0.4, 0.4, 0.4):
         plateau.step(acc)
     assert plateau.scale == 1.0
@@ -496,16 +501,17 @@ def test_predict_probs_unknown_tta(net, splits):
 
 def test_amp_on_cpu_follows_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(engine.precision, "cpu_has_bf16", lambda: True)
     assert engine.amp_dtype(TrainConfig(), cpu) == torch.bfloat16
     assert engine.use_channels_last(TrainConfig(), cpu)
     assert engine.amp_dtype(TrainConfig(amp="off"), cpu) is None
     assert not engine.use_channels_last(TrainConfig(amp="off"), cpu)
     assert not engine.use_channels_last(TrainConfig(channels_last=False), cpu)
-    monkeypatch.setattr(engine, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(engine.precision, "cpu_has_bf16", lambda: False)
     assert engine.amp_dtype(TrainConfig(), cpu) is None  # emulated bf16 would be slower
     assert engine.amp_dtype(TrainConfig(amp="bf16"), cpu) == torch.bfloat16  # asked for
-    assert engine.amp_dtype(TrainConfig(amp="fp16"), cpu) is None  # fp16 is CUDA only
+    assert engine.amp_dtype(TrainConfig(amp="fp16"), cpu) == torch.float16  # asked for
+    assert not engine.use_channels_last(TrainConfig(amp="fp16"), cpu)
     assert engine.amp_dtype(TrainConfig(amp="fp16"), torch.device("cuda")) == torch.float16
 
 
