@@ -1,8 +1,10 @@
-"""`fer-search bench`: the cheap figures at tiny sizes, the output files, the CLI. Timings are
-never asserted (a benchmark reports them); only structure, arithmetic and JSON."""
+"""`fer-search bench`: each figure measured at a tiny size on demo data, the options, the
+output files, the CLI. Timings are never asserted (a benchmark reports them); only what each
+figure measures, its arithmetic and its JSON."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -13,12 +15,16 @@ import pytest
 import torch
 from helpers import run_fer_search
 
-from fer_search import bench
+from fer_search import api, bench
+from fer_search.bench import data as bench_data
+from fer_search.bench import memory, pipeline, runner, search
 from fer_search.cli import build_parser, main
 from fer_search.config import TrainConfig
 from fer_search.data import load_data, make_demo
+from fer_search.errors import UserError
 
 FIGURE_KEYS = {"figure", "ratio", "goal", "met", "summary"}
+CPU = torch.device("cpu")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -31,20 +37,16 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 def test_bench_help_lists_its_flags():
     proc = cli("bench", "--help")
     assert proc.returncode == 0, proc.stderr
-    for flag in ("--quick", "--json", "--device", "--out", "--data"):
+    for flag in ("--quick", "--json", "--device", "--out", "--data", "--only"):
         assert flag in proc.stdout
 
 
-def test_plan_quick_is_simple_cnn_and_full_cpu_skips_the_slow_nets():
-    cpu = torch.device("cpu")
-    quick, full = bench.make_plan(True, cpu), bench.make_plan(False, cpu)
-    assert quick.archs == ("simple_cnn",) and quick.overhead == (4, 1)
-    assert quick.asha == (12, 4, 4) and quick.asha_train_fraction == 1.0
-    assert set(full.archs) == {"simple_cnn", "mobilenet_v2", "vgg16"}
-    assert set(full.skipped) == {"resnet101", "densenet169"}
-    assert full.overhead == (6, 2) and full.asha == (32, 16, 4)
-    assert full.asha_train_fraction == 0.2
-    assert all(arch in full.steps for arch in full.archs)
+def test_every_planned_arch_has_steps_and_the_cpu_run_skips_the_slow_nets():
+    for quick in (True, False):
+        plan = bench.make_plan(quick, CPU)
+        assert all(plan.steps[arch] > 0 for arch in plan.archs)
+        assert not set(plan.archs) & set(plan.skipped)
+    assert set(bench.make_plan(False, CPU).skipped) == {"resnet101", "densenet169"}
 
 
 def test_only_choices_are_the_bench_figure_groups():
@@ -55,59 +57,81 @@ def test_only_choices_are_the_bench_figure_groups():
     assert tuple(action.choices) == bench.FIGURE_GROUPS
 
 
+def test_options_are_checked_once_with_the_bad_value_named():
+    with pytest.raises(UserError, match="'ash'.*did you mean 'asha'"):
+        bench.BenchOptions.from_call(only=["ash"])
+    with pytest.raises(UserError, match="--demo-size must be > 0, got 0"):
+        bench.BenchOptions.from_call(data_args={"demo_size": 0})
+    with pytest.raises(UserError, match="'demo_sise'"):
+        bench.BenchOptions.from_call(data_args={"demo_sise": 1})
+    options = bench.BenchOptions.from_call(quick=True, only=["asha", "data", "asha"])
+    assert options.only == ("asha", "data") and options.data_is_demo
+
+
+def test_load_kwargs_load_the_run_data_or_the_demo_at_a_size():
+    options = bench.BenchOptions.from_call(
+        data_args={"data": "demo", "class_set": "merge-disgust", "demo_size": 0.05}
+    )
+    data = api.load_data(**options.load_kwargs())
+    assert data.source == "demo" and len(data.class_names) == 6
+    small = api.load_data(**options.load_kwargs(0.02))
+    assert len(small.splits["train"]) < len(data.splits["train"])
+    assert small.class_names == data.class_names  # the class set is kept
+
+
 def test_only_keeps_the_named_groups_and_names_the_files(tmp_path):
-    args = build_parser().parse_args(["bench", "--quick", "--only", "asha", "--only", "data"])
-    ctx = bench.Context(args, bench.make_plan(True, torch.device("cpu")), torch.device("cpu"),
-                        tmp_path)  # fmt: skip
-    assert [name for name, _ in bench.jobs(ctx, make_demo(0.05))] == ["data", "ASHA savings"]
-    assert "--only asha --only data" in bench.command_line(args)
+    options = bench.BenchOptions.from_call(quick=True, only=["asha", "data"])
+    ctx = bench.Context(options, bench.make_plan(True, CPU), CPU, tmp_path)
+    assert [name for name, _ in bench.jobs(ctx)] == ["data", "ASHA savings"]
+    assert "--only asha --only data" in options.command_line()
     result = {"quick": True, "only": ["asha", "data"], "machine": {}, "versions": {},
               "figures": [], "notes": [], "command": "c", "date": "d", "wall_s": 1.0,
               "data": "demo"}  # fmt: skip
     result["machine"] = dict.fromkeys(("platform", "cpu_count", "cpu", "torch_threads",
                                        "device", "device_name"), "x")  # fmt: skip
-    json_path, md_path = bench.write_results(result, tmp_path)
+    json_path, md_path = bench.output.write_results(result, tmp_path)
     assert json_path.name == "bench-quick-asha-data.json" and md_path.exists()
 
 
 def test_stratified_share_keeps_each_class_in_proportion():
     data = make_demo(0.5)
-    share = bench.stratified_share(data, 0.25)
+    share = search.stratified_share(data, 0.25)
     full, part = data.splits["train"], share.splits["train"]
     assert share.splits["val"] is data.splits["val"]
     counts = np.bincount(full.labels, minlength=7)
     np.testing.assert_allclose(np.bincount(part.labels, minlength=7), counts * 0.25, atol=1)
-    again = bench.stratified_share(data, 0.25).splits["train"]
+    again = search.stratified_share(data, 0.25).splits["train"]
     assert again.labels.tolist() == part.labels.tolist()  # seeded
+    assert share.load_args == {}  # built by hand: load_data cannot give it back
 
 
 def test_pipeline_figures_compare_the_engine_with_ceiling_and_naive():
     data = make_demo(0.1)
     cfg = TrainConfig(width=4, batch_size=16, device="cpu")
-    rates = bench.measure_pipelines(
+    rates = pipeline.measure_pipelines(
         cfg, data.splits["train"], data.splits["val"], steps=2, rounds=2, workers=(0,)
     )
     assert set(rates) == {"engine", "ceiling", "naive_0"}
     assert all(len(v) == 2 and all(r > 0 for r in v) for v in rates.values())  # warm-up dropped
 
-    efficiency = bench.efficiency_figure("simple_cnn", rates)
+    efficiency = pipeline.efficiency_figure("simple_cnn", rates)
     assert set(efficiency) >= FIGURE_KEYS
     expected = statistics.median(rates["engine"]) / statistics.median(rates["ceiling"])
     assert efficiency["ratio"] == pytest.approx(expected)
     assert efficiency["met"] == (efficiency["ratio"] >= 0.9)
 
-    naive = bench.naive_figure("simple_cnn", rates, torch.device("cpu"))
+    naive = pipeline.naive_figure("simple_cnn", rates, CPU)
     assert set(naive) >= FIGURE_KEYS and naive["naive_workers"] == 0
     expected = statistics.median(rates["engine"]) / statistics.median(rates["naive_0"])
-    assert naive["ratio"] == pytest.approx(expected) and naive["goal"] == ">= 1.5"
-    assert bench.naive_figure("vgg16", rates, torch.device("cpu"))["met"] is None  # no goal
+    assert naive["ratio"] == pytest.approx(expected)
+    assert pipeline.naive_figure("vgg16", rates, CPU)["met"] is None  # no goal on CPU
     json.dumps([efficiency, naive], allow_nan=False)
 
 
 def test_naive_dataset_applies_torchvision_transforms_per_item():
     split = make_demo(0.05).splits["train"]
-    dataset = bench.NaiveFER2013(split, bench.naive_transform(TrainConfig(hflip=0.0, crop_pad=0)))
-    image, label = dataset[3]
+    transform = pipeline.naive_transform(TrainConfig(hflip=0.0, crop_pad=0))
+    image, label = pipeline.NaiveFER2013(split, transform)[3]
     assert image.shape == (1, 48, 48) and image.dtype == torch.float32
     assert label == int(split.labels[3])
     from fer_search.augment import normalize
@@ -116,44 +140,86 @@ def test_naive_dataset_applies_torchvision_transforms_per_item():
     assert torch.allclose(image, expected, atol=1e-5)  # same normalisation as the engine
 
 
-def test_csv_figure_times_a_cold_and_a_cached_load(tmp_path):
+def test_csv_figure_parses_the_csv_it_wrote_cold_and_cached(tmp_path):
     data = make_demo(0.05)
-    path = bench.write_kaggle_csv(data, tmp_path / "fer2013.csv")
+    path = bench_data.write_kaggle_csv(data, tmp_path / "fer2013.csv")
     again = load_data(path, cache=False)
     for name, split in data.splits.items():
         assert np.array_equal(again.splits[name].images, split.images)
         assert np.array_equal(again.splits[name].labels, split.labels)
 
-    figure = bench.figure_csv(path, 2, tmp_path / "cache")
+    figure = bench_data.figure_csv(path, 2, tmp_path / "cache")
     assert set(figure) >= FIGURE_KEYS and figure["file_bytes"] == path.stat().st_size
+    assert any((tmp_path / "cache").iterdir())  # the cached side did use the cache
     expected = statistics.median(figure["cold_runs_s"]) / statistics.median(figure["cached_runs_s"])
     assert figure["ratio"] == pytest.approx(expected, rel=1e-3)
     json.dumps(figure, allow_nan=False)
 
 
 def test_help_figure_times_the_cli_against_bare_python():
-    figure = bench.figure_help(1)
+    figure = bench_data.figure_help(1)
     assert set(figure) >= FIGURE_KEYS and figure["help_s"] > 0 and figure["python_s"] > 0
     expected = statistics.median(figure["help_runs_s"]) / statistics.median(figure["python_runs_s"])
     assert figure["ratio"] == pytest.approx(expected, rel=1e-3)
 
 
-def test_random_sampler_swaps_tpe_and_restores_it():
-    optuna = pytest.importorskip("optuna")
-    tpe = optuna.samplers.TPESampler
-    with bench.random_sampler():
-        sampler = optuna.samplers.TPESampler(seed=3, multivariate=True, n_startup_trials=2)
-        assert isinstance(sampler, optuna.samplers.RandomSampler)
-    assert optuna.samplers.TPESampler is tpe
-
-
 def test_leaderboard_configs_ignore_trial_order():
-    a = {"trial_id": "b1", "optimizer": "sgd", "lr": "0.1", "dropout": "0.2", "crop_pad": "1"}
-    b = {"trial_id": "a9", "optimizer": "adamw", "lr": "0.001", "dropout": "0.0", "crop_pad": "0"}
-    assert bench.leaderboard_configs([a, b]) == bench.leaderboard_configs([b, a])
-    assert bench.leaderboard_configs([a]) != bench.leaderboard_configs([b])
+    a = {"trial_id": "b1", "optimizer": "sgd", "lr": 0.1, "dropout": 0.2, "crop_pad": 1}
+    b = {"trial_id": "a9", "optimizer": "adamw", "lr": 0.001, "dropout": 0.0, "crop_pad": 0}
+    assert search.leaderboard_configs([a, b]) == search.leaderboard_configs([b, a])
+    assert search.leaderboard_configs([a]) != search.leaderboard_configs([b])
 
 
+# ---------------------------------------------------------------- figures 3-5: real searches
+@pytest.fixture(scope="module")
+def tiny_ctx(tmp_path_factory):
+    """A bench context on demo data with a tiny plan; Ray started once for the module."""
+    plan = dataclasses.replace(
+        bench.make_plan(True, CPU), overhead=(1, 1), overhead_repeats=1, asha=(3, 2, 2),
+        asha_demo_size=0.05,
+    )  # fmt: skip
+    options = bench.BenchOptions(quick=True, demo_size=0.05)
+    ctx = bench.Context(options, plan, CPU, tmp_path_factory.mktemp("bench"))
+    yield ctx
+    ctx.stop_ray()
+
+
+def test_search_overhead_figure_times_the_search_and_the_loop(tiny_ctx):
+    figure = search.figure_search_overhead(tiny_ctx)
+    assert set(figure) >= FIGURE_KEYS and (figure["trials"], figure["epochs"]) == (1, 1)
+    assert figure["search_s"] > 0 and figure["loop_s"] > 0 and figure["ray_startup_s"] > 0
+    assert figure["ratio"] > 0  # search / loop, Ray's start-up reported on its own:
+    assert figure["ratio_with_ray_startup"] > figure["ratio"]
+    json.dumps(figure, allow_nan=False)
+
+
+def test_asha_figure_gives_both_searches_the_same_configurations(tiny_ctx):
+    figure = search.figure_asha(tiny_ctx)
+    assert figure["same_configs"] is True
+    assert figure["epochs_no_asha"] == 3 * 2 and 3 <= figure["epochs_asha"] <= 3 * 2
+    assert figure["ratio"] == figure["epochs_no_asha"] / figure["epochs_asha"]
+    json.dumps(figure, allow_nan=False)
+
+
+def test_memory_probe_sees_the_dataset_shared_not_copied(tiny_ctx):
+    probe = memory.dataset_probe(tiny_ctx)
+    assert probe["data_mib"] > 50 and probe["read_only_views"]  # FER2013-sized in place of demo
+    # a copy would add the whole dataset to the worker's private (anonymous) memory
+    assert probe["anon_growth_mib"] < probe["data_mib"] / 2
+    assert probe["shared_growth_mib"] > probe["data_mib"] / 2  # the object store's pages
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc only")
+def test_process_memory_sees_a_private_allocation():
+    before = memory.process_memory()
+    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, written, so resident and private
+    after = memory.process_memory()
+    assert set(after) == {"rss", "uss", "shared", "anon"}
+    assert after["anon"] - before["anon"] >= 60 << 20 and after["uss"] - before["uss"] >= 60 << 20
+    del block
+
+
+# ---------------------------------------------------------------- run, files, CLI
 def fake_figure(**extra):
     return {"figure": "fake", "ratio": 2.0, "goal": ">= 1", "met": True, "summary": "a / b"} | extra
 
@@ -163,24 +229,22 @@ def test_run_writes_json_and_markdown_and_records_a_broken_figure(tmp_path, monk
         raise RuntimeError("boom")
 
     monkeypatch.setattr(
-        bench,
+        runner,
         "jobs",
-        lambda ctx, data: [
+        lambda ctx: [
             ("fake", lambda: [fake_figure(), fake_figure(ratio=float("nan"), met=None)]),
             ("broken", broken),
         ],
     )
     out = tmp_path / "bench"
-    code = main(["bench", "--quick", "--json", "--demo-size", "0.05", "--out", str(out)])
+    code = bench.run(quick=True, as_json=True, out=out, data_args={"demo_size": 0.05})
     assert code == 1  # a figure failed
-    printed = json.loads(capsys.readouterr().out)  # --json: stdout is only the JSON
+    printed = json.loads(capsys.readouterr().out)  # as_json: stdout is only the JSON
     written = json.loads((out / "bench-quick.json").read_text())
     assert printed["figures"] == written["figures"]
     assert written["figures"][1]["ratio"] is None  # NaN is written as null
     assert written["figures"][2] == {"figure": "broken", "error": "RuntimeError: boom"}
-    for key in ("command", "date", "machine", "versions", "plan"):
-        assert key in written
-    assert written["command"].startswith("fer-search bench --quick")
+    assert written["command"].startswith("fer-search bench --quick --demo-size 0.05")
     for key in ("platform", "cpu_count", "torch_threads", "device_name"):
         assert key in written["machine"]
     for package in ("torch", "ray", "optuna", "numpy"):
@@ -190,30 +254,23 @@ def test_run_writes_json_and_markdown_and_records_a_broken_figure(tmp_path, monk
     assert "--quick: a few demo trials" in markdown  # why its overhead and ASHA ratios miss
 
 
-def test_quick_note_only_when_its_overhead_or_asha_figures_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "jobs", lambda ctx, data: [("fake", lambda: [fake_figure()])])
-    main(["bench", "--quick", "--only", "data", "--demo-size", "0.05", "--out", str(tmp_path)])
+def test_cli_bench_runs_the_named_groups_only(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        runner, "jobs", lambda ctx: seen.append(ctx.options) or [("fake", lambda: [fake_figure()])]
+    )
+    code = main(["bench", "--quick", "--only", "data", "--demo-size", "0.05", "--out",
+                 str(tmp_path)])  # fmt: skip
+    assert code == 0 and seen[0].only == ("data",) and seen[0].demo_size == 0.05
     notes = json.loads((tmp_path / "bench-quick-data.json").read_text())["notes"]
-    assert not any("--quick" in note for note in notes)
+    assert not any("--quick" in note for note in notes)  # no overhead or ASHA figure ran
 
 
 def test_table_has_one_row_per_figure():
-    table = bench.format_table([fake_figure(), {"figure": "x", "error": "ValueError: no"}])
+    table = bench.output.format_table([fake_figure(), {"figure": "x", "error": "ValueError: no"}])
     lines = table.splitlines()
     assert len(lines) == 3 and lines[0].startswith("figure")
     assert "2.00" in lines[1] and "ERROR" in lines[2]
-
-
-def test_search_args_parse_as_the_cli_would(tmp_path):
-    args = build_parser().parse_args(["bench", "--quick"])
-    ctx = bench.Context(args, bench.make_plan(True, torch.device("cpu")), torch.device("cpu"),
-                        tmp_path)  # fmt: skip
-    assert ctx.data_flags() == ["--data", "demo", "--demo-size", "1"]
-    assert ctx.data_flags(0.25) == ["--data", "demo", "--demo-size", "0.25"]
-    assert ctx.search_device_flags(0.5) == ["--gpus", "0"]
-    flags = ["search", "--space", "x.yaml", *ctx.data_flags(), *ctx.search_device_flags(1)]
-    parsed = build_parser().parse_args(flags)
-    assert parsed.data == "demo" and parsed.gpus == 0
 
 
 @pytest.mark.slow
@@ -228,15 +285,6 @@ def test_quick_bench_end_to_end(tmp_path):
     assert all("error" not in f for f in result["figures"])
     asha = next(f for f in result["figures"] if f["figure"] == "ASHA savings")
     assert asha["same_configs"] and asha["epochs_no_asha"] == 12 * 4
-    memory = next(f for f in result["figures"] if f["figure"] == "memory")
-    assert memory["trial_processes"] == 2 and memory["dataset_probe"]["read_only_views"]
-
-
-@pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc only")
-def test_proc_memory_sees_a_private_allocation():
-    before = bench.proc_memory()
-    block = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, written, so resident and private
-    after = bench.proc_memory()
-    assert set(after) == {"rss", "anon", "shmem", "file", "uss"}
-    assert after["anon"] - before["anon"] >= 60 << 20 and after["uss"] >= after["anon"] // 2
-    del block
+    memory_figure = next(f for f in result["figures"] if f["figure"] == "memory")
+    assert memory_figure["trial_processes"] == 2
+    assert memory_figure["dataset_probe"]["read_only_views"]
