@@ -1,3 +1,38 @@
-"""fer-search: distributed hyperparameter search for facial-expression recognition."""
+"""fer-search: distributed hyperparameter search for facial-expression recognition.
+
+The Python API (see fer_search.api): load_data, train, evaluate, predict, search, resume.
+Its functions are imported on first use, so `import fer_search` stays light.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fer_search.errors import UserError
 
 __version__ = "0.1.0"
+__all__ = [
+    "Experiment",
+    "TrainConfig",
+    "UserError",
+    "evaluate",
+    "load_data",
+    "predict",
+    "resume",
+    "search",
+    "train",
+]
+
+_API = ("Experiment", "evaluate", "load_data", "predict", "resume", "search", "train")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from fer_search import api
+
+        return getattr(api, name)
+    if name == "TrainConfig":
+        from fer_search.config import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module 'fer_search' has no attribute {name!r}")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,7 @@ import numpy as np
 from fer_search.config import IMAGE_SIZE
 from fer_search.errors import UserError
 
-__all__ = ["detect_faces", "load_gray", "run"]
+__all__ = ["find_faces", "format_predictions", "load_gray", "predict"]
 
 
 def load_gray(path: str | Path) -> np.ndarray:
@@ -38,7 +36,7 @@ def to_48(gray: np.ndarray) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def detect_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+def find_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, w, h) from OpenCV's bundled frontal-face Haar cascade (no download)."""
     try:
         import cv2
@@ -77,57 +75,71 @@ def annotate(path: Path, gray: np.ndarray, faces: list[dict[str, Any]], out_dir:
     return target
 
 
-def run(args: argparse.Namespace) -> int:
+def predict(
+    checkpoint: str | Path,
+    images: list[str],
+    *,
+    detect_faces: bool = False,
+    annotate_dir: str | Path | None = None,
+    tta: str = "none",
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """Each image's emotion (or, with `detect_faces`, each face's), with probabilities;
+    `annotate_dir` (with detect_faces) writes annotated copies there."""
     from fer_search import engine
 
-    payload = engine.load_checkpoint(args.checkpoint)
-    device = engine.resolve_device(args.device)
-    model = engine.model_from_checkpoint(payload, device)
-    class_names = list(payload["class_names"])
-    if args.annotate and not args.detect_faces:
+    if annotate_dir and not detect_faces:
         raise UserError("--annotate needs --detect-faces")
+    payload = engine.load_checkpoint(checkpoint)
+    where = engine.resolve_device(device)
+    model = engine.model_from_checkpoint(payload, where)
+    class_names = list(payload["class_names"])
     results = []
-    for name in args.images:
+    for name in images:
         gray = load_gray(name)
-        if args.detect_faces:
-            boxes = detect_faces(gray)
+        if detect_faces:
+            boxes = find_faces(gray)
             crops = [to_48(gray[y : y + h, x : x + w]) for x, y, w, h in boxes]
         else:
             boxes, crops = [], [to_48(gray)]
         probs = (
-            engine.predict_probs(model, np.stack(crops), device=device, tta=args.tta)
+            engine.predict_probs(model, np.stack(crops), device=where, tta=tta)
             if crops
             else np.zeros((0, len(class_names)), dtype=np.float32)
         )
-        faces = []
-        for i, p in enumerate(probs):
-            face: dict[str, Any] = {
-                "emotion": class_names[int(p.argmax())],
-                "probability": float(p.max()),
-                "probabilities": {
-                    c: round(float(v), 4) for c, v in zip(class_names, p, strict=True)
-                },
-            }
-            if args.detect_faces:
-                face["box"] = list(boxes[i])
-            faces.append(face)
+        faces = [face_entry(p, class_names, boxes[i] if detect_faces else None)
+                 for i, p in enumerate(probs)]  # fmt: skip
         entry: dict[str, Any] = (
-            {"image": name, "faces": faces} if args.detect_faces else {"image": name, **faces[0]}
+            {"image": name, "faces": faces} if detect_faces else {"image": name, **faces[0]}
         )
-        if args.detect_faces and args.annotate:
-            entry["annotated"] = str(annotate(Path(name), gray, faces, Path(args.annotate)))
+        if detect_faces and annotate_dir:
+            entry["annotated"] = str(annotate(Path(name), gray, faces, Path(annotate_dir)))
         results.append(entry)
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
+    return results
+
+
+def face_entry(probs: np.ndarray, class_names: list[str], box: Any) -> dict[str, Any]:
+    face: dict[str, Any] = {
+        "emotion": class_names[int(probs.argmax())],
+        "probability": float(probs.max()),
+        "probabilities": {c: round(float(v), 4) for c, v in zip(class_names, probs, strict=True)},
+    }
+    if box is not None:
+        face["box"] = list(box)
+    return face
+
+
+def format_predictions(results: list[dict[str, Any]]) -> str:
+    """One line per image or face: the emotion and the top three probabilities."""
+    lines = []
     for entry in results:
         for face in entry.get("faces", [entry]):
             where = f" box={face['box']}" if "box" in face else ""
             top = sorted(face["probabilities"].items(), key=lambda kv: -kv[1])[:3]
             others = ", ".join(f"{c} {v:.2f}" for c, v in top)
-            print(f"{entry['image']}{where}: {face['emotion']} ({others})")
-        if args.detect_faces and not entry["faces"]:
-            print(f"{entry['image']}: no face found")
+            lines.append(f"{entry['image']}{where}: {face['emotion']} ({others})")
+        if "faces" in entry and not entry["faces"]:
+            lines.append(f"{entry['image']}: no face found")
         if "annotated" in entry:
-            print(f"  annotated copy: {entry['annotated']}")
-    return 0
+            lines.append(f"  annotated copy: {entry['annotated']}")
+    return "\n".join(lines)

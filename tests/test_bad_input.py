@@ -567,11 +567,6 @@ CASES: list[tuple[str, list[str], list[str], str | None, dict[str, str]]] = [
 COMMANDS = ("train", "evaluate", "predict", "data", "report")
 
 
-def test_the_table_is_big_and_distinct():
-    ids = [case[0] for case in CASES]
-    assert len(ids) == len(set(ids)) >= 30
-
-
 @pytest.mark.parametrize(
     ("argv", "needles", "space", "env"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )

@@ -140,13 +140,17 @@ def test_kuberay_manifests_have_the_required_fields_and_one_image():
 
 
 def test_rayjob_entrypoint_is_a_valid_search_that_fills_the_gpus_it_asks_for():
-    from fer_search.search import check_counts, plan_resources, space_from_args
+    from fer_search.cli.commands import search_options
+    from fer_search.space import apply_overrides, load_space
+    from fer_search.tuning import SearchOptions
+    from fer_search.tuning.resources import plan_resources
 
     job = rayjob()["spec"]
     args = parse_search(job["entrypoint"])
     assert args.address == "auto" and args.gpus == 4 and args.space == "densenet.yaml"
-    check_counts(args)
-    space = space_from_args(args)  # the shipped space exists and the overrides validate
+    options = SearchOptions.from_overrides(search_options(args))  # the flags validate
+    # the shipped space exists and the overrides validate
+    space = apply_overrides(load_space(args.space), **options.space_overrides())
 
     # --storage and --data are on the shared volume, mounted on the head (and --storage on
     # every worker)
@@ -185,16 +189,28 @@ def test_rayjob_entrypoint_is_a_valid_search_that_fills_the_gpus_it_asks_for():
         per_pod = {"CPU": float(limits["cpu"]), "GPU": float(limits["nvidia.com/gpu"])}
         nodes += [per_pod] * group["minReplicas"]
     total = {k: sum(n[k] for n in nodes) for k in ("CPU", "GPU")}
-    plan = plan_resources(args, space.experiment, total, nodes)
+    plan = plan_resources(args.gpus, space.experiment, total, nodes)
     assert plan["device"] == "cuda"
     assert plan["max_concurrent"] * plan["gpus_per_trial"] == pytest.approx(args.gpus)
 
 
-def test_dockerfile_is_a_cuda_pytorch_base_with_ray_and_fer_search():
+def floor(requirement: str) -> str:
+    """The `>=` floor of a dependency in pyproject.toml."""
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    (spec,) = [d for d in deps if d.startswith(f"{requirement}>=")]
+    return spec.split(">=")[1]
+
+
+def test_dockerfile_carries_the_torch_and_ray_the_tests_run_on():
     text = (CLUSTER / "Dockerfile").read_text()
-    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
-    assert base and "pytorch" in base.group(1) and "cuda" in base.group(1)
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
     assert re.search(r"^FROM \$\{BASE_IMAGE\}$", text, re.M)
+    assert args["BASE_IMAGE"].startswith("python:3.11")  # the tested Python
+    assert args["TORCH_VERSION"].startswith(floor("torch"))
+    assert args["RAY_VERSION"].startswith(floor("ray[tune]"))
+    assert '"torch==${TORCH_VERSION}"' in text
     assert '"ray[default,tune]==${RAY_VERSION}"' in text
     assert "COPY fer_search /src/fer_search" in text and 'pip install --no-cache-dir "/src' in text
     assert "wget" in text  # KubeRay's probes
@@ -205,7 +221,7 @@ def test_dockerfile_is_a_cuda_pytorch_base_with_ray_and_fer_search():
 
 # ---------------------------------------------------------------- helpers, no cluster
 def test_storage_paths_and_uris():
-    from fer_search.cluster import is_uri, resolve_storage, tune_location
+    from fer_search.tuning.storage import is_uri, resolve_storage, tune_location
 
     assert resolve_storage(None) == (Path("results").resolve(), None)
     assert resolve_storage("file:///mnt/nfs/r") == (Path("/mnt/nfs/r"), None)
@@ -220,7 +236,7 @@ def test_storage_paths_and_uris():
 
 
 def test_trial_files_come_down_and_driver_files_go_up(tmp_path):
-    from fer_search.cluster import fetch_trial_files, latest_experiment_state, upload_driver_files
+    from fer_search.tuning.storage import fetch_trial_files, upload_driver_files
 
     tune = tmp_path / "bucket" / "exp"
     trial = tune / "trial_a"
@@ -228,15 +244,11 @@ def test_trial_files_come_down_and_driver_files_go_up(tmp_path):
     (trial / "checkpoint_000001" / "checkpoint.pt").write_bytes(b"big")
     (trial / "progress.csv").write_text("epoch,val_acc\n1,0.5\n")
     (trial / "events.out.tfevents.1.host").write_bytes(b"tb")
-    (tune / "experiment_state-2024-01-01_00-00-00.json").write_text('{"old": 1}')
-    (tune / "experiment_state-2024-01-02_00-00-00.json").write_text('{"new": 1}')
     exp = tmp_path / "local" / "exp"
     exp.mkdir(parents=True)
     assert fetch_trial_files(str(tune), exp) == 2
     assert (exp / "trial_a" / "progress.csv").read_text().startswith("epoch")
     assert not (exp / "trial_a" / "checkpoint_000001").exists()  # checkpoints stay in storage
-    assert json.loads(latest_experiment_state(str(tune))) == {"new": 1}
-    assert latest_experiment_state(str(tmp_path / "missing")) is None
 
     (exp / "leaderboard.csv").write_text("trial_id\n")
     (exp / "best").mkdir()
@@ -246,7 +258,7 @@ def test_trial_files_come_down_and_driver_files_go_up(tmp_path):
 
 
 def test_token_is_read_in_rays_order(tmp_path, monkeypatch):
-    from fer_search.cluster import auth_token
+    from fer_search.tuning.cluster import auth_token
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
@@ -263,7 +275,7 @@ def test_token_is_read_in_rays_order(tmp_path, monkeypatch):
 
 
 def test_auth_mismatch_is_one_clear_line(token_gcs, monkeypatch):
-    from fer_search.cluster import auth_problem
+    from fer_search.tuning.cluster import auth_problem
 
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     monkeypatch.setenv("RAY_AUTH_TOKEN", "right-token")
@@ -278,10 +290,10 @@ def test_auth_mismatch_is_one_clear_line(token_gcs, monkeypatch):
 
 
 def test_plan_puts_trials_on_nodes_they_fit():
-    from fer_search.search import plan_resources
     from fer_search.space import Experiment
+    from fer_search.tuning.resources import plan_resources
 
-    args = argparse.Namespace(gpus=None)
+    args = None  # --gpus not given: all the cluster has
     nodes = [{"CPU": 8.0, "GPU": 0.0}] + [{"CPU": 7.0, "GPU": 1.0}] * 3
     got = plan_resources(
         args, Experiment(cpus_per_trial=3, gpus_per_trial=0.5), {"CPU": 29.0, "GPU": 3.0}, nodes
@@ -352,8 +364,15 @@ class TwoNodeCluster:
     The worker node runs in a private mount namespace where `node_local` is its own empty
     tmpfs (when the machine allows it), to stand for a disk the head cannot share."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self,
+        root: Path,
+        head: tuple[str, ...] = ("--num-cpus=1", "--num-gpus=0"),
+        worker: tuple[str, ...] = ("--num-cpus=1", "--num-gpus=0"),
+        node_env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
+        self.resources = {"head": head, "worker": worker}
         self.temp = Path(tempfile.mkdtemp(prefix="fer-ray-", dir="/tmp"))  # short socket paths
         self.shared = root / "shared"
         self.node_local = root / "node-local"
@@ -365,7 +384,7 @@ class TwoNodeCluster:
         self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         self.settings = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the nodes'
-        self.env.update(PYTHONPATH=str(REPO), **self.auth, **self.settings)
+        self.env.update(PYTHONPATH=str(REPO), **self.auth, **self.settings, **(node_env or {}))
         self.procs: list[subprocess.Popen] = []
         self.private_worker = False
 
@@ -373,8 +392,10 @@ class TwoNodeCluster:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start_node(self, argv: list[str], log: Path, private: bool = False) -> None:
-        common = ["--block", "--num-cpus=1", "--num-gpus=0", "--object-store-memory=100000000"]
+    def start_node(
+        self, argv: list[str], log: Path, resources: tuple[str, ...], private: bool = False
+    ) -> None:
+        common = ["--block", *resources, "--object-store-memory=100000000"]
         command = ["ray", "start", *argv, *common, f"--temp-dir={self.temp}"]
         if private:
             mount = f"mount -t tmpfs tmpfs {shlex.quote(str(self.node_local))}"
@@ -401,11 +422,13 @@ class TwoNodeCluster:
                 "--disable-usage-stats",
             ],
             self.root / "head.log",
+            self.resources["head"],
         )
         self.private_worker = private_mounts_work()
         self.start_node(
             [f"--address={self.address}", "--disable-usage-stats"],
             self.root / "worker.log",
+            self.resources["worker"],
             private=self.private_worker,
         )
 
@@ -422,15 +445,31 @@ class TwoNodeCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def search(self, *args: str, auth: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    def search(
+        self, *args: str, auth: dict[str, str] | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
         """`python -m fer_search ARGS` as a driver of this cluster (no RAY_ADDRESS), with the
         cluster's token, or with `auth` as its only RAY_AUTH_* variables ({} for none)."""
         return run_fer_search(
             *args,
-            env={**self.settings, **(self.auth if auth is None else auth)},
-            drop_env=("RAY_ADDRESS", "RAY_AUTH_"),
+            env={**self.settings, **(self.auth if auth is None else auth), **(env or {})},
+            drop_env=("RAY_ADDRESS", "RAY_AUTH_", "FER_SEARCH_SIMULATE_GPU"),
             cwd=self.root,
         )
+
+    def node_gpus(self) -> dict[str, float]:
+        """Each alive node's id -> its GPUs, asked of the cluster by a separate driver."""
+        code = (
+            f"import json, ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+            "print(json.dumps({n['NodeID']: n['Resources'].get('GPU', 0.0) "
+            "for n in ray.nodes() if n['Alive']}))"
+        )
+        env = {k: v for k, v in self.env.items() if not k.startswith("FER_SEARCH")}
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -535,6 +574,94 @@ def processes_in_group(pgid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 pass
     return found
+
+
+# ---------------------------------------------------------------- a simulated GPU cluster
+@pytest.fixture(scope="module")
+def gpu_cluster(tmp_path_factory):
+    """The shape of cluster/kuberay/rayjob.yaml on this machine: a head with no GPU and a worker
+    that advertises two logical GPUs (as Ray's own tests do), whose trials train on the CPU
+    (FER_SEARCH_SIMULATE_GPU=1 in the nodes' environment)."""
+    cluster = TwoNodeCluster(
+        tmp_path_factory.mktemp("gpu-cluster"),
+        head=("--num-cpus=1", "--num-gpus=0"),
+        worker=("--num-cpus=4", "--num-gpus=2"),
+        node_env={"FER_SEARCH_SIMULATE_GPU": "1"},
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.temp, ignore_errors=True)
+
+
+def trial_span(trial_dir: Path) -> tuple[float, float]:
+    """When a trial ran: from its first epoch's start to its last epoch's end (Tune's clock)."""
+    with (trial_dir / "progress.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_acc") not in ("", "nan", None)]
+    first, last = rows[0], rows[-1]
+    return float(first["timestamp"]) - float(first["time_this_iter_s"]), float(last["timestamp"])
+
+
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.cluster
+def test_gpus_torch_cannot_see_stop_the_search_in_one_line(gpu_cluster):
+    """Without the testing switch, the worker's two advertised GPUs are GPUs torch cannot see
+    (as on a node with no driver): one line naming the node, exit 2, nothing written."""
+    started = time.monotonic()
+    proc = gpu_cluster.search(
+        "--space", "demo", "--data", "demo", "--demo-size", "0.5",
+        "--address", gpu_cluster.address, "--gpus", "2",
+        "--storage", str(gpu_cluster.shared), "--name", "nocuda",
+    )  # fmt: skip
+    line = one_line_error(proc)
+    assert "advertises GPUs but torch there sees no CUDA device" in line, line
+    worker = next(node for node, gpus in gpu_cluster.node_gpus().items() if gpus)
+    assert worker[:12] in line
+    assert time.monotonic() - started < 60
+    assert not (gpu_cluster.shared / "nocuda").exists()
+
+
+@pytest.mark.cluster
+def test_simulated_gpu_cluster_shares_gpus_and_evaluates_on_the_worker(gpu_cluster):
+    space = gpu_cluster.root / "gpu.yaml"
+    space.write_text(SPACE)
+    proc = gpu_cluster.search(
+        "--space", str(space), "--data", "demo", "--demo-size", "0.5",
+        "--address", gpu_cluster.address, "--storage", str(gpu_cluster.shared),
+        "--name", "gpu", "--gpus", "2", "--gpus-per-trial", "0.5", "--cpus-per-trial", "1",
+        "--no-asha", "--verbose", "0",
+        env={"FER_SEARCH_SIMULATE_GPU": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    exp = gpu_cluster.shared / "gpu"
+    plan = json.loads((exp / "experiment.json").read_text())["resources"]
+    assert plan["device"] == "cuda" and plan["gpus_per_trial"] == 0.5
+    assert plan["max_concurrent"] == 4  # two trials on each of the worker's two GPUs
+    nodes = gpu_cluster.node_gpus()
+    head = next(node for node, gpus in nodes.items() if not gpus)
+    worker = next(node for node, gpus in nodes.items() if gpus)
+    with (exp / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
+    assert {r["node"] for r in rows} == {worker} and head not in {r["node"] for r in rows}
+    assert {r["gpu_ids"] for r in rows} <= {"0", "1"}  # ray.get_gpu_ids() of each trial
+    by_gpu: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        by_gpu.setdefault(row["gpu_ids"], []).append(trial_span(exp / row["trial_dir"]))
+    assert all(most_at_once(spans) <= 2 for spans in by_gpu.values()), by_gpu
+    where = json.loads((exp / "final.json").read_text())["evaluated_on"]
+    assert where["node"] == worker and where["device"] == "cpu"  # on the worker, simulated
+    assert len(where["gpu_ids"]) == 1 and where["gpu_ids"][0] in ("0", "1")
 
 
 # ---------------------------------------------------------------- a URI --storage

@@ -3,7 +3,6 @@ end-to-end searches on demo data (each starts its own local Ray with 2 CPUs)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -11,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from helpers import REPO, one_line_error, run_fer_search, tiny_space
@@ -34,7 +34,7 @@ def searcher():
     optuna = pytest.importorskip("optuna")
     pytest.importorskip("ray.tune.search.optuna")
     from fer_search.space import load_space
-    from fer_search.tune_optuna import PruningOptunaSearch, SpaceSampler
+    from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space("demo")
@@ -45,6 +45,12 @@ def searcher():
         sampler=optuna.samplers.RandomSampler(seed=0),
         max_t=4,
     )
+
+
+def study_of(searcher):
+    from fer_search.tuning._ray_compat import optuna_search_study
+
+    return optuna_search_study(searcher)
 
 
 def feed(searcher, trial_id: str, values: list[float]) -> dict:
@@ -62,7 +68,7 @@ def test_asha_stopped_trial_is_pruned_with_intermediate_values(searcher):
     assert "lr" in config and not any("@" in key for key in config)  # 'lr@sgd' -> 'lr'
     last = feed(searcher, "a", [0.2, 0.3])
     searcher.on_trial_complete("a", last)  # ASHA stopped it at epoch 2 of 4
-    trial = searcher._ot_study.trials[0]
+    trial = study_of(searcher).trials[0]
     assert trial.state == TrialState.PRUNED
     assert trial.intermediate_values == {1: 0.2, 2: 0.3}
     assert trial.user_attrs["ray_trial_id"] == "a"
@@ -74,7 +80,7 @@ def test_finished_trial_is_complete_with_its_best_value(searcher):
     searcher.suggest("b")
     last = feed(searcher, "b", [0.2, 0.5, 0.4, 0.45])
     searcher.on_trial_complete("b", last)
-    trial = searcher._ot_study.trials[0]
+    trial = study_of(searcher).trials[0]
     assert trial.state == TrialState.COMPLETE
     assert trial.value == pytest.approx(0.5)
 
@@ -85,14 +91,14 @@ def test_failed_trial_is_fail_even_after_reporting(searcher):
     searcher.suggest("c")
     last = feed(searcher, "c", [0.3])
     searcher.on_trial_complete("c", last, error=True)
-    assert searcher._ot_study.trials[0].state == TrialState.FAIL
+    assert study_of(searcher).trials[0].state == TrialState.FAIL
 
 
 def test_restored_trial_repeating_an_epoch_is_not_reported_twice(searcher):
     searcher.suggest("d")
     feed(searcher, "d", [0.2, 0.3])
     searcher.on_trial_result("d", {"val_acc": 0.31, "epoch": 2})  # replayed after a restore
-    assert searcher._ot_study.trials[0].intermediate_values[2] == pytest.approx(0.3)
+    assert study_of(searcher).trials[0].intermediate_values[2] == pytest.approx(0.3)
 
 
 def test_searcher_pickles_for_tune_checkpoints(searcher, tmp_path):
@@ -104,11 +110,10 @@ def test_searcher_pickles_for_tune_checkpoints(searcher, tmp_path):
 
 # ---------------------------------------------------------------- resources
 def plan(cluster: dict[str, float], **flags):
-    from fer_search.search import plan_resources
     from fer_search.space import Experiment
+    from fer_search.tuning.resources import plan_resources
 
-    args = argparse.Namespace(gpus=flags.pop("gpus", None))
-    return plan_resources(args, Experiment(**flags), cluster)
+    return plan_resources(flags.pop("gpus", None), Experiment(**flags), cluster)
 
 
 def test_plan_cpu_only_cluster_runs_on_cpu():
@@ -179,7 +184,7 @@ def refit_candidate(**overrides):
 
 
 def test_refit_epochs_fill_the_time_at_the_measured_pace():
-    from fer_search.search import refit_epochs
+    from fer_search.tuning.refit import refit_epochs
 
     assert refit_epochs(refit_candidate(), 95.0) == 9
     assert refit_epochs(refit_candidate(), 45.0) == 0  # no longer than the trial was
@@ -187,8 +192,8 @@ def test_refit_epochs_fill_the_time_at_the_measured_pace():
 
 
 def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
-    from fer_search.search import plan_refit
     from fer_search.space import load_space_dict
+    from fer_search.tuning.refit import plan_refit
 
     space = load_space_dict(
         {"experiment": {"time_budget": 200, "refit_budget": 100}, "params": {"lr": 0.1}}
@@ -215,8 +220,8 @@ def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
 
 
 def test_plan_refit_of_the_top_two_shares_the_search_resources():
-    from fer_search.search import plan_refit
     from fer_search.space import load_space_dict
+    from fer_search.tuning.refit import plan_refit
 
     experiment = {"time_budget": 300, "refit_budget": 200, "refit_top_k": 2}
     space = load_space_dict({"experiment": experiment, "params": {"lr": 0.1}})
@@ -233,7 +238,7 @@ def test_plan_refit_of_the_top_two_shares_the_search_resources():
 
 
 def test_refit_share_gives_each_refit_a_trial_when_there_is_room():
-    from fer_search.search import refit_share
+    from fer_search.tuning.refit import refit_share
 
     four_gpus = {"cpus_per_trial": 4, "gpus_per_trial": 1, "max_concurrent": 4}
     assert refit_share(four_gpus, 2) == ({"cpu": 4.0, "gpu": 1.0}, 1.0)
@@ -244,7 +249,7 @@ def test_refit_share_gives_each_refit_a_trial_when_there_is_room():
 
 
 def test_a_lone_cpu_refit_gets_the_cpus_of_all_the_concurrent_trials():
-    from fer_search.search import THREAD_SCALING, refit_share
+    from fer_search.tuning.refit import THREAD_SCALING, refit_share
 
     two_one_cpu_trials = {"cpus_per_trial": 1, "gpus_per_trial": 0, "max_concurrent": 2}
     resources, slowdown = refit_share(two_one_cpu_trials, 1)
@@ -257,7 +262,7 @@ def test_a_lone_cpu_refit_gets_the_cpus_of_all_the_concurrent_trials():
 
 
 def test_refit_members_reads_an_experiment_from_before_refit_top_k():
-    from fer_search.search import refit_members
+    from fer_search.tuning.refit import refit_members
 
     old = {"from_trial": "t1", "epochs": 9, "config": {"lr": 0.1}, "done": True}
     assert refit_members(old) == [{"id": "refit", "from_trial": "t1", "epochs": 9,
@@ -408,30 +413,37 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     assert (exp / "final.json").is_file()
 
 
-def fake_state(exp: Path, statuses: list[str], *, elapsed: float) -> None:
-    exp.mkdir(parents=True, exist_ok=True)
-    trials = [
-        [json.dumps({"trial_id": f"t{i}", "status": s}), "{}"] for i, s in enumerate(statuses)
+STARTED = "2026-01-01T00:00:00"
+
+
+def fake_trials(statuses: list[str], *, elapsed: float) -> list[SimpleNamespace]:
+    """Tune's saved trials as ExperimentAnalysis gives them: ids, states, last results."""
+    import datetime as dt
+
+    end = dt.datetime.fromisoformat(STARTED).timestamp() + elapsed
+    return [
+        SimpleNamespace(trial_id=f"t{i}", status=s, last_result={"timestamp": end - i})
+        for i, s in enumerate(statuses)
     ]
-    path = exp / "experiment_state-2026-01-01_00-00-00.json"
-    path.write_text(json.dumps({"trial_data": trials, "stats": {"start_time": 1000.0}}))
-    os.utime(path, (1000.0 + elapsed, 1000.0 + elapsed))
 
 
-def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_path):
-    from fer_search.search import saved_search_complete
+def test_a_search_that_ended_before_its_report_is_only_finalised_on_resume(tmp_path, monkeypatch):
     from fer_search.space import apply_overrides, load_space
+    from fer_search.tuning import results
 
     space = apply_overrides(load_space(str(write_space(tmp_path, 4))), time_budget=100)
-    fake_state(tmp_path / "a", ["TERMINATED"] * 4, elapsed=50)  # every sample ran
-    assert saved_search_complete(tmp_path / "a", space) == pytest.approx(50)
-    fake_state(tmp_path / "b", ["TERMINATED"] * 2, elapsed=99)  # the time budget was spent
-    assert saved_search_complete(tmp_path / "b", space) == pytest.approx(99)
-    fake_state(tmp_path / "c", ["TERMINATED"] * 2, elapsed=30)  # interrupted early
-    assert saved_search_complete(tmp_path / "c", space) is None
-    fake_state(tmp_path / "d", ["TERMINATED", "RUNNING", "TERMINATED", "PENDING"], elapsed=99)
-    assert saved_search_complete(tmp_path / "d", space) is None
-    assert saved_search_complete(tmp_path / "empty", space) is None
+    saved: dict[str, list] = {
+        "a": fake_trials(["TERMINATED"] * 4, elapsed=50),  # every sample ran
+        "b": fake_trials(["TERMINATED"] * 2, elapsed=99),  # the time budget was spent
+        "c": fake_trials(["TERMINATED"] * 2, elapsed=30),  # interrupted early
+        "d": fake_trials(["TERMINATED", "RUNNING", "TERMINATED", "PENDING"], elapsed=99),
+    }
+    monkeypatch.setattr(results, "saved_trials", lambda where: saved.get(Path(where).name, []))
+    assert results.saved_search_complete(tmp_path / "a", space, STARTED) == pytest.approx(50)
+    assert results.saved_search_complete(tmp_path / "b", space, STARTED) == pytest.approx(99)
+    assert results.saved_search_complete(tmp_path / "c", space, STARTED) is None
+    assert results.saved_search_complete(tmp_path / "d", space, STARTED) is None
+    assert results.saved_search_complete(tmp_path / "empty", space, STARTED) is None
 
 
 def test_a_lone_refit_after_two_one_cpu_trials_at_a_time_trains_on_both_cpus(tmp_path):

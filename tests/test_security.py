@@ -8,7 +8,6 @@ checks run the real code paths.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import os
 import re
@@ -163,7 +162,7 @@ def restore_environ():
 
 def test_a_local_ray_binds_its_dashboard_to_localhost(monkeypatch, restore_environ):
     ray = pytest.importorskip("ray")
-    from fer_search import search
+    from fer_search.tuning.cluster import start_ray
 
     seen: list[dict] = []
 
@@ -174,7 +173,7 @@ def test_a_local_ray_binds_its_dashboard_to_localhost(monkeypatch, restore_envir
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", fake_init)
-    search.start_ray(argparse.Namespace(address=None, cpus=2, gpus=None))
+    start_ray(None, 2, None)
     assert len(seen) == 1 and seen[0]["dashboard_host"] == "127.0.0.1"
 
 
@@ -186,7 +185,7 @@ def test_tensorboard_instructions_bind_localhost():
         for line in text.splitlines()
         if "tensorboard --logdir" in line
     ]
-    assert any(path.name == "search.py" for path, _ in commands)  # printed after every search
+    assert any(path.name == "commands.py" for path, _ in commands)  # printed after a search
     assert any(path.name == "README.md" for path, _ in commands)
     for path, line in commands:
         assert "--host 127.0.0.1" in line or "--host localhost" in line, f"{path}: {line}"

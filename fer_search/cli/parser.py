@@ -1,21 +1,13 @@
-"""Command-line front end: parse, call one function, map UserError to one line and exit 2.
-
-Heavy libraries (torch, ray, optuna) are imported inside the commands so `--help` is instant.
-"""
+"""The command line's flags: one argparse parser, one sub-parser per command."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from fer_search import __version__
 from fer_search.config import AMP, BALANCE, CLASS_SETS, OPTIMIZERS, SCHEDULES, TrainConfig
-from fer_search.errors import UserError, did_you_mean
 
 COMMANDS = ("search", "train", "evaluate", "predict", "data", "report", "bench")
 
@@ -66,7 +58,8 @@ TRAIN_HELP = {
     "class_set": f"class set: {', '.join(CLASS_SETS)}",
     "seed": "random seed",
     "device": "auto, cpu, cuda or cuda:N",
-    "amp": f"mixed precision: {', '.join(AMP)} (auto: bf16 on CUDA and on CPUs with native bf16)",
+    "amp": f"mixed precision: {', '.join(AMP)} (auto: bf16 where native, i.e. CUDA >= 8.0 and "
+    "AVX512-BF16 CPUs; fp16 with a GradScaler on older GPUs; else fp32)",
     "channels_last": "channels_last memory format (CUDA; CPU under bf16)",
     "compile": "torch.compile the model (CUDA)",
     "threads": "torch CPU threads (0 = default)",
@@ -107,38 +100,6 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
 
 
-def load_data_from_args(args: argparse.Namespace, class_set: str | None = None):
-    from fer_search.data import load_data
-
-    if not args.demo_size > 0:
-        raise UserError(f"--demo-size must be > 0, got {args.demo_size:g}")
-    return load_data(
-        args.data,
-        class_set=class_set or args.class_set or "all",
-        ferplus=args.ferplus,
-        ferplus_mode=args.ferplus_mode,
-        cache=not args.no_cache,
-        demo_size=args.demo_size,
-    )
-
-
-def print_notes(data) -> None:
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-
-
-# ---------------------------------------------------------------- data
-def cmd_data(args: argparse.Namespace) -> int:
-    from fer_search.data import format_summary, summarize
-
-    data = load_data_from_args(args)
-    if args.json:
-        print(json.dumps(summarize(data), indent=2))
-    else:
-        print(format_summary(data))
-    return 0
-
-
 # ---------------------------------------------------------------- train
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training (override --config)")
@@ -164,191 +125,12 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    values: dict[str, Any] = {}
-    if args.config:
-        values.update(read_yaml_mapping(args.config))
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    return TrainConfig.from_dict(values, source=args.config or "command line")
-
-
-def read_yaml_mapping(path: str) -> dict[str, Any]:
-    import yaml
-
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"config {path!r} does not exist")
-    try:
-        values = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"config {path!r}{where}: not valid YAML") from None
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise UserError(f"config {path!r} must be a mapping of setting: value")
-    return values
-
-
-def check_out_dir(path: Path) -> None:
-    """Never overwrite a user's results: refuse a non-empty directory (or a file)."""
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        what = "exists and is not empty" if path.is_dir() else "is a file"
-        raise UserError(f"output directory {str(path)!r} {what}; choose another --out")
-
-
-def new_out_dir(out: str | None, default: Path) -> Path:
-    path = Path(out) if out else default
-    check_out_dir(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    import time
-
-    import yaml
-
-    from fer_search import engine
-    from fer_search.models import list_models
-
-    cfg = train_config_from_args(args)
-    if args.class_set:
-        cfg.class_set = args.class_set
-    # Fail on a typo before the (slow) data load and before anything is written: a half-made
-    # --out directory would refuse the corrected command.
-    models = list_models()
-    if cfg.model not in models:
-        raise UserError(f"unknown model {cfg.model!r}{did_you_mean(cfg.model, models)}")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    default_out = Path("results") / "train" / f"{cfg.model}-{stamp}"
-    check_out_dir(Path(args.out) if args.out else default_out)
-    data = load_data_from_args(args, class_set=cfg.class_set)
-    print_notes(data)
-    out = new_out_dir(args.out, default_out)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    train_split, val_split = data.splits["train"], data.splits["val"]
-    print(
-        f"training {cfg.model} on {len(train_split)} images ({data.source}), "
-        f"selecting on val ({len(val_split)}); writing {out}"
-    )
-
-    def on_epoch(stats, save) -> bool:
-        print(
-            f"epoch {stats.epoch:>3}/{cfg.epochs}  loss {stats.train_loss:.4f}  "
-            f"train {stats.train_acc * 100:5.2f} %  val {stats.val_acc * 100:5.2f} %  "
-            f"f1 {stats.val_f1:.3f}  lr {stats.lr:.2e}  {stats.images_per_s:,.0f} img/s  "
-            f"{stats.epoch_time:.1f} s",
-            flush=True,
-        )
-        save(out / "last.pt")
-        return False
-
-    result = engine.train(
-        cfg, train_split, val_split, on_epoch=on_epoch, progress=sys.stderr.isatty()
-    )
-    if result.status == "nan":
-        print(f"warning: {result.message}", file=sys.stderr)
-    if result.epochs_run == 0 or result.model is None:
-        raise UserError(f"training produced no usable epoch: {result.message}")
-    engine.save_checkpoint(
-        out / "best.pt", engine.best_payload(result, cfg, train_split.class_names)
-    )
-    metrics = {
-        "status": result.status,
-        "message": result.message,
-        "best_epoch": result.best_epoch,
-        "best_val_acc": result.best_val_acc,
-        "epochs_run": result.epochs_run,
-        "data": data.source,
-        "history": [dataclasses.asdict(h) for h in result.history],
-    }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(
-        f"best val accuracy {result.best_val_acc * 100:.2f} % at epoch {result.best_epoch}; "
-        f"checkpoint {out / 'best.pt'}"
-    )
-    return 0
-
-
-# ---------------------------------------------------------------- evaluate
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fer_search import engine
-    from fer_search.evaluation import classification_metrics, format_metrics, plot_confusion
-
-    payload = engine.load_checkpoint(args.checkpoint)
-    device = engine.resolve_device(args.device)
-    model = engine.model_from_checkpoint(payload, device)
-    class_set = payload["config"].get("class_set", "all")
-    data = load_data_from_args(args, class_set=class_set)
-    print_notes(data)
-    if args.split not in data.splits:
-        raise UserError(
-            f"split {args.split!r} is not in {data.source} (has {', '.join(data.splits)})"
-        )
-    split = data.splits[args.split]
-    if list(split.class_names) != list(payload["class_names"]):
-        raise UserError(
-            f"checkpoint classes {payload['class_names']} differ from the data's "
-            f"{list(split.class_names)} (evaluate uses the checkpoint's class set)"
-        )
-    probs = engine.predict_probs(model, split.images, device=device, tta=args.tta)
-    metrics = classification_metrics(probs, split.labels, split.class_names)
-    metrics.update(
-        split=args.split, tta=args.tta, checkpoint=str(args.checkpoint), data=data.source
-    )
-    title = f"{payload['model_args'].get('name', '?')} on {args.split} (tta={args.tta})"
-    print(format_metrics(metrics, title))
-    ckpt = Path(args.checkpoint)
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"eval-{args.split}" + ("" if args.tta == "none" else f"-{args.tta}")
-    (out / f"{stem}.json").write_text(json.dumps(metrics, indent=2))
-    plot_confusion(
-        metrics["confusion_matrix"], split.class_names, out / f"{stem}-confusion.png", title=title
-    )
-    print(f"wrote {out / (stem + '.json')} and {out / (stem + '-confusion.png')}")
-    return 0
-
-
-# ---------------------------------------------------------------- predict
-def cmd_predict(args: argparse.Namespace) -> int:
-    from fer_search import predict
-
-    return predict.run(args)
-
-
-# ---------------------------------------------------------------- search / report / bench
-def cmd_search(args: argparse.Namespace) -> int:
-    from fer_search import search
-
-    return search.run(args)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from fer_search import report
-
-    path = report.build_report(Path(args.experiment))
-    print(f"wrote {path}")
-    return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from fer_search import bench
-
-    return bench.run(args)
-
-
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--space",
         metavar="YAML",
         help="search space: a path, or a shipped name (demo, simple_cnn, vgg16, "
-        "resnet101, mobilenet_v2, densenet, all, reference)",
+        "resnet101, mobilenet_v2, densenet, all, reference, gpu_check)",
     )
     parser.add_argument("--resume", metavar="DIR", help="continue an interrupted experiment")
     parser.add_argument("--name", help="experiment name (default <space>-<time>)")
@@ -378,6 +160,11 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     res.add_argument("--cpus", type=int, default=None, help="CPUs for a local Ray (default: all)")
     res.add_argument("--cpus-per-trial", type=float, default=None)
     res.add_argument("--max-concurrent", type=int, default=None, help="trials at once")
+    add_experiment_flags(parser)
+    add_data_args(parser)
+
+
+def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     exp = parser.add_argument_group("experiment (override the space's `experiment:`)")
     exp.add_argument("--num-samples", type=int, default=None, help="number of trials")
     exp.add_argument("--epochs", type=int, default=None, help="epochs per trial = ASHA max_t")
@@ -405,6 +192,22 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="refit the K best configurations at once, sharing the search's resources",
     )
+    exp.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write each trial's resumable checkpoint every N epochs (and at its last; the "
+        "best epoch's weights are kept whatever N is)",
+    )
+    exp.add_argument(
+        "--max-failures",
+        type=int,
+        default=None,
+        metavar="N",
+        help="retry a trial whose worker or node died up to N times, from its last checkpoint "
+        "(a trial's own failure, e.g. NaN or out of memory, is never retried)",
+    )
     exp.add_argument("--seed", type=int, default=None)
     exp.add_argument(
         "--top-k", type=int, default=None, help="ensemble size for the final evaluation"
@@ -412,7 +215,6 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--no-asha", action="store_true", help="run every trial to max_t")
     exp.add_argument("--no-final-eval", action="store_true", help="skip the test-split evaluation")
     exp.add_argument("--verbose", type=int, default=1, help="Ray Tune verbosity 0-3")
-    add_data_args(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -426,7 +228,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", help="run a search (the default: `fer-search --space X.yaml`)")
     add_search_flags(p)
-    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("train", help="train one model (one trial, no Ray)")
     p.add_argument("--config", metavar="YAML", help="run config: TrainConfig fields as a mapping")
@@ -435,8 +236,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_train_flags(p)
     add_data_args(p)
-    p.set_defaults(func=cmd_train)
 
+    add_model_commands(sub)
+    p = sub.add_parser("data", help="show what a data source holds")
+    p.add_argument("--json", action="store_true", help="print splits -> class -> count as JSON")
+    add_data_args(p)
+
+    p = sub.add_parser("report", help="rebuild report.md/report.json from a results directory")
+    p.add_argument("experiment", metavar="DIR")
+
+    p = sub.add_parser(
+        "bench", help="measure pipeline speed, search overhead, ASHA savings, memory"
+    )
+    p.add_argument("--quick", action="store_true", help="small run on demo data (minutes)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", metavar="DIR", default="results/benchmarks")
+    p.add_argument(
+        "--only",
+        action="append",
+        choices=("data", "pipeline", "overhead", "asha", "memory"),
+        help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
+    )
+    add_data_args(p)
+    return parser
+
+
+def add_model_commands(sub: argparse._SubParsersAction) -> None:
+    """`evaluate` and `predict`: commands that read a checkpoint."""
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt or its directory")
     p.add_argument(
@@ -456,7 +283,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="DIR", help="where to write metrics JSON and PNG")
     add_data_args(p)
-    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files (optionally find faces first)")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
@@ -474,70 +300,3 @@ def build_parser() -> argparse.ArgumentParser:
         "--tta", nargs="?", const="flip", default="none", choices=("none", "flip", "crops")
     )
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("data", help="show what a data source holds")
-    p.add_argument("--json", action="store_true", help="print splits -> class -> count as JSON")
-    add_data_args(p)
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser("report", help="rebuild report.md/report.json from a results directory")
-    p.add_argument("experiment", metavar="DIR")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "bench", help="measure pipeline speed, search overhead, ASHA savings, memory"
-    )
-    p.add_argument("--quick", action="store_true", help="small run on demo data (minutes)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", metavar="DIR", default="results/benchmarks")
-    p.add_argument(
-        "--only",
-        action="append",
-        choices=("data", "pipeline", "overhead", "asha", "memory"),
-        help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
-    )
-    add_data_args(p)
-    p.set_defaults(func=cmd_bench)
-    return parser
-
-
-def normalise_argv(argv: list[str]) -> list[str]:
-    """The bare form `fer-search --space X.yaml` means `fer-search search --space X.yaml`."""
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
-        return ["search", *argv]
-    return argv
-
-
-def close_flag(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
-    """The "; did you mean '--epochs'?" hint for the first unknown flag, among its command's."""
-    flag = next((word.split("=")[0] for word in unknown if word.startswith("--")), "")
-    for action in parser._actions:
-        if flag and isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return did_you_mean(flag, action.choices[command]._option_string_actions)
-    return ""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    parser = build_parser()
-    if not args_list:
-        parser.print_help()
-        return 0
-    args, unknown = parser.parse_known_args(args_list)
-    if unknown:
-        hint = close_flag(parser, args.command, unknown)
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"fer-search: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("fer-search: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

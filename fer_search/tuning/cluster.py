@@ -1,15 +1,12 @@
-"""Running the search on an existing Ray cluster.
+"""Ray itself: start a local Ray or join a cluster, and what the cluster holds.
 
-- `connect`: join a cluster (`auto`, HOST:PORT, ray://HOST:10001); a token-authentication
-  mismatch between this machine and the cluster becomes one line that says what to set.
-- `resolve_storage` / `tune_location`: where Tune writes trials (a path, or an s3://, gs://, ...
-  URI) and where the driver keeps its own files (the Optuna study, leaderboard, report).
+- `start_ray`: a new local Ray, or `connect` to a cluster (`auto`, HOST:PORT,
+  ray://HOST:10001); a token-authentication mismatch becomes one line that says what to set.
+- `node_resources` / `node_ips` / `wait_for_gpus`: the nodes, for planning and the leaderboard.
 - `check_shared_storage`: on a multi-node cluster, every node must see the `--storage` path the
   driver writes; a node that cannot is a one-line error, before any trial runs.
-- `fetch_trial_files` / `upload_driver_files`: with a URI, the driver keeps a local copy of each
-  trial's small files (for the report and TensorBoard) and uploads its own files beside Tune's.
 
-Ray and pyarrow are imported inside the functions.
+Ray is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -24,37 +21,91 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fer_search.errors import UserError
+from fer_search.errors import UserError, first_line
+from fer_search.tuning.storage import is_uri
 
 __all__ = [
     "auth_problem",
     "check_shared_storage",
     "connect",
-    "fetch_trial_files",
-    "is_uri",
-    "latest_experiment_state",
     "node_ips",
     "node_resources",
-    "resolve_storage",
-    "tune_location",
-    "upload_driver_files",
+    "start_ray",
     "wait_for_gpus",
 ]
 
 AUTH_DOC = "cluster/README.md#ray-authentication"
 PROBE_TIMEOUT_S = 120
 GPU_WAIT_S = 600
-# Files of a trial worth a local copy when Tune writes to a URI: small, and what the report
-# (progress.csv) and TensorBoard (events) read. Checkpoints stay in the bucket.
-TRIAL_FILES = ("progress.csv", "result.json", "params.json", "events.out.tfevents.")
+
+
+# ---------------------------------------------------------------- starting
+def start_ray(address: str | None, cpus: int | None, gpus: float | None) -> None:
+    """Join the cluster at `address` (or $RAY_ADDRESS), else start a new local Ray with
+    `cpus` CPUs and `gpus` GPUs (None: what the machine has). Nothing when Ray is up."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the trimmed CLIReporter table
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    # one checkpoint per epoch is the design, not a bottleneck worth a warning
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if ray.is_initialized():
+        return
+    if address:
+        connect(address)
+        if gpus:
+            wait_for_gpus(gpus)  # an autoscaler may still be starting GPU workers
+        return
+    context = ray.init(
+        address="local",  # a new local instance, never a `ray start` cluster found on the machine
+        num_cpus=cpus,
+        num_gpus=None if gpus is None else int(math.ceil(gpus)),
+        dashboard_host="127.0.0.1",  # only this machine; started when ray[default] is installed
+        include_dashboard=None,
+        logging_level=logging.WARNING,
+        log_to_driver=True,
+    )
+    if context.dashboard_url:
+        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
+
+
+def check_gpu_nodes(timeout_s: float = 60.0) -> None:
+    """Every node that advertises GPUs must have a torch that sees one: a zero-CPU task that
+    holds a sliver of one GPU asks torch on each such node, so that a node without a driver
+    (or with a CPU-only torch) stops the search before it starts, in one line naming the node,
+    instead of failing every trial. FER_SEARCH_SIMULATE_GPU=1 (testing) skips the check."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from fer_search.tuning.devices import no_cuda_message, simulate_gpu
+
+    nodes = [n for n in alive_nodes() if n.get("Resources", {}).get("GPU", 0) > 0]
+    if not nodes or simulate_gpu():
+        return
+
+    @ray.remote(num_cpus=0, num_gpus=0.001, max_retries=0)
+    def torch_there() -> tuple[bool, str, str | None]:
+        import torch
+
+        return bool(torch.cuda.is_available()), torch.__version__, torch.version.cuda
+
+    refs = {
+        torch_there.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(): n
+        for n in nodes
+    }
+    ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
+    for ref in ready:
+        cuda, version, build = ray.get(ref)
+        if not cuda:
+            node = refs[ref]
+            where = f"{node['NodeID'][:12]} ({node.get('NodeManagerAddress', '?')})"
+            raise UserError(no_cuda_message(where, version, build))
 
 
 # ---------------------------------------------------------------- connecting
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
-
-
 def auth_token() -> tuple[str | None, str]:
     """This machine's Ray token and where it came from, in Ray's order of precedence."""
     if os.environ.get("RAY_AUTH_TOKEN"):
@@ -79,9 +130,9 @@ def auth_problem(address: str, timeout: float = 5.0) -> str | None:
         import grpc
 
         if address == "auto":
-            from ray._private.services import canonicalize_bootstrap_address
+            from fer_search.tuning._ray_compat import bootstrap_address
 
-            address = canonicalize_bootstrap_address(address) or ""
+            address = bootstrap_address(address)
             if not address:
                 return None
         metadata = [("authorization", f"Bearer {token}")] if mode == "token" and token else []
@@ -232,116 +283,6 @@ def ask_autoscaler(bundles: list[dict[str, float]]) -> None:
         pass
 
 
-# ---------------------------------------------------------------- storage
-def is_uri(storage: str | None) -> bool:
-    """s3://, gs://, hdfs://, ...: Tune writes through pyarrow. file:// is a plain path."""
-    return bool(storage) and "://" in str(storage) and not str(storage).startswith("file://")
-
-
-def resolve_storage(storage: str | None) -> tuple[Path, str | None]:
-    """(the driver's results root, Tune's storage URI or None).
-
-    A path holds everything: `<path>/<name>/`. With a URI, Tune writes the trials to
-    `<uri>/<name>/` and the driver keeps its files in `./results/<name>/` (uploaded beside
-    Tune's at the end)."""
-    if is_uri(storage):
-        return Path("results").resolve(), str(storage)
-    text = str(storage or "results")
-    text = text.removeprefix("file://")
-    return Path(text).expanduser().resolve(), None
-
-
-def tune_location(uri: str, name: str) -> str:
-    """`<uri>/<name>`, keeping a query string (s3://b/p?endpoint_override=...) at the end."""
-    base, sep, query = uri.partition("?")
-    return f"{base.rstrip('/')}/{name}{sep}{query}"
-
-
-def filesystem(location: str):
-    """(pyarrow filesystem, path) for a URI or a local path."""
-    import pyarrow.fs
-
-    if is_uri(location):
-        try:
-            return pyarrow.fs.FileSystem.from_uri(location)
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types here
-            raise UserError(f"--storage {location!r}: {first_line(exc)}") from None
-    return pyarrow.fs.LocalFileSystem(), str(Path(location).resolve())
-
-
-def check_location_free(location: str) -> None:
-    """Refuse to write a new experiment over an existing one at a URI."""
-    import pyarrow.fs
-
-    fs, path = filesystem(location)
-    try:
-        info = fs.get_file_info(path)
-    except Exception as exc:  # noqa: BLE001 - missing credentials, unreachable endpoint, ...
-        raise UserError(f"cannot reach --storage {location!r}: {first_line(exc)}") from None
-    if info.type != pyarrow.fs.FileType.NotFound:
-        raise UserError(f"experiment {location!r} already exists; choose another --name")
-
-
-def latest_experiment_state(location: str | Path) -> str | None:
-    """The text of Tune's newest experiment_state-*.json (named by start time) at a path or
-    URI; None when there is none."""
-    import pyarrow.fs
-
-    fs, path = filesystem(str(location))
-    try:
-        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
-    except OSError:
-        return None
-    names = sorted(
-        i.path
-        for i in infos
-        if Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json")
-    )
-    if not names:
-        return None
-    with fs.open_input_stream(names[-1]) as f:
-        return f.read().decode()
-
-
-def fetch_trial_files(location: str, exp: Path) -> int:
-    """Copy each trial's small files (progress.csv, result.json, TensorBoard events) from Tune's
-    experiment at `location` into `exp/<trial dir>/`; returns how many were copied."""
-    import pyarrow.fs
-
-    fs, root = filesystem(location)
-    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
-    copied = 0
-    for info in infos:
-        rel = Path(os.path.relpath(info.path, root))
-        if info.type != pyarrow.fs.FileType.File or len(rel.parts) != 2:
-            continue
-        if not rel.parts[0].startswith("trial_") or not rel.name.startswith(TRIAL_FILES):
-            continue
-        target = exp / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with fs.open_input_stream(info.path) as src:
-            target.write_bytes(src.read())
-        copied += 1
-    return copied
-
-
-def upload_driver_files(exp: Path, location: str) -> int:
-    """Upload the driver's files (Optuna study, leaderboard, final.json, report, best/...) to
-    Tune's experiment at `location`, skipping the local copies of trial files."""
-    fs, root = filesystem(location)
-    uploaded = 0
-    for file in sorted(exp.rglob("*")):
-        rel = file.relative_to(exp)
-        if not file.is_file() or rel.parts[0].startswith("trial_"):
-            continue
-        target = f"{root}/{rel.as_posix()}"
-        fs.create_dir(str(Path(target).parent), recursive=True)
-        with fs.open_output_stream(target) as dst:
-            dst.write(file.read_bytes())
-        uploaded += 1
-    return uploaded
-
-
 def check_shared_storage(
     root: Path, storage: str | None, timeout_s: float = PROBE_TIMEOUT_S
 ) -> None:
@@ -366,25 +307,7 @@ def check_shared_storage(
     marker = root / f".fer-search-shared-{token}"
     marker.write_text(token)
 
-    @ray.remote(num_cpus=0, max_retries=0)
-    def probe(path: str, expected: str) -> str:
-        """'' when this node reads the driver's file and can write beside it, else why not."""
-        import os as _os
-        from pathlib import Path as _Path
-
-        file = _Path(path)
-        try:
-            if file.read_text() != expected:
-                return "sees a different file there"
-        except OSError:
-            return "cannot see a file the driver wrote there"
-        mine = file.with_name(f"{file.name}.{_os.getpid()}")
-        try:
-            mine.write_text("")
-            mine.unlink()
-        except OSError as exc:
-            return f"cannot write there ({exc.strerror})"
-        return ""
+    probe = ray.remote(num_cpus=0, max_retries=0)(shared_file_problem)
 
     try:
         refs = {
@@ -394,28 +317,65 @@ def check_shared_storage(
             for n in nodes
         }
         ready, pending = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
-        for ref in ready:
-            why = ray.get(ref)
-            if why:
-                node = refs[ref]
-                fix = (
-                    "run the search on the head node (ray job submit ... -- fer-search ... "
-                    "--address auto) or use a path it shares with this machine"
-                    if remote and is_uri(storage)
-                    else "use a path all nodes mount (NFS, EFS, a ReadWriteMany volume) or "
-                    "--storage s3://BUCKET/PATH"
-                )
-                raise UserError(
-                    f"{shown} is not shared by every Ray node: node "
-                    f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) {why}; {fix}"
-                )
-        for ref in pending:
-            node = refs[ref]
-            print(
-                f"warning: could not check within {timeout_s:.0f} s that node "
-                f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) shares "
-                f"{shown}; its trials fail if it does not",
-                file=sys.stderr,
-            )
+        report_shared(refs, ready, pending, shown, fix_for(remote, storage), timeout_s)
     finally:
         marker.unlink(missing_ok=True)
+
+
+def shared_file_problem(path: str, expected: str) -> str:
+    """On a node: '' when it reads the driver's file and can write beside it, else why not."""
+    file = Path(path)
+    try:
+        if file.read_text() != expected:
+            return "sees a different file there"
+    except OSError:
+        return "cannot see a file the driver wrote there"
+    mine = file.with_name(f"{file.name}.{os.getpid()}")
+    try:
+        mine.write_text("")
+        mine.unlink()
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror})"
+    return ""
+
+
+def fix_for(remote: bool, storage: str | None) -> str:
+    if remote and is_uri(storage):
+        return (
+            "run the search on the head node (ray job submit ... -- fer-search ... "
+            "--address auto) or use a path it shares with this machine"
+        )
+    return (
+        "use a path all nodes mount (NFS, EFS, a ReadWriteMany volume) or "
+        "--storage s3://BUCKET/PATH"
+    )
+
+
+def report_shared(
+    refs: dict[Any, dict[str, Any]],
+    ready: list[Any],
+    pending: list[Any],
+    shown: str,
+    fix: str,
+    timeout_s: float,
+) -> None:
+    """A UserError for the first node that cannot share the storage; a warning for each node
+    that did not answer in time."""
+    import ray
+
+    for ref in ready:
+        why = ray.get(ref)
+        if why:
+            node = refs[ref]
+            raise UserError(
+                f"{shown} is not shared by every Ray node: node "
+                f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) {why}; {fix}"
+            )
+    for ref in pending:
+        node = refs[ref]
+        print(
+            f"warning: could not check within {timeout_s:.0f} s that node "
+            f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) shares "
+            f"{shown}; its trials fail if it does not",
+            file=sys.stderr,
+        )

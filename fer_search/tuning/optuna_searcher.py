@@ -4,6 +4,7 @@ Ray's stock searcher tells Optuna that a trial ASHA stopped is COMPLETE with its
 value, and that a trial that raised after reporting is COMPLETE too. Both mislead TPE. Here a
 trial that ran all its epochs is COMPLETE with its best value, one stopped early is PRUNED
 (its per-epoch values reported as intermediate values), and one that raised is FAIL.
+The private attributes of OptunaSearch this needs are reached through `_ray_compat`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from fer_search.config import TrainConfig
 from fer_search.space import train_values
+from fer_search.tuning import _ray_compat as compat
 
 __all__ = ["PruningOptunaSearch", "SpaceSampler"]
 
@@ -44,11 +46,13 @@ class PruningOptunaSearch(OptunaSearch):
         self.step_attr = step_attr
         self._best: dict[str, float] = {}
         self._last_step: dict[str, int] = {}
+        self._reported: dict[str, set[int]] = {}  # pickled with the searcher, so kept on resume
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        trials = compat.optuna_search_trials(self)
+        if trial_id in trials:
+            trials[trial_id].set_user_attr("ray_trial_id", trial_id)
         if not isinstance(config, dict):
             return config
         # Tune's config names settings as the engine does ('lr@sgd' -> 'lr'); the columns the
@@ -58,33 +62,36 @@ class PruningOptunaSearch(OptunaSearch):
             config.setdefault(name, getattr(TrainConfig, name))
         # bookkeeping, not a TrainConfig field: the stable handle of a trial (optuna.db's
         # trial number; FER_SEARCH_FAULT names trials by it)
-        config["trial_number"] = self._ot_trials[trial_id].number
+        config["trial_number"] = trials[trial_id].number
         return config
 
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self._mode == "max" else a < b
+        return a > b if self.mode == "max" else a < b
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self._completed_trials or self._metric not in result:
+        if trial_id in compat.optuna_search_completed(self) or self.metric not in result:
             return
-        value, step = float(result[self._metric]), int(result.get(self.step_attr, 0))
+        if result.get("failure"):  # the trial's reason for failing (not retried): no value
+            return
+        value, step = float(result[self.metric]), int(result.get(self.step_attr, 0))
         if trial_id not in self._best or self._better(value, self._best[trial_id]):
             self._best[trial_id] = value
         self._last_step[trial_id] = step
-        ot_trial = self._ot_trials[trial_id]
-        if step not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
-            ot_trial.report(value, step)  # a trial restored from a checkpoint repeats no step
+        reported = self._reported.setdefault(trial_id, set())
+        if step not in reported:  # a trial restored from a checkpoint repeats no step
+            compat.optuna_search_trials(self)[trial_id].report(value, step)
+            reported.add(step)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        completed, trials = compat.optuna_search_completed(self), compat.optuna_search_trials(self)
+        if trial_id in completed or trial_id not in trials:
             return
         if result:
             self.on_trial_result(trial_id, result)
-        ot_trial = self._ot_trials[trial_id]
         step = self._last_step.get(trial_id, 0)
-        if error:
+        if error or (result or {}).get("failure"):
             state, value = TrialState.FAIL, None
         elif trial_id not in self._best:
             state, value = TrialState.PRUNED, None  # stopped before its first epoch ended
@@ -92,9 +99,8 @@ class PruningOptunaSearch(OptunaSearch):
             state, value = TrialState.PRUNED, None  # Optuna takes the last intermediate value
         else:
             state, value = TrialState.COMPLETE, self._best[trial_id]
-        assert self._ot_study is not None
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            compat.optuna_search_study(self).tell(trials[trial_id], value, state=state)
         except Exception as exc:  # e.g. told twice after a restore
             log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        completed.add(trial_id)

@@ -13,7 +13,7 @@ config; leave it out for every trial):
                             with os._exit(1); once only (a marker in the trial directory), so
                             Tune's retry continues from the epoch-2 checkpoint
     nan:trial=1             train with lr=1e8: the engine stops with status "nan" and the trial
-                            raises FloatingPointError
+                            ends with that reason (a deterministic failure: not retried)
 """
 
 from __future__ import annotations
@@ -25,8 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from fer_search.config import TRAIN_FIELDS, TrainConfig
+from fer_search.errors import DeterministicError, UserError
+from fer_search.tuning._ray_compat import QUIET_LOGGERS
 
-__all__ = ["CHECKPOINT_FILE", "REFIT_MEMBER", "DatasetRefs", "run_refit_trial", "run_trial"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "REFIT_MEMBER",
+    "DatasetRefs",
+    "run_refit_trial",
+    "run_trial",
+    "trial_config",
+]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 REFIT_MEMBER = "refit_member"  # a refit trial's config: which of the refit's configurations
@@ -95,21 +104,47 @@ def parse_faults(text: str) -> list[tuple[str, int | None, int]]:
     return faults
 
 
+def trial_device(cfg: TrainConfig) -> str:
+    """The device this trial trains on. A trial Ray gave a GPU trains on CUDA; with
+    FER_SEARCH_SIMULATE_GPU=1 (a testing switch) on the CPU instead. A GPU that torch cannot
+    see (no driver, a CPU-only torch) is a deterministic failure naming the node."""
+    import ray
+    import torch
+
+    from fer_search.tuning.devices import device_for_gpu_work, no_cuda_message
+
+    if not cfg.device.startswith("cuda"):
+        return cfg.device
+    device = device_for_gpu_work()
+    if device == "cuda" and not torch.cuda.is_available():
+        node = ray.get_runtime_context().get_node_id()[:12]
+        raise DeterministicError(no_cuda_message(node, torch.__version__, torch.version.cuda))
+    return cfg.device if device == "cuda" else "cpu"
+
+
+def should_checkpoint(epoch: int, every: int, last: int, new_best: bool) -> bool:
+    """A resumable checkpoint every `every` epochs and at the last; and whenever val_acc
+    improves, so that the best epoch's weights are kept whatever `every` is."""
+    return new_best or epoch == last or epoch % max(1, every) == 0
+
+
 def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     import ray
     from ray import tune
 
     from fer_search import engine
 
-    # one line per epoch checkpoint is noise in the driver's console
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-    cfg = trial_config(config)
-    number = config.get("trial_number")
-    faults = [
-        (kind, epoch)
-        for kind, trial, epoch in parse_faults(os.environ.get(FAULT_ENV, ""))
-        if trial is None or trial == number
-    ]
+    for name in QUIET_LOGGERS:  # one line per epoch checkpoint is noise in the driver's console
+        logging.getLogger(name).setLevel(logging.WARNING)
+    node = ray.get_runtime_context().get_node_id()
+    every = int(config.get("checkpoint_every", 1))
+    try:
+        cfg = trial_config(config)
+        cfg.device = trial_device(cfg)
+    except (UserError, DeterministicError) as exc:
+        report_failure(str(exc), None, node)
+        return
+    faults = trial_faults(config)
     if ("nan", 0) in faults:
         cfg.lr = 1e8  # diverges for real, through the engine's own non-finite check
     train_split, val_split = data.get("train"), data.get("val")
@@ -118,29 +153,70 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             resume = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-    node = ray.get_runtime_context().get_node_id()
     best = {"val_acc": float(resume["best_val_acc"]) if resume else -1.0}
+    gpu_ids = ",".join(str(i) for i in ray.get_gpu_ids())
+    last: dict[str, Any] = {}
 
     def on_epoch(stats, save) -> bool:
         if ("raise", stats.epoch) in faults:
             raise RuntimeError(f"injected fault: raise at epoch {stats.epoch} ({FAULT_ENV})")
+        new_best = stats.val_acc > best["val_acc"]
         best["val_acc"] = max(best["val_acc"], stats.val_acc)
         metrics = dict(stats.__dict__)
         metrics.pop("extra", None)
-        metrics.update(best_val_acc=best["val_acc"], max_epochs=cfg.epochs, node=node)
-        with tempfile.TemporaryDirectory() as directory:
-            save(Path(directory) / CHECKPOINT_FILE)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        metrics.update(
+            best_val_acc=best["val_acc"], max_epochs=cfg.epochs, node=node, gpu_ids=gpu_ids
+        )
+        last.update(metrics)
+        if should_checkpoint(stats.epoch, every, cfg.epochs, new_best):
+            with tempfile.TemporaryDirectory() as directory:
+                save(Path(directory) / CHECKPOINT_FILE)
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+        else:
+            tune.report(metrics)
         if ("kill", stats.epoch) in faults:
-            marker = Path(tune.get_context().get_trial_dir()) / KILLED_MARKER
-            if not marker.exists():  # the retry must not die again
-                marker.write_text(f"killed after epoch {stats.epoch}\n")
-                os._exit(1)
+            kill_once(stats.epoch)
         return False
 
-    result = engine.train(cfg, train_split, val_split, on_epoch=on_epoch, resume=resume)
+    try:
+        result = engine.train(cfg, train_split, val_split, on_epoch=on_epoch, resume=resume)
+    except (UserError, DeterministicError) as exc:
+        report_failure(str(exc), last, node)
+        return
     if result.status == "nan":
-        raise FloatingPointError(result.message)
+        report_failure(result.message, last, node)
+
+
+def report_failure(message: str, last: dict[str, Any] | None, node: str) -> None:
+    """End a trial that would fail the same way again: report its reason as the last result
+    (`failure`) and return, so that Tune does not retry it and the searcher tells Optuna FAIL.
+    The result repeats the last epoch (or epoch 0) with no val_acc, which ASHA ignores."""
+    from ray import tune
+
+    metrics = {**(last or {"epoch": 0, "node": node}), "val_acc": float("nan")}
+    metrics["failure"] = message.strip().splitlines()[0][:300] if message.strip() else "failed"
+    tune.report(metrics)
+
+
+def trial_faults(config: dict[str, Any]) -> list[tuple[str, int]]:
+    """This trial's injected faults (FER_SEARCH_FAULT), as (kind, epoch)."""
+    number = config.get("trial_number")
+    return [
+        (kind, epoch)
+        for kind, trial, epoch in parse_faults(os.environ.get(FAULT_ENV, ""))
+        if trial is None or trial == number
+    ]
+
+
+def kill_once(epoch: int) -> None:
+    """End the worker process after `epoch`, once (a marker in the trial directory), so that
+    Tune's retry continues from the checkpoint."""
+    from ray import tune
+
+    marker = Path(tune.get_context().get_trial_dir()) / KILLED_MARKER
+    if not marker.exists():  # the retry must not die again
+        marker.write_text(f"killed after epoch {epoch}\n")
+        os._exit(1)
 
 
 def run_refit_trial(config: dict[str, Any], data: DatasetRefs, members: list[dict[str, Any]]):

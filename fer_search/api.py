@@ -1,0 +1,307 @@
+"""The Python API: what the CLI and `bench` call, and what a notebook calls.
+
+    import fer_search
+    data = fer_search.load_data("demo")
+    result = fer_search.train({"model": "simple_cnn", "epochs": 2}, data=data, out="runs/one")
+    metrics = fer_search.evaluate("runs/one/best.pt", data=data, split="test", tta="flip")
+    exp = fer_search.tuning("demo", data="demo", num_samples=4, epochs=2, storage="runs")
+    print(exp.leaderboard)
+
+A mistake a user can make raises `fer_search.UserError` with the one-line message the CLI
+prints (the CLI exits 2 with it). Heavy libraries are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fer_search.config import TrainConfig
+from fer_search.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from fer_search.data import FERData
+    from fer_search.engine import TrainResult
+
+__all__ = ["Experiment", "evaluate", "load_data", "predict", "resume", "search", "train"]
+
+DataArg = Any  # a FERData, or a source for load_data: "demo", a path, or None (./data or demo)
+
+
+# ---------------------------------------------------------------- data
+def load_data(
+    source: str | Path | None = "demo",
+    *,
+    class_set: str = "all",
+    ferplus: str | Path | None = None,
+    ferplus_mode: str = "majority",
+    cache: bool = True,
+    demo_size: float = 1.0,
+) -> FERData:
+    """FER2013 in any form `fer-search data` accepts, or the demo data ("demo"), split into
+    train / val (PublicTest) / test (PrivateTest). None: ./data if it holds FER2013, else the
+    demo data. Notes (e.g. a carved val split) are printed to stderr."""
+    from fer_search import data as data_layer
+
+    if not demo_size > 0:
+        raise UserError(f"--demo-size must be > 0, got {demo_size:g}")
+    data = data_layer.load_data(
+        source,
+        class_set=class_set,
+        ferplus=ferplus,
+        ferplus_mode=ferplus_mode,
+        cache=cache,
+        demo_size=demo_size,
+    )
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return data
+
+
+def as_data(data: DataArg, class_set: str | None = None) -> FERData:
+    """A FERData as it is, or a source loaded (with the class set a checkpoint needs)."""
+    from fer_search.data import FERData
+
+    if isinstance(data, FERData):
+        return data
+    return load_data(data, class_set=class_set or "all")
+
+
+# ---------------------------------------------------------------- one model
+def train(
+    config: TrainConfig | dict[str, Any],
+    data: DataArg = "demo",
+    out: str | Path | None = None,
+    *,
+    on_epoch: Callable[[Any], None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train one model (no Ray), selecting its best epoch on val. With `out` (a new or empty
+    directory), write config.yaml, last.pt each epoch, best.pt and metrics.json there.
+    `on_epoch(stats)` sees each epoch's EpochStats."""
+    import yaml
+
+    from fer_search import engine
+    from fer_search.models import list_models
+
+    cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(dict(config))
+    models = list_models()
+    if cfg.model not in models:  # before the (slow) data load and before anything is written
+        raise UserError(f"unknown model {cfg.model!r}{did_you_mean(cfg.model, models)}")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        check_out_dir(out_dir)
+    data = as_data(data, cfg.class_set)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+    def each_epoch(stats: Any, save: Callable[[Path], None]) -> bool:
+        if on_epoch is not None:
+            on_epoch(stats)
+        if out_dir is not None:
+            save(out_dir / "last.pt")
+        return False
+
+    split_train, split_val = data.splits["train"], data.splits["val"]
+    result = engine.train(cfg, split_train, split_val, on_epoch=each_epoch, progress=progress)
+    if result.epochs_run == 0 or result.model is None:
+        raise UserError(f"training produced no usable epoch: {result.message}")
+    if out_dir is not None:
+        payload = engine.best_payload(result, cfg, split_train.class_names)
+        engine.save_checkpoint(out_dir / "best.pt", payload)
+        metrics = {
+            "status": result.status,
+            "message": result.message,
+            "best_epoch": result.best_epoch,
+            "best_val_acc": result.best_val_acc,
+            "epochs_run": result.epochs_run,
+            "data": data.source,
+            "history": [dataclasses.asdict(h) for h in result.history],
+        }
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return result
+
+
+def check_out_dir(path: Path) -> None:
+    """Never overwrite a user's results: refuse a non-empty directory (or a file)."""
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        what = "exists and is not empty" if path.is_dir() else "is a file"
+        raise UserError(f"output directory {str(path)!r} {what}; choose another --out")
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: DataArg = "demo",
+    split: str = "test",
+    tta: str = "none",
+    *,
+    device: str = "auto",
+    out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class figures and the confusion matrix of a checkpoint on a
+    split (test = PrivateTest; select models on val). With `out`, also write
+    eval-<split>[-<tta>].json and its confusion-matrix PNG there."""
+    from fer_search import engine
+    from fer_search.evaluation import classification_metrics, plot_confusion
+
+    payload = engine.load_checkpoint(checkpoint)
+    where = engine.resolve_device(device)
+    model = engine.model_from_checkpoint(payload, where)
+    data = as_data(data, payload["config"].get("class_set", "all"))
+    if split not in data.splits:
+        raise UserError(f"split {split!r} is not in {data.source} (has {', '.join(data.splits)})")
+    part = data.splits[split]
+    if list(part.class_names) != list(payload["class_names"]):
+        raise UserError(
+            f"checkpoint classes {payload['class_names']} differ from the data's "
+            f"{list(part.class_names)} (evaluate uses the checkpoint's class set)"
+        )
+    probs = engine.predict_probs(model, part.images, device=where, tta=tta)
+    metrics = classification_metrics(probs, part.labels, part.class_names)
+    metrics.update(split=split, tta=tta, checkpoint=str(checkpoint), data=data.source)
+    metrics["title"] = f"{payload['model_args'].get('name', '?')} on {split} (tta={tta})"
+    if out is not None:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"eval-{split}" + ("" if tta == "none" else f"-{tta}")
+        (out_dir / f"{stem}.json").write_text(json.dumps(metrics, indent=2))
+        png = out_dir / f"{stem}-confusion.png"
+        plot_confusion(metrics["confusion_matrix"], part.class_names, png, title=metrics["title"])
+        metrics["written"] = [str(out_dir / f"{stem}.json"), str(png)]
+    return metrics
+
+
+def predict(
+    checkpoint: str | Path,
+    images: list[str],
+    *,
+    detect_faces: bool = False,
+    annotate: str | Path | None = None,
+    tta: str = "none",
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """The emotion of each image (or of each face found in it, with `detect_faces`)."""
+    from fer_search import predict as predict_layer
+
+    return predict_layer.predict(
+        checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
+        device=device,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- the search
+@dataclass
+class Experiment:
+    """A search's results directory, read on demand."""
+
+    path: Path
+    interrupted: bool = False  # resume(path) continues it
+    note: str = ""
+    wall_time_s: float | None = None
+
+    @classmethod
+    def open(cls, path: str | Path) -> Experiment:
+        exp = Path(path)
+        if not (exp / "experiment.json").is_file():
+            raise UserError(f"{str(exp)!r} is not a fer-search experiment (no experiment.json)")
+        return cls(path=exp, wall_time_s=cls(exp).record.get("wall_time_s"))
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """experiment.json: how the search was started, its resources and versions."""
+        return read_json(self.path / "experiment.json") or {}
+
+    @property
+    def leaderboard(self) -> pd.DataFrame:
+        """One row per trial, best val_acc first (empty when no trial ran)."""
+        import pandas as pd
+
+        from fer_search.report import read_leaderboard
+
+        board = self.path / "leaderboard.csv"
+        return read_leaderboard(board) if board.is_file() else pd.DataFrame()
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        """final.json: the best trial and the ensemble on the test split, or None."""
+        return read_json(self.path / "final.json")
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The selected model: its checkpoint path and metrics (test figures once the final
+        evaluation ran), or None when no trial finished an epoch."""
+        final = self.final
+        if final and final.get("best"):
+            best = {k: v for k, v in final["best"].items() if k not in ("metrics", "config")}
+            return {**best, "checkpoint": str(self.path / final["best"]["checkpoint"])}
+        board = self.leaderboard
+        if board.empty or "status" not in board:
+            return None
+        done = board[board["status"].isin(["completed", "pruned"]) & board["val_acc"].notna()]
+        if done.empty:
+            return None
+        row = done.iloc[0]
+        found = sorted((self.path / str(row["trial_dir"])).glob("checkpoint_*/checkpoint.pt"))
+        return {
+            "trial_id": str(row["trial_id"]),
+            "val_acc": float(row["val_acc"]),
+            "best_epoch": int(row["best_epoch"]),
+            "checkpoint": str(found[-1]) if found else None,
+        }
+
+    def summary(self) -> str:
+        """The line the CLI prints after a search."""
+        from fer_search.tuning.results import summary_line
+
+        rows = self.leaderboard.to_dict("records")
+        return summary_line(rows, self.path, float(self.wall_time_s or 0.0))
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def search(space: Any, data: DataArg = "demo", **overrides: Any) -> Experiment:
+    """Search `space` (a shipped name such as "demo", a YAML path, a dict of the YAML's
+    content, or a SearchSpace) on `data`. `overrides` are the search flags' names
+    (num_samples=, epochs=, storage=, name=, gpus=, gpus_per_trial=, time_budget=, ...) and
+    `sampler=` (an Optuna sampler in place of the seeded TPE)."""
+    from fer_search.tuning import SearchOptions, start_search
+
+    options = SearchOptions.from_overrides(overrides)
+    outcome = start_search(as_space(space), as_data(data), options)
+    return Experiment(outcome.path, outcome.interrupted, outcome.note, outcome.wall_time_s)
+
+
+def resume(path: str | Path, data: DataArg = None, **overrides: Any) -> Experiment:
+    """Continue an interrupted search (or finalise one whose driver died at the end). `data`
+    defaults to what the search was started on; `overrides`: address=, cpus=, verbose=."""
+    from fer_search.tuning import SearchOptions, resume_search
+
+    allowed = {"address", "cpus", "gpus", "verbose", "command"}
+    for key in overrides:
+        if key not in allowed:
+            raise UserError(f"resume takes no option {key!r} (only {', '.join(sorted(allowed))})")
+    options = SearchOptions(**overrides)
+    outcome = resume_search(path, None if data is None else as_data(data), options)
+    return Experiment(outcome.path, outcome.interrupted, outcome.note, outcome.wall_time_s)
+
+
+def as_space(space: Any) -> Any:
+    from fer_search.space import SearchSpace, load_space, load_space_dict
+
+    if isinstance(space, SearchSpace):
+        return space
+    if isinstance(space, dict):
+        return load_space_dict(space)
+    if not space:
+        raise UserError("no search space: pass --space FILE.yaml (or a shipped name such as demo)")
+    return load_space(str(space))

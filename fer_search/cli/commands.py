@@ -1,0 +1,225 @@
+"""Each command: its flags -> one call of the Python API (fer_search.api) -> what it prints.
+
+Heavy libraries (torch, ray, optuna) are imported inside the commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fer_search.config import TrainConfig
+from fer_search.errors import UserError
+
+__all__ = ["COMMAND_FUNCTIONS"]
+
+DATA_FLAGS = ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
+
+
+def data_from_args(args: argparse.Namespace, class_set: str | None = None):
+    from fer_search import api
+
+    return api.load_data(
+        args.data,
+        class_set=class_set or args.class_set or "all",
+        ferplus=args.ferplus,
+        ferplus_mode=args.ferplus_mode,
+        cache=not args.no_cache,
+        demo_size=args.demo_size,
+    )
+
+
+# ---------------------------------------------------------------- data
+def cmd_data(args: argparse.Namespace) -> int:
+    from fer_search.data import format_summary, summarize
+
+    data = data_from_args(args)
+    print(json.dumps(summarize(data), indent=2) if args.json else format_summary(data))
+    return 0
+
+
+# ---------------------------------------------------------------- train / evaluate / predict
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if args.config:
+        values.update(read_yaml_mapping(args.config))
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    if args.class_set:
+        values["class_set"] = args.class_set
+    return TrainConfig.from_dict(values, source=args.config or "command line")
+
+
+def read_yaml_mapping(path: str) -> dict[str, Any]:
+    import yaml
+
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"config {path!r} does not exist")
+    try:
+        values = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"config {path!r}{where}: not valid YAML") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise UserError(f"config {path!r} must be a mapping of setting: value")
+    return values
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fer_search import api
+
+    cfg = train_config_from_args(args)  # an unknown model fails here, before the data load
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path("results") / "train" / f"{cfg.model}-{stamp}"
+    api.check_out_dir(out)  # before the (slow) data load
+    data = data_from_args(args, class_set=cfg.class_set)
+    train_split, val_split = data.splits["train"], data.splits["val"]
+    print(
+        f"training {cfg.model} on {len(train_split)} images ({data.source}), "
+        f"selecting on val ({len(val_split)}); writing {out}"
+    )
+
+    def on_epoch(stats: Any) -> None:
+        print(
+            f"epoch {stats.epoch:>3}/{cfg.epochs}  loss {stats.train_loss:.4f}  "
+            f"train {stats.train_acc * 100:5.2f} %  val {stats.val_acc * 100:5.2f} %  "
+            f"f1 {stats.val_f1:.3f}  lr {stats.lr:.2e}  {stats.images_per_s:,.0f} img/s  "
+            f"{stats.epoch_time:.1f} s",
+            flush=True,
+        )
+
+    result = api.train(cfg, data, out, on_epoch=on_epoch, progress=sys.stderr.isatty())
+    if result.status == "nan":
+        print(f"warning: {result.message}", file=sys.stderr)
+    print(
+        f"best val accuracy {result.best_val_acc * 100:.2f} % at epoch {result.best_epoch}; "
+        f"checkpoint {out / 'best.pt'}"
+    )
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fer_search import api, engine
+    from fer_search.evaluation import format_metrics
+
+    payload = engine.load_checkpoint(args.checkpoint)  # its class set picks the data's
+    data = data_from_args(args, class_set=payload["config"].get("class_set", "all"))
+    ckpt = Path(args.checkpoint)
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
+    metrics = api.evaluate(args.checkpoint, data, args.split, args.tta, device=args.device, out=out)
+    print(format_metrics(metrics, metrics["title"]))
+    print(f"wrote {metrics['written'][0]} and {metrics['written'][1]}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from fer_search import api
+    from fer_search.predict import format_predictions
+
+    results = api.predict(
+        args.checkpoint, args.images, detect_faces=args.detect_faces, annotate=args.annotate,
+        tta=args.tta, device=args.device,
+    )  # fmt: skip
+    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    return 0
+
+
+# ---------------------------------------------------------------- search / report / bench
+def search_options(args: argparse.Namespace) -> dict[str, Any]:
+    from fer_search.tuning import SearchOptions
+
+    names = {f.name for f in dataclasses.fields(SearchOptions)} - {"sampler", "command"}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values["command"] = args.command_line
+    return values
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from fer_search import api
+
+    if args.resume:
+        exp = api.resume(args.resume, address=args.address, cpus=args.cpus, verbose=args.verbose)
+    else:
+        space = api.as_space(args.space)  # a bad space fails before the data load
+        exp = api.search(space, data_from_args(args), **search_options(args))
+    return print_outcome(exp)
+
+
+def print_outcome(exp: Any) -> int:
+    """The summary lines; 130 when interrupted, 1 when every trial failed."""
+    if exp.interrupted:
+        print(
+            f"interrupted {exp.note}; the state is saved. Continue with: "
+            f"fer-search --resume {exp.path}",
+            file=sys.stderr,
+        )
+        return 130
+    print(exp.summary())
+    final = exp.final
+    if final:
+        b, ens = final["best"], final.get("ensemble")
+        print(
+            f"test (PrivateTest, used once): best {b['test_acc'] * 100:.2f} % "
+            f"(flip TTA {b['test_acc_tta'] * 100:.2f} %)"
+            + (f"; top-{ens['k']} ensemble {ens['test_acc'] * 100:.2f} %" if ens else "")
+        )
+    print(
+        f"report: {exp.path / 'report.md'}   "
+        f"TensorBoard: tensorboard --logdir {exp.path} --host 127.0.0.1"
+    )
+    board = exp.leaderboard
+    failed = int(board["status"].isin(["failed", "nan"]).sum()) if "status" in board else 0
+    if len(board) and failed == len(board):
+        print(
+            "fer-search: every trial failed; see the error column in leaderboard.csv",
+            file=sys.stderr,
+        )
+        return 1
+    if failed:
+        print(f"warning: {failed} trial(s) failed; see leaderboard.csv", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fer_search.report import build_report
+
+    path = build_report(Path(args.experiment))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from fer_search import bench
+
+    data_args = {name: getattr(args, name) for name in DATA_FLAGS}
+    return bench.run(
+        quick=args.quick,
+        device=args.device,
+        out=Path(args.out),
+        only=args.only,
+        as_json=args.json,
+        data_args=data_args,
+        command=args.command_line,
+    )
+
+
+COMMAND_FUNCTIONS = {
+    "search": cmd_search,
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "data": cmd_data,
+    "report": cmd_report,
+    "bench": cmd_bench,
+}

@@ -1,0 +1,74 @@
+"""The private parts of Ray and Optuna that fer-search still needs, in one place.
+
+Checked on ray 2.60.0 and optuna 5.1.0. tests/test_ray_compat.py fails with a message naming
+the attribute when a release removes or renames one of them; fix it here, nowhere else.
+
+- Ray Tune's `OptunaSearch` keeps its Optuna study and the Optuna trial of each Tune trial in
+  private attributes; fer-search's searcher subclasses it to tell Optuna the truth about pruned
+  and failed trials, and needs both.
+- `ray._private.services.canonicalize_bootstrap_address` is what `ray.init(address="auto")`
+  resolves `auto` with; the authentication probe asks the same GCS before `ray.init` does.
+- Ray Train logs one line per checkpoint from a private module's logger; trials silence it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CHECKED_ON",
+    "QUIET_LOGGERS",
+    "bootstrap_address",
+    "missing_internals",
+    "optuna_search_completed",
+    "optuna_search_study",
+    "optuna_search_trials",
+]
+
+CHECKED_ON = {"ray": "2.60.0", "optuna": "5.1.0"}
+QUIET_LOGGERS = ("ray.train._internal.storage",)  # one INFO line per checkpoint
+OPTUNA_SEARCH_ATTRS = ("_ot_trials", "_ot_study", "_completed_trials")
+
+
+def optuna_search_trials(searcher: Any) -> dict[str, Any]:
+    """Tune trial id -> its optuna.Trial (OptunaSearch._ot_trials)."""
+    return searcher._ot_trials
+
+
+def optuna_search_study(searcher: Any) -> Any:
+    """The searcher's optuna.Study (OptunaSearch._ot_study)."""
+    return searcher._ot_study
+
+
+def optuna_search_completed(searcher: Any) -> set[str]:
+    """Tune trial ids whose Optuna trial was told (OptunaSearch._completed_trials)."""
+    return searcher._completed_trials
+
+
+def bootstrap_address(address: str) -> str:
+    """What `ray.init(address=address)` would connect to (`auto`: the local cluster's GCS)."""
+    from ray._private.services import canonicalize_bootstrap_address
+
+    return canonicalize_bootstrap_address(address) or ""
+
+
+def missing_internals() -> list[str]:
+    """What of the above this Ray and Optuna no longer have, in words; [] when all is there."""
+    import importlib
+
+    problems = []
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(metric="x", mode="max")
+    for name in OPTUNA_SEARCH_ATTRS:
+        if not hasattr(searcher, name):
+            problems.append(f"ray.tune.search.optuna.OptunaSearch has no attribute {name!r}")
+    services = importlib.import_module("ray._private.services")
+    if not callable(getattr(services, "canonicalize_bootstrap_address", None)):
+        problems.append("ray._private.services.canonicalize_bootstrap_address is gone")
+    for name in QUIET_LOGGERS:  # loggers named after their module
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            problems.append(f"module {name} is gone: its logger {name!r} has nothing to silence")
+    return problems

@@ -1,0 +1,150 @@
+"""An experiment's directory and its record, experiment.json: how the search was started,
+what `--resume` and the report read back. Results are never overwritten."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fer_search.errors import UserError
+from fer_search.tuning.storage import check_location_free, is_uri, resolve_storage, tune_location
+
+__all__ = [
+    "RUN_FILE",
+    "check_free_space",
+    "load_experiment",
+    "new_experiment_dir",
+    "new_record",
+    "tune_dir",
+    "versions",
+    "write_json",
+]
+
+RUN_FILE = "experiment.json"
+MIN_FREE_MB = 100  # below this a full disk would fail the search at a checkpoint
+
+
+def new_experiment_dir(storage: str | None, name: str | None, space: Any) -> Path:
+    """`<storage>/<name>/`; with a URI --storage, the driver's `./results/<name>/` (Tune's
+    trials go to `<uri>/<name>/`). Checks it is new and writable; creates only its parent."""
+    root, uri = resolve_storage(storage)
+    name = name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    exp = root / name
+    if exp.exists():
+        raise UserError(
+            f"experiment {str(exp)!r} already exists; use --resume {exp} or another --name"
+        )
+    if uri:
+        check_location_free(tune_location(uri, name))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"results directory {str(root)!r} is not writable ({exc.strerror})"
+        ) from None
+    return exp
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import ray
+    import torch
+
+    from fer_search import __version__
+
+    return {
+        "fer_search": __version__,
+        "ray": ray.__version__,
+        "optuna": optuna.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def check_free_space(root: Path) -> None:
+    """A full disk would end the search at its first checkpoint: say so before it starts."""
+    free_mb = shutil.disk_usage(root).free / 2**20
+    if free_mb < MIN_FREE_MB:
+        raise UserError(
+            f"results directory {str(root)!r} has {free_mb:.1f} MiB free; a search needs at "
+            f"least {MIN_FREE_MB} MiB for checkpoints and logs (free space or use --storage)"
+        )
+
+
+def tune_dir(exp: Path, storage_uri: str | None) -> str:
+    """Where Tune keeps this experiment: `exp` itself, or `<uri>/<name>` for a URI --storage."""
+    return tune_location(str(storage_uri), exp.name) if is_uri(storage_uri) else str(exp)
+
+
+def load_experiment(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """An experiment directory to resume, and its record; a UserError when it is not one."""
+    from ray import tune
+
+    exp = Path(path).expanduser().resolve()
+    record = json.loads((exp / RUN_FILE).read_text()) if (exp / RUN_FILE).is_file() else {}
+    uri = record.get("storage_uri")  # Tune's trials live at <uri>/<name>
+    if not record or not tune.Tuner.can_restore(tune_location(uri, exp.name) if uri else str(exp)):
+        raise UserError(
+            f"--resume {str(path)!r} is not a fer-search experiment directory "
+            f"(no {RUN_FILE} or Tune state in it)"
+        )
+    return exp, record
+
+
+def new_record(
+    options: Any, exp: Path, space: Any, data: Any, plan: dict[str, Any]
+) -> dict[str, Any]:
+    """experiment.json: how the search was started; `--resume` and the report read it."""
+    from fer_search.tuning.results import searched_settings
+
+    ex = space.experiment
+    return {
+        "name": exp.name,
+        "space": space.name,
+        "command": options.command or api_call(space, options),
+        "metric": ex.metric,
+        "mode": ex.mode,
+        "max_t": ex.epochs,
+        "grace_period": ex.grace_period,
+        "reduction_factor": ex.reduction_factor,
+        "num_samples": ex.num_samples,
+        "asha": not options.no_asha,
+        "no_asha": options.no_asha,
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "finished": None,
+        "wall_time_s": None,
+        "data": data.source,
+        "class_names": list(data.class_names),
+        "params": searched_settings(space),
+        "resources": plan,
+        "storage_uri": options.storage if is_uri(options.storage) else None,
+        "data_args": dict(data.load_args),
+        "versions": versions(),
+        "refit": None,
+    }
+
+
+def api_call(space: Any, options: Any) -> str:
+    """The Python call that started a search, for experiment.json (the CLI records its argv)."""
+    skip = {"command", "sampler", "verbose", "no_asha", "no_final_eval"}
+    given = {k: v for k, v in options.to_dict().items() if k not in skip and v is not None}
+    given.update({k: True for k in ("no_asha", "no_final_eval") if getattr(options, k)})
+    if options.sampler is not None:
+        given["sampler"] = type(options.sampler).__name__
+    args = ", ".join([repr(space.name), *(f"{k}={v!r}" for k, v in given.items())])
+    return f"fer_search.tuning({args})"

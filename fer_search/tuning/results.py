@@ -1,0 +1,198 @@
+"""From Tune's results to fer-search's leaderboard: one row per trial, its status, best epoch
+and sampled settings, ranked by val_acc (PublicTest); and whether the search was interrupted.
+
+Trial states come from Tune's public `ExperimentAnalysis` (the saved experiment state, which
+knows interrupted trials as RUNNING/PENDING/PAUSED where the in-memory results say TERMINATED).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FINAL_STATES",
+    "rank_rows",
+    "saved_search_complete",
+    "searched_settings",
+    "selectable",
+    "summary_line",
+    "trial_rows",
+    "trial_states",
+    "was_interrupted",
+    "write_leaderboard",
+]
+
+FINAL_STATES = ("TERMINATED", "ERROR")
+
+
+def searched_settings(space: Any) -> list[str]:
+    """The TrainConfig fields a space sets, once each (`lr@sgd` and `lr@adamw` are both `lr`)."""
+    return list(dict.fromkeys(p.setting for p in space.params))
+
+
+def saved_trials(location: Path | str) -> list[Any]:
+    """Tune's saved trials of an experiment (a path or a URI); [] when there are none."""
+    from ray.tune import ExperimentAnalysis
+
+    try:
+        return list(ExperimentAnalysis(str(location)).trials)
+    except (ValueError, FileNotFoundError, OSError):
+        return []
+
+
+def trial_states(location: Path | str) -> dict[str, str]:
+    """Tune's saved status per trial id: TERMINATED, ERROR, or RUNNING/PENDING/PAUSED when the
+    search was interrupted."""
+    return {trial.trial_id: trial.status for trial in saved_trials(location)}
+
+
+def saved_search_complete(exp: Path, space: Any, started: str | None) -> float | None:
+    """If Tune's saved state shows a search that had ended (every trial final, and all samples
+    started or the time budget spent) though its leaderboard and final evaluation were never
+    written (the driver died at the very end), its wall time; else None. `--resume` then only
+    finalises it. `started` is experiment.json's start time."""
+    trials = saved_trials(exp)
+    if not trials or not started:
+        return None
+    states = {trial.trial_id: trial.status for trial in trials}
+    stamps = [float((t.last_result or {}).get("timestamp", 0.0)) for t in trials]
+    elapsed = max(0.0, max(stamps) - dt.datetime.fromisoformat(started).timestamp())
+    budget = space.experiment.search_budget
+    spent = bool(budget) and elapsed >= 0.95 * budget
+    ended = len(states) >= space.experiment.num_samples or spent
+    if ended and not was_interrupted(states, space, elapsed):
+        return elapsed
+    return None
+
+
+def was_interrupted(states: dict[str, str], space: Any, wall: float) -> bool:
+    if any(state not in FINAL_STATES for state in states.values()):
+        return True
+    budget = space.experiment.search_budget
+    out_of_time = bool(budget) and wall >= 0.95 * budget
+    return len(states) < space.experiment.num_samples and not out_of_time
+
+
+def trial_status(result: Any, state: str, epochs: int, max_t: int, failure: str) -> str:
+    """completed | pruned | failed | nan | unfinished (interrupted; --resume continues it)."""
+    if state not in FINAL_STATES:
+        return "unfinished"
+    if failure:  # a deterministic failure the trial reported instead of raising (not retried)
+        return "nan" if failure.startswith("non-finite") else "failed"
+    if result.error is not None:
+        return "nan" if "FloatingPointError" in repr(result.error) else "failed"
+    if epochs >= max_t:
+        return "completed"
+    return "pruned"
+
+
+def trial_row(result: Any, space: Any, exp: Path, state: str, node_ips: dict[str, str]):
+    from fer_search.space import train_values
+
+    frame = result.metrics_dataframe
+    metrics = result.metrics or {}
+    if frame is not None and "val_acc" in frame:
+        frame = frame[frame["val_acc"].notna()]
+    has = frame is not None and len(frame) > 0 and "val_acc" in frame
+    epochs = int(frame["epoch"].max()) if has else 0
+    best_i = frame["val_acc"].idxmax() if has else None
+    failure = str(metrics.get("failure") or "")
+    error = failure or (
+        "" if result.error is None else str(result.error).strip().splitlines()[-1][:300]
+    )
+    trial_id = metrics.get("trial_id") or Path(result.path).name.removeprefix("trial_")
+    node = metrics.get("node", "")
+    row: dict[str, Any] = {
+        "trial_id": trial_id,
+        "status": trial_status(result, state, epochs, space.experiment.epochs, failure),
+        "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
+        "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
+        "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,
+        "epochs": epochs,
+        "time_s": float(metrics.get("time_total_s", 0.0)),
+        "node": node,
+        "node_ip": node_ips.get(node, ""),
+        "precision": metrics.get("precision", ""),
+        "gpu_ids": metrics.get("gpu_ids", ""),
+        # a URI's trial path has no leading '/': its small files are copied to exp/<name>
+        "trial_dir": os.path.relpath(result.path, exp)
+        if os.path.isabs(result.path)
+        else Path(result.path).name,
+        "error": error,
+    }
+    values = train_values(result.config or {})
+    row.update({name: values.get(name, "") for name in searched_settings(space)})
+    row["_checkpoint"] = result.checkpoint
+    row["_config"] = result.config or {}
+    row["_epoch_s"] = (
+        float(frame["time_this_iter_s"].median())
+        if has and "time_this_iter_s" in frame
+        else float("nan")
+    )
+    return row
+
+
+def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> list[dict]:
+    from fer_search.tuning.cluster import node_ips
+
+    ips = node_ips()
+    rows = []
+    for result in results:
+        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix(
+            "trial_"
+        )
+        rows.append(trial_row(result, space, exp, states.get(trial_id, "TERMINATED"), ips))
+    return rank_rows(rows)
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Candidates first (best val_acc first), then unfinished and failed trials."""
+    return sorted(
+        rows,
+        key=lambda r: (
+            r["status"] not in ("completed", "pruned"),
+            -(r["val_acc"] if not math.isnan(r["val_acc"]) else -1.0),
+            r["trial_id"],
+        ),
+    )
+
+
+def write_leaderboard(rows: list[dict[str, Any]], exp: Path) -> Path:
+    import pandas as pd
+
+    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    path = exp / "leaderboard.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def selectable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Trials a model may be selected from: finished or stopped by ASHA, with a val score.
+    A trial that failed after a good epoch is not a candidate, however good that epoch was."""
+    return [
+        r
+        for r in rows
+        if r["status"] in ("completed", "pruned") and not math.isnan(float(r["val_acc"]))
+    ]
+
+
+def summary_line(rows: list[dict[str, Any]], exp: Path, wall: float) -> str:
+    counts = {
+        s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed", "nan")
+    }
+    parts = [f"{len(rows)} trials: {counts['completed']} completed, {counts['pruned']} pruned"]
+    if counts["failed"] or counts["nan"]:
+        parts.append(f"{counts['failed'] + counts['nan']} failed")
+    done = ", ".join(parts)
+    ranked = selectable(rows)
+    if not ranked:
+        return f"{done} in {wall:.0f} s; no trial finished an epoch; results in {exp}"
+    best = ranked[0]
+    return (
+        f"{done} in {wall:.0f} s; best {best['trial_id']} val_acc {best['val_acc'] * 100:.2f} % "
+        f"(epoch {best['best_epoch']}); results in {exp}"
+    )

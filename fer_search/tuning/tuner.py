@@ -1,0 +1,140 @@
+"""The Tune Tuner of a search: the trainable with its resources, the Optuna searcher (seeded
+TPE unless the caller passes a sampler), ASHA (or FIFO), and the run's storage and policies."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fer_search.tuning.experiment import tune_dir
+from fer_search.tuning.storage import is_uri
+
+__all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
+
+STEP_ATTR = "epoch"
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
+    """Seeded multivariate TPE; with several trials at once, the constant liar keeps them from
+    sampling the same point."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=True,
+        group=True,
+        n_startup_trials=min(10, max(2, num_samples // 3)),
+        constant_liar=concurrent > 1,
+    )
+
+
+def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> Any:
+    import optuna
+
+    from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
+
+    ex = space.experiment
+    return PruningOptunaSearch(
+        space=SpaceSampler(space),
+        metric=ex.metric,
+        mode=ex.mode,
+        sampler=sampler or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"]),
+        storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
+        study_name=exp.name,
+        max_t=ex.epochs,
+        step_attr=STEP_ATTR,
+        points_to_evaluate=[dict(point) for point in space.points] or None,
+    )
+
+
+def make_scheduler(space: Any, asha: bool) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    ex = space.experiment
+    if not asha:
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr=STEP_ATTR,
+        max_t=ex.epochs,
+        grace_period=ex.grace_period,
+        reduction_factor=ex.reduction_factor,
+    )
+
+
+def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[str, Any]:
+    """The part of every trial's config that the search fixes (the rest is sampled)."""
+    ex = space.experiment
+    return {
+        "epochs": ex.epochs,
+        "seed": ex.seed,
+        "device": plan["device"],
+        "threads": max(1, int(plan["cpus_per_trial"])),
+        "class_set": class_set,
+        "checkpoint_every": getattr(ex, "checkpoint_every", 1),
+    }
+
+
+def build_tuner(
+    exp: Path,
+    space: Any,
+    plan: dict[str, Any],
+    refs: Any,
+    options: Any,
+    *,
+    class_set: str,
+    storage_uri: str | None,
+    restore: bool,
+) -> Any:
+    from ray import tune
+
+    from fer_search.tuning.trainable import run_trial
+
+    ex = space.experiment
+    resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    if restore:
+        return tune.Tuner.restore(
+            tune_dir(exp, storage_uri),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=False,
+            restart_errored=False,
+        )
+    reporter = tune.CLIReporter(
+        parameter_columns={"model": "arch", "lr": "lr", "dropout": "dropout"},
+        metric_columns={"epoch": "epoch", "val_acc": "val_acc", "best_val_acc": "best"},
+        max_report_frequency=30,
+        # sort_by_metric breaks Ray's table when a trial ends before its first result
+    )
+    return tune.Tuner(
+        trainable,
+        param_space=trial_constants(space, plan, class_set),
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(exp, space, plan, options.sampler),
+            scheduler=make_scheduler(space, not options.no_asha),
+            metric=ex.metric,
+            mode=ex.mode,
+            num_samples=ex.num_samples,
+            max_concurrent_trials=plan["max_concurrent"],
+            time_budget_s=ex.search_budget or None,
+            reuse_actors=True,
+            trial_dirname_creator=trial_dirname,
+            trial_name_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=exp.name,
+            storage_path=storage_uri if is_uri(storage_uri) else str(exp.parent),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # retries are for workers and nodes that died; a trial's own deterministic failure
+            # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
+            failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),
+            progress_reporter=reporter,
+            verbose=options.verbose,
+        ),
+    )
