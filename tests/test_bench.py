@@ -209,6 +209,21 @@ def test_memory_probe_sees_the_dataset_shared_not_copied(tiny_ctx):
     assert probe["shared_growth_mib"] > probe["data_mib"] / 2  # the object store's pages
 
 
+def test_checkpoint_figure_counts_what_the_policy_writes(tiny_ctx, one_torch_thread):
+    from fer_search.bench import checkpoint
+
+    sizes = checkpoint.epoch_sizes(tiny_ctx, "simple_cnn", epochs=3, images=32)
+    assert [s["epoch"] for s in sizes] == [1, 2, 3] and sizes[0]["new_best"]
+    for size in sizes:  # at a new best the best weights are stored once, not twice
+        assert size["bytes"] < size["old_bytes"] if size["new_best"] else size["bytes"] > 0
+    every_epoch = checkpoint.per_epoch_mib(sizes, 1)
+    assert every_epoch <= bench.measure.mib(sum(s["old_bytes"] for s in sizes)) / 3
+    assert checkpoint.per_epoch_mib(sizes, 4) <= every_epoch  # fewer checkpoints, fewer bytes
+    (figure,) = checkpoint.checkpoint_figures(tiny_ctx)  # quick: simple_cnn only
+    assert figure["arch"] == "simple_cnn" and set(figure["after_mib_per_epoch"]) == {"1", "2", "4"}
+    json.dumps(figure, allow_nan=False)
+
+
 @pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux /proc only")
 def test_process_memory_sees_a_private_allocation():
     before = memory.process_memory()

@@ -440,3 +440,18 @@ def test_data_missing_path(capsys, tmp_path):
     done = run_cli("data", "--data", "/nonexistent", cwd=tmp_path, timeout=60)
     assert_user_error(done.returncode, done.stderr, "/nonexistent")
     assert done.stdout == ""
+
+
+def test_labels_0_to_6_are_the_fer2013_emotions_in_order(tmp_path):
+    """FER2013's label numbers mean angry, disgust, fear, happy, sad, surprise, neutral: a CSV
+    where label k has k + 1 images is reported class by class in that order."""
+    pixels = " ".join(["128"] * 48 * 48)
+    rows = [f"{k},{pixels},Training" for k in range(7) for _ in range(k + 1)]
+    rows += [f"{k},{pixels},{usage}" for k in range(7) for usage in ("PublicTest", "PrivateTest")]
+    data = tmp_path / "fer2013.csv"
+    data.write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    proc = run_fer_search("data", "--data", str(data), "--json", "--no-cache")
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads(proc.stdout)["splits"]["train"]
+    emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert list(counts) == emotions and list(counts.values()) == [1, 2, 3, 4, 5, 6, 7]

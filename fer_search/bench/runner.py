@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_search import engine
+from fer_search.bench.checkpoint import checkpoint_figures
 from fer_search.bench.data import data_figures
 from fer_search.bench.memory import figure_memory
 from fer_search.bench.options import BenchOptions
@@ -49,6 +50,7 @@ def jobs(ctx: Context) -> list[Job]:
     out.append(("overhead", "search overhead", lambda: [figure_search_overhead(ctx)]))
     out.append(("asha", "ASHA savings", lambda: [figure_asha(ctx)]))
     out.append(("memory", "memory", lambda: [figure_memory(ctx)]))
+    out.append(("checkpoint", "checkpoint MB", partial(checkpoint_figures, ctx)))
     return [(name, job) for group, name, job in out if group in ctx.options.groups]
 
 

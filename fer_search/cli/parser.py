@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=("data", "pipeline", "overhead", "asha", "memory"),
+        choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint"),
         help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
     )
     add_data_args(p)
