@@ -214,8 +214,12 @@ def test_checkpoint_figure_counts_what_the_policy_writes(tiny_ctx, one_torch_thr
 
     sizes = checkpoint.epoch_sizes(tiny_ctx, "simple_cnn", epochs=3, images=32)
     assert [s["epoch"] for s in sizes] == [1, 2, 3] and sizes[0]["new_best"]
-    for size in sizes:  # at a new best the best weights are stored once, not twice
-        assert size["bytes"] < size["old_bytes"] if size["new_best"] else size["bytes"] > 0
+    for size in sizes:  # at a new best the best weights are stored once, not twice: one copy of
+        # the weights fewer than weights + optimiser momentum + best weights
+        if size["new_best"]:
+            assert size["old_bytes"] > 1.2 * size["bytes"]
+        else:
+            assert size["old_bytes"] == pytest.approx(size["bytes"], rel=0.01)
     every_epoch = checkpoint.per_epoch_mib(sizes, 1)
     assert every_epoch <= bench.measure.mib(sum(s["old_bytes"] for s in sizes)) / 3
     assert checkpoint.per_epoch_mib(sizes, 4) <= every_epoch  # fewer checkpoints, fewer bytes

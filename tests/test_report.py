@@ -378,3 +378,15 @@ def test_cli_report_not_a_results_dir(tmp_path):
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1
     assert "experiment.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_retried_trials_repeated_epochs_and_its_failure_row_are_read_once(tmp_path):
+    from fer_search.report.load import read_progress
+
+    (tmp_path / "progress.csv").write_text(
+        "epoch,val_acc,failure\n1,0.30,\n2,0.35,\n3,0.36,\n"  # then killed; its retry resumed
+        "3,0.37,\n4,0.40,\n4,,non-finite training loss at epoch 5\n"  # from epoch 2's checkpoint
+    )
+    curve = read_progress(tmp_path)
+    assert list(curve["epoch"]) == [1, 2, 3, 4]
+    assert list(curve["val_acc"]) == [0.30, 0.35, 0.37, 0.40]  # the retry's epoch 3 counts

@@ -21,9 +21,9 @@ def _space(**experiment: Any):
     return load_space_dict({"experiment": experiment, "params": PARAMS}, source="s.yaml")
 
 
-def test_defaults_checkpoint_every_epoch_and_retry_once():
+def test_defaults_checkpoint_every_other_epoch_and_retry_once():
     exp = _space().experiment
-    assert (exp.checkpoint_every, exp.max_failures) == (1, 1)
+    assert (exp.checkpoint_every, exp.max_failures) == (2, 1)
 
 
 def test_values_from_the_file_are_parsed():
@@ -46,7 +46,7 @@ def test_a_space_saved_before_the_keys_existed_still_loads(tmp_path):
     for key in ("checkpoint_every", "max_failures"):
         del saved["experiment"][key]
     exp = load_space_dict(saved, source="old/space.yaml").experiment
-    assert (exp.checkpoint_every, exp.max_failures) == (1, 1)
+    assert (exp.checkpoint_every, exp.max_failures) == (2, 1)
 
 
 @pytest.mark.parametrize(

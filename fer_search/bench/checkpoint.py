@@ -42,7 +42,10 @@ def epoch_sizes(ctx: Context, arch: str, epochs: int, images: int) -> list[dict[
         now, old = folder / "now.pt", folder / "old.pt"
         save(now)
         payload = engine.load_checkpoint(now)
-        payload["best_state_dict"] = engine.best_state_dict(payload)  # stored apart, as before
+        # the best weights as a copy of their own, as before (cloned: torch.save stores a tensor
+        # that is already in the payload only once)
+        best_weights = engine.best_state_dict(payload)
+        payload["best_state_dict"] = {k: v.clone() for k, v in best_weights.items()}
         payload["best_is"] = None
         engine.save_checkpoint(old, payload)
         sizes.append(

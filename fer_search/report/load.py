@@ -141,6 +141,8 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
         curve = pd.read_csv(path)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         return None
+    if "failure" in curve:  # a trial's failure reported as its last result: not an epoch
+        curve = curve[curve["failure"].isna()]
     if curve.empty:
         return None
     if "epoch" not in curve:
@@ -149,4 +151,5 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
     for name in CURVE_COLUMNS:
         if name in curve:
             curve[name] = pd.to_numeric(curve[name], errors="coerce")
-    return curve
+    # a trial retried from a checkpoint older than its last epoch reports those epochs again
+    return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
