@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.exists():
         parser.error(f"{args.data} does not exist; pass --data path/to/fer2013.csv")
     command = shlex.join(["python", "benchmarks/bench_data.py", *(argv or sys.argv[1:])])
-    info = {**machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    info = {**machine(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     result = run(args.data, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "data.json").write_text(
