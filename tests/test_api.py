@@ -54,7 +54,10 @@ def experiment(tmp_path_factory, demo):
     storage = tmp_path_factory.mktemp("api-search")
     space = tmp_path_factory.mktemp("space") / "tiny.yaml"
     space.write_text(tiny_space("tiny", trials=2, epochs=1))
-    return fer_search.search(str(space), data=demo, storage=str(storage), name="api", verbose=0)
+    yield fer_search.search(str(space), data=demo, storage=str(storage), name="api", verbose=0)
+    import ray
+
+    ray.shutdown()  # the search started Ray in this process; later modules start their own
 
 
 def test_search_returns_an_experiment_with_its_leaderboard(experiment):

@@ -174,6 +174,9 @@ def test_leaderboard_configs_ignore_trial_order():
 @pytest.fixture(scope="module")
 def tiny_ctx(tmp_path_factory):
     """A bench context on demo data with a tiny plan; Ray started once for the module."""
+    import ray
+
+    ray.shutdown()  # a Ray another test module left running would hide the start-up time
     plan = dataclasses.replace(
         bench.make_plan(True, CPU), overhead=(1, 1), overhead_repeats=1, asha=(3, 2, 2),
         asha_demo_size=0.05,

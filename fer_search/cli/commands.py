@@ -141,7 +141,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
 
     names = {f.name for f in dataclasses.fields(SearchOptions)} - {"sampler", "command"}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    values["command"] = args.command_line
+    values["command"] = getattr(args, "command_line", None)
     return values
 
 
@@ -210,7 +210,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         only=args.only,
         as_json=args.json,
         data_args=data_args,
-        command=args.command_line,
+        command=getattr(args, "command_line", None),
     )
 
 
