@@ -1,6 +1,6 @@
 """fer-search: distributed hyperparameter search for facial-expression recognition.
 
-The Python API (see fer_search.api): load_data, train, evaluate, predict, search, resume.
+The Python API (see fer_search.api): load_data, train, evaluate, compare, predict, search, resume.
 Its functions are imported on first use, so `import fer_search` stays light.
 """
 
@@ -15,6 +15,7 @@ __all__ = [
     "Experiment",
     "TrainConfig",
     "UserError",
+    "compare",
     "evaluate",
     "load_data",
     "predict",
@@ -23,7 +24,7 @@ __all__ = [
     "train",
 ]
 
-_API = ("Experiment", "evaluate", "load_data", "predict", "resume", "search", "train")
+_API = ("Experiment", "compare", "evaluate", "load_data", "predict", "resume", "search", "train")
 
 
 def __getattr__(name: str) -> Any:

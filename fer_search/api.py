@@ -4,6 +4,7 @@
     data = fer_search.load_data("demo")
     result = fer_search.train({"model": "simple_cnn", "epochs": 2}, data=data, out="runs/one")
     metrics = fer_search.evaluate("runs/one/best.pt", data=data, split="test", tta="flip")
+    diff = fer_search.compare("runs/one", "runs/two", data=data, split="val")
     exp = fer_search.tuning("demo", data="demo", num_samples=4, epochs=2, storage="runs")
     print(exp.leaderboard)
 
@@ -30,7 +31,16 @@ if TYPE_CHECKING:
     from fer_search.data import FERData
     from fer_search.engine import TrainResult
 
-__all__ = ["Experiment", "evaluate", "load_data", "predict", "resume", "search", "train"]
+__all__ = [
+    "Experiment",
+    "compare",
+    "evaluate",
+    "load_data",
+    "predict",
+    "resume",
+    "search",
+    "train",
+]
 
 DataArg = Any  # a FERData, or a source for load_data: "demo", a path, or None (./data or demo)
 
@@ -156,14 +166,7 @@ def evaluate(
     where = engine.resolve_device(device)
     model = engine.model_from_checkpoint(payload, where)
     data = as_data(data, payload["config"].get("class_set", "all"))
-    if split not in data.splits:
-        raise UserError(f"split {split!r} is not in {data.source} (has {', '.join(data.splits)})")
-    part = data.splits[split]
-    if list(part.class_names) != list(payload["class_names"]):
-        raise UserError(
-            f"checkpoint classes {payload['class_names']} differ from the data's "
-            f"{list(part.class_names)} (evaluate uses the checkpoint's class set)"
-        )
+    part = split_for(data, split, payload["class_names"], "evaluate")
     probs = engine.predict_probs(model, part.images, device=where, tta=tta)
     metrics = classification_metrics(probs, part.labels, part.class_names)
     metrics.update(split=split, tta=tta, checkpoint=str(checkpoint), data=data.source)
@@ -177,6 +180,84 @@ def evaluate(
         plot_confusion(metrics["confusion_matrix"], part.class_names, png, title=metrics["title"])
         metrics["written"] = [str(out_dir / f"{stem}.json"), str(png)]
     return metrics
+
+
+def split_for(data: FERData, split: str, class_names: list[str], command: str) -> Any:
+    """The split's images, once it is known to hold the checkpoint's classes."""
+    if split not in data.splits:
+        raise UserError(f"split {split!r} is not in {data.source} (has {', '.join(data.splits)})")
+    part = data.splits[split]
+    if list(part.class_names) != list(class_names):
+        raise UserError(
+            f"checkpoint classes {list(class_names)} differ from the data's "
+            f"{list(part.class_names)} ({command} uses the checkpoint's class set)"
+        )
+    return part
+
+
+def compare(
+    a: str | Path,
+    b: str | Path,
+    data: DataArg = "demo",
+    split: str = "test",
+    tta: str = "none",
+    *,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Two models on the same images of a split: each accuracy with its 95 % interval, the
+    paired difference A - B with its interval and McNemar's p-value (`within_noise` when the
+    interval contains 0), and each class's accuracy (recall) for both. A and B: a checkpoint
+    (best.pt or its directory) or an experiment folder (its best/best.pt)."""
+    from fer_search import engine
+    from fer_search.evaluation import compare_predictions
+
+    paths = [checkpoint_path(a), checkpoint_path(b)]
+    payloads = [engine.load_checkpoint(path) for path in paths]
+    classes_a, classes_b = (list(payload["class_names"]) for payload in payloads)
+    if classes_a != classes_b:
+        raise UserError(
+            f"{str(a)!r} and {str(b)!r} predict different classes ({classes_a} vs {classes_b}); "
+            "compare needs models of the same class set"
+        )
+    data = as_data(data, payloads[0]["config"].get("class_set", "all"))
+    part = split_for(data, split, classes_a, "compare")
+    where = engine.resolve_device(device)
+    preds = []
+    for payload in payloads:
+        model = engine.model_from_checkpoint(payload, where)
+        preds.append(engine.predict_probs(model, part.images, device=where, tta=tta).argmax(1))
+        del model
+    result = compare_predictions(part.labels, preds[0], preds[1], part.class_names)
+    for key, path, payload in zip(("a", "b"), paths, payloads, strict=True):
+        result[key] = {
+            "path": str(path),
+            **result[key],
+            "model": payload["model_args"].get("name", "?"),
+        }
+    result.update(split=split, tta=tta, data=data.source)
+    return result
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A checkpoint as given (best.pt or its directory), or an experiment folder's
+    best/best.pt (written by its final evaluation)."""
+    path = Path(path)
+    if (path / "experiment.json").is_file():
+        best = path / "best" / "best.pt"
+        if not best.is_file():
+            raise UserError(
+                f"experiment {str(path)!r} has no best/best.pt (its final evaluation has not "
+                f"run; an interrupted search finishes with fer-search --resume {path})"
+            )
+        return best
+    return path
+
+
+def checkpoint_class_set(path: str | Path) -> str:
+    """The class set a checkpoint (or an experiment's best model) was trained on."""
+    from fer_search import engine
+
+    return str(engine.load_checkpoint(checkpoint_path(path))["config"].get("class_set", "all"))
 
 
 def predict(

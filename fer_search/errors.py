@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["DeterministicError", "UserError", "did_you_mean", "first_line"]
+__all__ = ["DeterministicError", "RecheckFailed", "UserError", "did_you_mean", "first_line"]
 
 
 class UserError(Exception):
@@ -16,6 +16,11 @@ class DeterministicError(RuntimeError):
     """A trial failure that would happen again if the trial were retried: a non-finite loss,
     CUDA out of memory, an invalid configuration. The search marks the trial failed with this
     message instead of retrying it (retries are for workers or nodes that died)."""
+
+
+class RecheckFailed(Exception):
+    """A stored result did not reproduce: the best checkpoint, evaluated again, does not score
+    what final.json records. Not the user's mistake, so not a UserError; the CLI exits 1."""
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

@@ -74,6 +74,15 @@ def test_the_best_model_and_the_final_figures(experiment):
     assert best["checkpoint"].endswith("best/best.pt")
     assert 0.0 <= final["best"]["test_acc"] <= 1.0 and not math.isnan(best["val_acc"])
     assert final["evaluated_on"]["device"] == "cpu"
+    tta = final["tta"]  # the TTA mode val picks, then read on test once
+    assert set(tta["val_acc"]) == {"none", "flip", "tencrop"}
+    assert tta["val_acc"][tta["chosen"]] == max(tta["val_acc"].values())
+    chosen = final["selected_ensemble"]  # chosen on val from every trial with a checkpoint
+    assert chosen["chosen"] in ("selection", "top_k")
+    assert sum(chosen["weights"]) == pytest.approx(1.0, abs=1e-3)
+    assert set(chosen["members"]) <= set(experiment.leaderboard["trial_id"])
+    report = (experiment.path / "report.md").read_text()
+    assert "Test-time augmentation chosen on val" in report and "Ensemble from all trials" in report
     reopened = fer_search.Experiment.open(experiment.path)
     assert reopened.best == best and "2 trials: 2 completed" in reopened.summary()
 

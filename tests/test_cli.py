@@ -104,7 +104,16 @@ def test_help_lists_every_command_and_each_is_reached_by_name(capsys, tmp_path):
     code, out, _ = cli(capsys, "--help")
     assert code == 0
     listed = re.findall(r"^    ([a-z]+) ", out, re.MULTILINE)  # the COMMAND list of the help
-    assert sorted(listed) == ["bench", "data", "evaluate", "predict", "report", "search", "train"]
+    assert sorted(listed) == [
+        "bench",
+        "compare",
+        "data",
+        "evaluate",
+        "predict",
+        "report",
+        "search",
+        "train",
+    ]
     # each is its own command, not taken for the bare form `fer-search --space X` (a search)
     for command in listed:
         code, out, err = cli(capsys, command, "--help")
@@ -250,7 +259,16 @@ def test_evaluate_prints_a_table_and_writes_metrics(run, capsys):
     matrix = np.array(metrics["confusion_matrix"])
     assert matrix.shape == (7, 7) and matrix.sum() == 350
     assert metrics["accuracy"] == pytest.approx(np.trace(matrix) / 350)
-    assert f"{metrics['accuracy'] * 100:.2f} %" in out
+    # the accuracy and macro-F1 with their 95 % intervals, as written to the JSON
+    low, high = metrics["accuracy_ci95"]
+    assert low <= metrics["accuracy"] <= high
+    assert (
+        f"accuracy {metrics['accuracy'] * 100:.2f} % (95 % CI {low * 100:.2f}-{high * 100:.2f} %)"
+        in out
+    )
+    low, high = metrics["macro_f1_ci95"]
+    assert low <= metrics["macro_f1"] <= high
+    assert f"macro-F1 {metrics['macro_f1']:.4f} (95 % CI {low:.4f}-{high:.4f})" in out
     assert (run / "eval-test-confusion.png").read_bytes()[:8] == PNG_MAGIC
 
 

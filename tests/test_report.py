@@ -190,6 +190,59 @@ def test_report_md_states_best_trial_selection_rule_and_test_numbers(built):
     assert "3.20e-04" in md  # lr, short
 
 
+def add_intervals(exp: Path) -> dict:
+    """final.json as a search now writes it: 95 % intervals and the paired comparisons."""
+    final = json.loads((exp / "final.json").read_text())
+    final["ci_method"] = "95 % percentile bootstrap over the images"
+    final["best"].update(
+        test_acc_ci95=[0.5902, 0.6241],
+        test_acc_tta_ci95=[0.5968, 0.6302],
+        test_f1_ci95=[0.5351, 0.5697],
+        val_acc_ci95=[0.61, 0.64],
+    )
+    final["ensemble"].update(test_acc_ci95=[0.6023, 0.6357])
+    within = {"difference": 0.0083, "difference_ci95": [-0.0061, 0.0214], "p_value": 0.2731}
+    behind = {"difference": -0.0119, "difference_ci95": [-0.0205, -0.0036], "p_value": 0.0042}
+    final["comparisons"] = {
+        "best_vs_runner_up": {"a": "a0001", "b": "a0002", "test": {**within, "within_noise": True}},
+        "best_vs_ensemble": {
+            "a": "a0001",
+            "b": ["a0001", "a0002"],
+            "test": {**behind, "within_noise": False},
+        },
+    }
+    (exp / "final.json").write_text(json.dumps(final))
+    return final
+
+
+def test_intervals_and_comparisons_are_stated_beside_the_test_figures(built, tmp_path):
+    exp = make_results(tmp_path, optuna_db=False)
+    final = add_intervals(exp)
+    md = build_report(exp).read_text()
+    best_row = next(line for line in md.splitlines() if line.startswith("| best trial"))
+    assert "60.71 % (95 % CI 59.0–62.4)" in best_row
+    assert "61.35 % (95 % CI 59.7–63.0)" in best_row
+    assert "0.5523 (95 % CI 0.535–0.570)" in best_row
+    assert "62.50 % |" in best_row  # val: selected on, so no interval
+    ensemble_row = next(line for line in md.splitlines() if line.startswith("| top-2"))
+    assert "61.90 % (95 % CI 60.2–63.6)" in ensemble_row and "62.44 % |" in ensemble_row
+    assert (
+        "The best trial is 0.8 pp ahead of the runner-up (`a0002`) on test, within noise "
+        "(95 % CI −0.6 to 2.1 pp, McNemar p = 0.27)." in md
+    )
+    assert (
+        "The best trial is 1.2 pp behind the top-2 ensemble on test, beyond noise "
+        "(95 % CI −2.1 to −0.4 pp, McNemar p = 0.004)." in md
+    )
+    assert "Intervals: 95 % percentile bootstrap over the images." in md
+    report = json.loads((exp / "report.json").read_text())
+    assert report["final"]["comparisons"] == final["comparisons"]
+    assert report["final"]["best"]["test_acc_ci95"] == [0.5902, 0.6241]
+    # a final.json from before the intervals reads as it always did
+    old = (built / "report.md").read_text()
+    assert "95 % CI" not in old and "McNemar" not in old and "Intervals:" not in old
+
+
 def test_leaderboard_is_best_first_and_limited_to_top(built, tmp_path):
     md = (built / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "`a000" in line]

@@ -123,6 +123,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fer_search import api
+    from fer_search.evaluation import format_comparison
+
+    class_set = api.checkpoint_class_set(args.a)  # a bad A fails before the data load
+    data = data_from_args(args, class_set=class_set)
+    result = api.compare(args.a, args.b, data, args.split, args.tta, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        title = f"A vs B on {args.split} (tta={args.tta}) of {result['data']}"
+        print(format_comparison(result, title))
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_search import api
     from fer_search.predict import format_predictions
@@ -192,8 +207,17 @@ def print_outcome(exp: Any) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from fer_search.errors import RecheckFailed
     from fer_search.report import build_report
 
+    if args.recheck:
+        from fer_search.recheck import recheck
+
+        try:
+            print(recheck(args.experiment))
+        except RecheckFailed as exc:
+            print(f"fer-search: {exc}", file=sys.stderr)
+            return 1
     path = build_report(Path(args.experiment))
     print(f"wrote {path}")
     return 0
@@ -218,6 +242,7 @@ COMMAND_FUNCTIONS = {
     "search": cmd_search,
     "train": cmd_train,
     "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
     "predict": cmd_predict,
     "data": cmd_data,
     "report": cmd_report,

@@ -9,7 +9,7 @@ from typing import NoReturn
 from fer_search import __version__
 from fer_search.config import AMP, BALANCE, CLASS_SETS, OPTIMIZERS, SCHEDULES, TrainConfig
 
-COMMANDS = ("search", "train", "evaluate", "predict", "data", "report", "bench")
+COMMANDS = ("search", "train", "evaluate", "compare", "predict", "data", "report", "bench")
 
 DESCRIPTION = """\
 Hyperparameter search for facial-expression recognition (FER2013): Ray Tune schedules
@@ -244,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rebuild report.md/report.json from a results directory")
     p.add_argument("experiment", metavar="DIR")
+    p.add_argument(
+        "--recheck",
+        action="store_true",
+        help="first evaluate best/best.pt on the test split again and fail (exit 1) unless it "
+        "scores what final.json records",
+    )
 
     p = sub.add_parser(
         "bench", help="measure pipeline speed, search overhead, ASHA savings, memory"
@@ -263,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
-    """`evaluate` and `predict`: commands that read a checkpoint."""
+    """`evaluate`, `compare` and `predict`: commands that read a checkpoint."""
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt or its directory")
     p.add_argument(
@@ -282,6 +288,34 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--out", metavar="DIR", help="where to write metrics JSON and PNG")
+    add_data_args(p)
+
+    p = sub.add_parser(
+        "compare",
+        help="two models on the same images: accuracy difference, its 95 %% interval, p-value",
+    )
+    for name, which in (("a", "A"), ("b", "B")):
+        p.add_argument(
+            name,
+            metavar=which,
+            help="a checkpoint (best.pt or its directory) or an experiment folder (its best model)",
+        )
+    p.add_argument(
+        "--split",
+        choices=("val", "test"),
+        default="test",
+        help="split to compare on (default test = PrivateTest; select models on val)",
+    )
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=("none", "flip", "crops"),
+        help="test-time augmentation for both (--tta = flip)",
+    )
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     add_data_args(p)
 
     p = sub.add_parser("predict", help="classify image files (optionally find faces first)")

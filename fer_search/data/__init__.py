@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fer_search.data.cache import cache_dir
 from fer_search.data.demo import make_demo
-from fer_search.data.load import load_data
+from fer_search.data.load import load_data, load_recorded
 from fer_search.data.sources import resolve_data_path
 from fer_search.data.splits import FERData, FERSplit
 from fer_search.data.summary import format_summary, summarize
@@ -36,6 +36,7 @@ __all__ = [
     "cache_dir",
     "format_summary",
     "load_data",
+    "load_recorded",
     "make_demo",
     "resolve_data_path",
     "summarize",

@@ -3,7 +3,9 @@ carve val where needed."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +81,19 @@ def load_data(
     )
     data.load_args = args
     return data
+
+
+def load_recorded(args: dict[str, Any] | None) -> FERData:
+    """The data a search was started on, loaded again from experiment.json's `data_args`
+    (load_data's arguments; before they were recorded so, the CLI's flag names)."""
+    args = dict(args or {})
+    if "data" in args:  # experiment.json from before the API: the CLI's flag names
+        args["path"], args["cache"] = args.pop("data"), not args.pop("no_cache", False)
+        args["class_set"] = args.get("class_set") or "all"
+    unknown = sorted(set(args) - set(inspect.signature(load_data).parameters))
+    if unknown:
+        raise UserError(f"experiment.json's data_args hold unknown arguments: {unknown}")
+    return load_data(**args)
 
 
 def parse_source(source: Source) -> Parsed:

@@ -15,7 +15,9 @@ from fer_search.errors import UserError
 
 __all__ = ["as_tensor", "epoch_metrics", "predict_probs", "to_input"]
 
-TTA = ("none", "flip", "crops")
+TTA = ("none", "flip", "crops", "tencrop")
+# ten-crop: the four corner crops and the centre crop of the image padded by 2 pixels (each a
+# 2-pixel shift, the 48-pixel analogue of FER papers' 44-of-48 crops), each also mirrored
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
@@ -34,13 +36,15 @@ def to_input(images_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
 def _views(x: torch.Tensor, tta: str) -> list[torch.Tensor]:
     """The batch and its test-time-augmented copies."""
     views = [x]
-    if tta in ("flip", "crops"):
+    if tta in ("flip", "crops", "tencrop"):
         views.append(torch.flip(x, dims=[3]))
-    if tta == "crops":
+    if tta in ("crops", "tencrop"):
         padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
         h, w = x.shape[-2:]
         for dy, dx in ((0, 0), (0, 4), (4, 0), (4, 4)):
             views.append(padded[..., dy : dy + h, dx : dx + w])
+    if tta == "tencrop":  # the centre crop is the image itself; mirror the four corners too
+        views += [torch.flip(v, dims=[3]) for v in views[2:6]]
     return views
 
 
@@ -57,10 +61,11 @@ def predict_probs(
 
     Images already on `device` are used where they are (the engine moves the val split there
     once per trial); others are copied there once per call. tta: "none"; "flip" averages with
-    the mirrored image; "crops" adds four 2-pixel shifts.
+    the mirrored image; "crops" adds four 2-pixel shifts; "tencrop" adds those four
+    mirrored too (ten views).
     """
     if tta not in TTA:
-        raise UserError(f"unknown tta {tta!r}; use none, flip or crops")
+        raise UserError(f"unknown tta {tta!r}; use none, flip, crops or tencrop")
     device = torch.device(device)
     model.eval()
     data = images if isinstance(images, torch.Tensor) else as_tensor(images)

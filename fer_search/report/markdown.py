@@ -35,6 +35,28 @@ def fmt_value(value: Any) -> str:
     return md_cell(str(value))
 
 
+def fmt_ci(value: Any, interval: Any, percent: bool) -> str:
+    """A figure with its 95 % interval when final.json has one: 68.74 % (95 % CI 67.2–70.2)."""
+    text = fmt_pct(value) if percent else fmt_num(value)
+    if not (is_number(value) and isinstance(interval, list) and len(interval) == 2):
+        return text
+    if not all(is_number(v) for v in interval):
+        return text
+    low, high = (f"{v * 100:.1f}" if percent else f"{v:.3f}" for v in interval)
+    return f"{text} (95 % CI {low}–{high})"
+
+
+def fmt_pp(value: float) -> str:
+    """A difference of accuracies in percentage points, with a true minus sign."""
+    return f"{value * 100:.1f}".replace("-", "−")
+
+
+def fmt_p(value: float) -> str:
+    if value < 0.001:
+        return "p < 0.001"
+    return f"p = {value:.3f}" if value < 0.01 else f"p = {value:.2f}"
+
+
 def fmt_duration(seconds: Any) -> str:
     if not is_number(seconds):
         return "—"
@@ -223,6 +245,11 @@ def md_final(facts: dict[str, Any]) -> str:
         "",
         md_table(FINAL_HEADER, "llrrrr", rows),
     ]
+    sentences = comparison_sentences(final) + choice_sentences(final)
+    if sentences:
+        lines += ["", *(f"- {s}" for s in sentences)]
+    if final.get("ci_method"):
+        lines += ["", f"Intervals: {final['ci_method']}."]
     if best.get("checkpoint"):
         lines += ["", f"Best checkpoint: `{best['checkpoint']}`"]
     if best.get("config"):
@@ -237,10 +264,80 @@ def final_row(name: str, trial_ids: list[Any], numbers: dict[str, Any]) -> list[
         name,
         ", ".join(f"`{t}`" for t in trial_ids),
         fmt_pct(numbers.get("val_acc")),
-        fmt_pct(numbers.get("test_acc")),
-        fmt_pct(numbers.get("test_acc_tta")),
-        fmt_num(numbers.get("test_f1")),
+        fmt_ci(numbers.get("test_acc"), numbers.get("test_acc_ci95"), percent=True),
+        fmt_ci(numbers.get("test_acc_tta"), numbers.get("test_acc_tta_ci95"), percent=True),
+        fmt_ci(numbers.get("test_f1"), numbers.get("test_f1_ci95"), percent=False),
     ]
+
+
+def choice_sentences(final: dict[str, Any]) -> list[str]:
+    """How the TTA mode and the selected ensemble were chosen (on val), and what they scored on
+    test; nothing for a final.json from before they existed."""
+    sentences = []
+    tta = final.get("tta")
+    if tta:
+        on_val = ", ".join(f"{m} {fmt_pct(a)}" for m, a in tta["val_acc"].items())
+        sentences.append(
+            f"Test-time augmentation chosen on val: **{tta['chosen']}** ({on_val} on val); "
+            f"the best trial with it scores "
+            f"{fmt_ci(tta['test_acc'], tta.get('test_acc_ci95'), percent=True)} on test."
+        )
+    chosen = final.get("selected_ensemble")
+    if chosen:
+        members = ", ".join(
+            f"`{m}` x{w:g}" for m, w in zip(chosen["members"], chosen["weights"], strict=True)
+        )
+        picked = "the greedy selection" if chosen["chosen"] == "selection" else "the top-k average"
+        greedy = chosen["selection"]
+        sentences.append(
+            f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
+            f"val {fmt_pct(chosen['val_acc'])}, test "
+            f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
+            f"The greedy selection scored val {fmt_pct(greedy['val_acc'])}, test "
+            f"{fmt_pct(greedy['test_acc'])}; the top-k average val "
+            f"{fmt_pct(chosen['top_k_val_acc'])}."
+        )
+    return sentences
+
+
+def comparison_sentences(final: dict[str, Any]) -> list[str]:
+    """One sentence per paired comparison on test: how far apart, and whether beyond noise."""
+    comparisons = final.get("comparisons") or {}
+    others = {
+        "best_vs_runner_up": "the runner-up",
+        "best_vs_ensemble": f"the top-{(final.get('ensemble') or {}).get('k', '?')} ensemble",
+    }
+    sentences = []
+    for key, other in others.items():
+        found = comparisons.get(key) or {}
+        if key == "best_vs_runner_up" and found.get("b") is not None:
+            other += f" (`{found['b']}`)"
+        sentence = comparison_sentence(found.get("test") or {}, other)
+        if sentence:
+            sentences.append(sentence)
+    return sentences
+
+
+def comparison_sentence(result: dict[str, Any], other: str) -> str:
+    """ "The best trial is 0.8 pp ahead of <other> on test, within noise (95 % CI ...)", or ""
+    when `result` (stats.paired_comparison's) is incomplete."""
+    difference: Any = result.get("difference")
+    p: Any = result.get("p_value")
+    interval: Any = result.get("difference_ci95")
+    if not (is_number(difference) and is_number(p) and isinstance(interval, list)):
+        return ""
+    if len(interval) != 2 or not all(is_number(v) for v in interval):
+        return ""
+    if difference == 0:
+        where = f"level with {other}"
+    else:
+        side = "ahead of" if difference > 0 else "behind"
+        where = f"{fmt_pp(abs(difference))} pp {side} {other}"
+    noise = "within noise" if result.get("within_noise") else "beyond noise"
+    return (
+        f"The best trial is {where} on test, {noise} "
+        f"(95 % CI {fmt_pp(interval[0])} to {fmt_pp(interval[1])} pp, McNemar {fmt_p(p)})."
+    )
 
 
 def md_per_class(facts: dict[str, Any]) -> str:

@@ -89,13 +89,9 @@ def resume_search(path: str | Path, data: Any = None, options: SearchOptions | N
 def data_from_record(record: dict[str, Any]) -> Any:
     """The data a search was started on, loaded again from experiment.json's `data_args`
     (load_data's arguments; before they were recorded so, the CLI's data flags)."""
-    from fer_search.data import load_data
+    from fer_search.data import load_recorded
 
-    args = dict(record.get("data_args") or {})
-    if "data" in args:  # experiment.json from before the API: the CLI's flag names
-        args["path"], args["cache"] = args.pop("data"), not args.pop("no_cache", False)
-        args["class_set"] = args.get("class_set") or "all"
-    return load_data(**args)
+    return load_recorded(record.get("data_args"))
 
 
 def check_local_gpus(options: SearchOptions) -> None:

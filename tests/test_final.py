@@ -1,0 +1,105 @@
+"""final.json's figures from the members' predictions (final_record): 95 % intervals beside
+every accuracy and macro-F1, paired comparisons of the best trial with the runner-up and the
+ensemble. Driven with made-up probabilities, as the search's final evaluation hands them over."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from fer_search import stats
+from fer_search.tuning.final import final_record
+
+CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+FIGURES = ("val_acc", "test_acc", "test_acc_tta", "test_f1")
+
+
+def split(n: int, seed: int) -> SimpleNamespace:
+    labels = np.random.default_rng(seed).integers(0, len(CLASSES), n)
+    return SimpleNamespace(labels=labels, class_names=CLASSES)
+
+
+def probs_right_on(labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Probabilities whose argmax is the label on about `share` of the images."""
+    rng = np.random.default_rng(seed)
+    wrong = (labels + rng.integers(1, len(CLASSES), len(labels))) % len(CLASSES)
+    pred = np.where(rng.random(len(labels)) < share, labels, wrong)
+    probs = rng.random((len(labels), len(CLASSES))) * 0.5
+    probs[np.arange(len(labels)), pred] += 1.0
+    return probs / probs.sum(1, keepdims=True)
+
+
+def member(trial_id: str, val, test, share: float, seed: int) -> dict:
+    return {
+        "row": {"trial_id": trial_id},
+        "payload": {"config": {"model": "simple_cnn", "seed": seed}},
+        "val": probs_right_on(val.labels, share, seed),
+        "test": probs_right_on(test.labels, share, seed + 100),
+        "test_tta": probs_right_on(test.labels, share, seed + 200),
+    }
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return split(400, 1), split(600, 2)
+
+
+@pytest.fixture(scope="module")
+def three(splits):
+    val, test = splits
+    return [member(f"t{i}", val, test, share, i) for i, share in enumerate((0.7, 0.65, 0.6))]
+
+
+def test_every_figure_has_a_seeded_interval_around_it(splits, three):
+    val, test = splits
+    final = final_record(three, val, test)
+    assert final["ci_method"] == stats.METHOD
+    for name in ("best", "ensemble"):
+        for key in FIGURES:
+            low, high = final[name][f"{key}_ci95"]
+            assert low <= final[name][key] <= high and high - low > 0.01, (name, key)
+    best = final["best"]
+    # the figures are the ones final.json always held
+    assert best["test_acc"] == float((three[0]["test"].argmax(1) == test.labels).mean())
+    assert best["test_acc"] == best["metrics"]["accuracy"]
+    assert best["test_f1"] == best["metrics"]["macro_f1"]
+    assert final_record(three, val, test) == final  # the same numbers every time
+    json.dumps(final, allow_nan=False)  # and written as they are
+
+
+def test_the_best_trial_is_compared_with_the_runner_up_and_the_ensemble(splits, three):
+    val, test = splits
+    final = final_record(three, val, test)
+    runner_up, ensemble = (
+        final["comparisons"][k] for k in ("best_vs_runner_up", "best_vs_ensemble")
+    )
+    assert (runner_up["a"], runner_up["b"]) == ("t0", "t1")
+    assert (ensemble["a"], ensemble["b"]) == ("t0", ["t0", "t1", "t2"])
+    ahead = final["best"]["test_acc"] - final["ensemble"]["test_acc"]
+    assert ensemble["test"]["difference"] == pytest.approx(ahead)
+    for found in (runner_up, ensemble):
+        for where in ("val", "test"):
+            result = found[where]
+            low, high = result["difference_ci95"]
+            assert low <= result["difference"] <= high and 0 <= result["p_value"] <= 1
+            assert result["within_noise"] == (low <= 0 <= high)
+
+
+def test_a_clear_lead_is_beyond_noise_and_a_copy_is_level(splits):
+    val, test = splits
+    strong, weak = member("s", val, test, 0.9, 7), member("w", val, test, 0.3, 8)
+    lead = final_record([strong, weak], val, test)["comparisons"]["best_vs_runner_up"]["test"]
+    assert lead["difference"] > 0.4 and not lead["within_noise"] and lead["p_value"] < 1e-6
+    copy = {**strong, "row": {"trial_id": "copy"}}
+    level = final_record([strong, copy], val, test)["comparisons"]["best_vs_runner_up"]["test"]
+    assert level["difference"] == 0 and level["within_noise"] and level["p_value"] == 1.0
+
+
+def test_one_member_has_no_ensemble_and_nothing_to_compare(splits, three):
+    val, test = splits
+    final = final_record(three[:1], val, test)
+    assert final["ensemble"] is None and final["comparisons"] == {}
+    assert final["best"]["test_acc_ci95"][0] <= final["best"]["test_acc"]
