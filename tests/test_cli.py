@@ -473,3 +473,17 @@ def test_labels_0_to_6_are_the_fer2013_emotions_in_order(tmp_path):
     counts = json.loads(proc.stdout)["splits"]["train"]
     emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
     assert list(counts) == emotions and list(counts.values()) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_every_tta_the_cli_offers_is_one_the_engine_runs():
+    import numpy as np
+
+    from fer_search.cli.parser import TTA_CHOICES
+    from fer_search.engine import predict_probs
+    from fer_search.models import create_model
+
+    model = create_model("simple_cnn", 7, width=8)
+    images = np.zeros((3, 48, 48), dtype=np.uint8)
+    for mode in TTA_CHOICES:
+        probs = predict_probs(model, images, tta=mode)
+        assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0, atol=1e-5), mode

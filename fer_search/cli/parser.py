@@ -9,6 +9,7 @@ from typing import NoReturn
 from fer_search import __version__
 from fer_search.config import AMP, BALANCE, CLASS_SETS, OPTIMIZERS, SCHEDULES, TrainConfig
 
+TTA_CHOICES = ("none", "flip", "crops", "tencrop")  # engine.TTA, without importing torch
 COMMANDS = ("search", "train", "evaluate", "compare", "predict", "data", "report", "bench")
 
 DESCRIPTION = """\
@@ -283,7 +284,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="flip",
         default="none",
-        choices=("none", "flip", "crops"),
+        choices=TTA_CHOICES,
         help="test-time augmentation (--tta = flip)",
     )
     p.add_argument("--device", default="auto")
@@ -311,13 +312,17 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         nargs="?",
         const="flip",
         default="none",
-        choices=("none", "flip", "crops"),
+        choices=TTA_CHOICES,
         help="test-time augmentation for both (--tta = flip)",
     )
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     add_data_args(p)
 
+    add_predict_command(sub)
+
+
+def add_predict_command(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify image files (optionally find faces first)")
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -330,7 +335,5 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--annotate", metavar="DIR", help="with --detect-faces: write annotated copies here"
     )
-    p.add_argument(
-        "--tta", nargs="?", const="flip", default="none", choices=("none", "flip", "crops")
-    )
+    p.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_CHOICES)
     p.add_argument("--device", default="auto")
