@@ -81,6 +81,7 @@ def test_the_best_model_and_the_final_figures(experiment):
     assert chosen["chosen"] in ("selection", "top_k")
     assert sum(chosen["weights"]) == pytest.approx(1.0, abs=1e-3)
     assert set(chosen["members"]) <= set(experiment.leaderboard["trial_id"])
+    assert set(chosen["vs_top_k"]) >= {"difference", "difference_ci95", "p_value"}
     report = (experiment.path / "report.md").read_text()
     assert "Test-time augmentation chosen on val" in report and "Ensemble from all trials" in report
     reopened = fer_search.Experiment.open(experiment.path)

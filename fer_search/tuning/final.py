@@ -280,7 +280,12 @@ def selected_ensemble(
             "test_acc_ci95": stats.accuracy_ci(test.labels, pred["test"]),
         }
 
+    top = np.zeros(len(members))
+    top[: min(top_k, len(members))] = 1.0 / min(top_k, len(members))
+    picked = np.tensordot(choice["weights"], np.stack([m["test"] for m in members]), 1)
+    average = np.tensordot(top, np.stack([m["test"] for m in members]), 1)
     return {
+        "vs_top_k": stats.paired_comparison(test.labels, picked.argmax(1), average.argmax(1)),
         "method": "greedy forward selection with replacement on val (Caruana et al., 2004) "
         f"over {len(members)} trials, against the top-{min(top_k, len(members))} average; "
         "the one with the better val_acc is chosen",
