@@ -42,8 +42,8 @@ def greedy_selection(
 
 def choose_ensemble(probs: list[np.ndarray], labels: np.ndarray, top_k: int) -> dict[str, Any]:
     """The greedy selection against the top-k average (the first `top_k` models), on val:
-    {"weights", "val_acc", "top_k_val_acc", "chosen": "selection" | "top_k"}; the weights of
-    the chosen one (top-k: equal weights on the first k)."""
+    {"weights", "val_acc", "chosen": "selection" | "top_k", and both candidates' weights and
+    val_acc}; `weights` are the chosen one's (top-k: equal weights on the first k)."""
     k = max(1, min(top_k, len(probs)))
     top = np.zeros(len(probs))
     top[:k] = 1.0 / k
@@ -53,7 +53,9 @@ def choose_ensemble(probs: list[np.ndarray], labels: np.ndarray, top_k: int) -> 
     return {
         "weights": weights if chosen == "selection" else top,
         "val_acc": max(acc, top_acc),
+        "selection_weights": weights,
         "selection_val_acc": acc,
+        "top_k_weights": top,
         "top_k_val_acc": top_acc,
         "chosen": chosen,
     }

@@ -210,17 +210,15 @@ def scores(probs: dict[str, np.ndarray], val: Any, test: Any, metrics: dict) -> 
     by its 95 % interval; `metrics` is classification_metrics of probs["test"]."""
     from fer_search import stats
 
-    pred = {split: probs[split].argmax(1) for split in ("val", "test", "test_tta")}
-    num_classes = len(test.class_names)
     return {
         "val_acc": accuracy(probs["val"], val.labels),
-        "val_acc_ci95": stats.accuracy_ci(val.labels, pred["val"]),
+        "val_acc_ci95": stats.accuracy_ci(val.labels, probs["val"].argmax(1)),
         "test_acc": metrics["accuracy"],
-        "test_acc_ci95": stats.accuracy_ci(test.labels, pred["test"]),
+        "test_acc_ci95": metrics["accuracy_ci95"],
         "test_acc_tta": accuracy(probs["test_tta"], test.labels),
-        "test_acc_tta_ci95": stats.accuracy_ci(test.labels, pred["test_tta"]),
+        "test_acc_tta_ci95": stats.accuracy_ci(test.labels, probs["test_tta"].argmax(1)),
         "test_f1": metrics["macro_f1"],
-        "test_f1_ci95": stats.macro_f1_ci(test.labels, pred["test"], num_classes),
+        "test_f1_ci95": metrics["macro_f1_ci95"],
     }
 
 
@@ -264,7 +262,6 @@ def selected_ensemble(
 
     ids = [m["row"]["trial_id"] for m in members]
     choice = ensemble.choose_ensemble([m["val"] for m in members], val.labels, top_k)
-    greedy, _ = ensemble.greedy_selection([m["val"] for m in members], val.labels)
 
     def scored(weights: np.ndarray) -> dict[str, Any]:
         used = np.flatnonzero(weights)
@@ -280,10 +277,8 @@ def selected_ensemble(
             "test_acc_ci95": stats.accuracy_ci(test.labels, pred["test"]),
         }
 
-    top = np.zeros(len(members))
-    top[: min(top_k, len(members))] = 1.0 / min(top_k, len(members))
     picked = np.tensordot(choice["weights"], np.stack([m["test"] for m in members]), 1)
-    average = np.tensordot(top, np.stack([m["test"] for m in members]), 1)
+    average = np.tensordot(choice["top_k_weights"], np.stack([m["test"] for m in members]), 1)
     return {
         "vs_top_k": stats.paired_comparison(test.labels, picked.argmax(1), average.argmax(1)),
         "method": "greedy forward selection with replacement on val (Caruana et al., 2004) "
@@ -291,7 +286,7 @@ def selected_ensemble(
         "the one with the better val_acc is chosen",
         "chosen": choice["chosen"],
         **scored(choice["weights"]),
-        "selection": scored(greedy),
+        "selection": scored(choice["selection_weights"]),
         "top_k_val_acc": choice["top_k_val_acc"],
     }
 
