@@ -90,7 +90,9 @@ def trial_status(result: Any, state: str, epochs: int, max_t: int, failure: str)
     return "pruned"
 
 
-def trial_row(result: Any, space: Any, exp: Path, state: str, node_ips: dict[str, str]):
+def trial_row(
+    result: Any, space: Any, exp: Path, states: dict[str, str], node_ips: dict[str, str]
+) -> dict[str, Any]:
     from fer_search.space import train_values
 
     frame = result.metrics_dataframe
@@ -108,7 +110,9 @@ def trial_row(result: Any, space: Any, exp: Path, state: str, node_ips: dict[str
     node = metrics.get("node", "")
     row: dict[str, Any] = {
         "trial_id": trial_id,
-        "status": trial_status(result, state, epochs, space.experiment.epochs, failure),
+        "status": trial_status(
+            result, states.get(trial_id, "TERMINATED"), epochs, space.experiment.epochs, failure
+        ),
         "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
         "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
         "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,
@@ -140,12 +144,7 @@ def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> l
     from fer_search.tuning.cluster import node_ips
 
     ips = node_ips()
-    rows = []
-    for result in results:
-        trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix(
-            "trial_"
-        )
-        rows.append(trial_row(result, space, exp, states.get(trial_id, "TERMINATED"), ips))
+    rows = [trial_row(result, space, exp, states, ips) for result in results]
     return rank_rows(rows)
 
 
