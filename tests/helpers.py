@@ -63,3 +63,20 @@ def tiny_space(name: str, *, trials: int, epochs: int = 3, params: str = "", **e
                 **experiment}  # fmt: skip
     lines = [f"name: {name}", "experiment:", *(f"  {k}: {v}" for k, v in settings.items())]
     return "\n".join(lines) + "\n" + TINY_PARAMS + params
+
+
+def random_splits(n_train: int = 48, n_val: int = 16, seed: int = 0):
+    """Train and val FERSplits of random 48x48 faces, labels cycling through the seven
+    emotions: the engine tests' tiny data."""
+    import numpy as np
+
+    from fer_search.config import EMOTIONS
+    from fer_search.data import FERSplit
+
+    rng = np.random.default_rng(seed)
+
+    def split(name: str, n: int) -> FERSplit:
+        images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+        return FERSplit(name, images, np.arange(n, dtype=np.int64) % len(EMOTIONS), EMOTIONS)
+
+    return split("train", n_train), split("val", n_val)

@@ -8,28 +8,16 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
+from helpers import random_splits
 
 from fer_search import engine
 from fer_search.config import EMOTIONS, TrainConfig
-from fer_search.data import FERSplit
 from fer_search.errors import DeterministicError
 from fer_search.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def tiny_splits(n_train: int = 48, n_val: int = 16) -> tuple[FERSplit, FERSplit]:
-    """Random 48x48 faces, labels cycling through the seven emotions."""
-    rng = np.random.default_rng(0)
-
-    def split(name: str, n: int) -> FERSplit:
-        images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
-        return FERSplit(name, images, np.arange(n, dtype=np.int64) % len(EMOTIONS), EMOTIONS)
-
-    return split("train", n_train), split("val", n_val)
 
 
 def config(**overrides) -> TrainConfig:
@@ -42,7 +30,7 @@ def config(**overrides) -> TrainConfig:
 def test_val_split_is_copied_to_the_device_once_per_trial(monkeypatch):
     """On CPU the copy is simulated: every `to_device` returns a fresh tensor, as a host-to-GPU
     copy would, and the host memory of the val images is watched."""
-    train_split, val_split = tiny_splits()
+    train_split, val_split = random_splits()
     host = val_split.images.ctypes.data
     copies_of_val: list[torch.Tensor] = []
     validated: list[torch.Tensor] = []
@@ -120,7 +108,7 @@ def running_out_of_memory(when_training: bool):
 def test_out_of_memory_is_a_deterministic_failure(monkeypatch, when_training, knob):
     monkeypatch.setattr(engine.prepare, "create_model", running_out_of_memory(when_training))
     with pytest.raises(DeterministicError) as error:
-        engine.train(config(), *tiny_splits())
+        engine.train(config(), *random_splits())
     name = knob.split("=")[0]
     assert str(error.value) == f"out of memory at {knob} on cpu; lower {name}"
 
@@ -143,7 +131,7 @@ def test_cuda_out_of_memory_names_the_memory_in_use(monkeypatch):
 
 
 def test_a_nan_loss_still_ends_with_status_nan():
-    result = engine.train(config(epochs=2, lr=1e6), *tiny_splits())
+    result = engine.train(config(epochs=2, lr=1e6), *random_splits())
     assert result.status == "nan" and "non-finite" in result.message
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import math
 import re
 
-import numpy as np
 import pytest
 import torch
+from helpers import random_splits
 
 from fer_search import engine
-from fer_search.config import EMOTIONS, TrainConfig
-from fer_search.data import FERSplit
+from fer_search.config import TrainConfig
 from fer_search.engine import _torch_compat
 from fer_search.errors import DeterministicError
 from fer_search.models import create_model
@@ -21,17 +20,6 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
 ]
-
-
-def tiny_splits(n_train: int = 96, n_val: int = 32) -> tuple[FERSplit, FERSplit]:
-    """Random 48x48 faces, labels cycling through the seven emotions."""
-    rng = np.random.default_rng(0)
-
-    def split(name: str, n: int) -> FERSplit:
-        images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
-        return FERSplit(name, images, np.arange(n, dtype=np.int64) % len(EMOTIONS), EMOTIONS)
-
-    return split("train", n_train), split("val", n_val)
 
 
 def config(**overrides) -> TrainConfig:
@@ -64,7 +52,7 @@ def trained(monkeypatch, tmp_path, cfg: TrainConfig):
     recorder = Recorder()
     monkeypatch.setattr(engine.prepare, "create_model", recorder)
     path = tmp_path / "last.pt"
-    result = engine.train(cfg, *tiny_splits(), on_epoch=lambda stats, save: save(path))
+    result = engine.train(cfg, *random_splits(96, 32), on_epoch=lambda stats, save: save(path))
     assert result.status == "completed", result.message
     assert all(math.isfinite(h.train_loss) and math.isfinite(h.val_loss) for h in result.history)
     return result, recorder, torch.load(path, weights_only=True)
@@ -98,7 +86,7 @@ def test_auto_picks_bf16_on_gpus_that_run_it_natively(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_channels_last_on_cuda(channels_last):
-    result = engine.train(config(channels_last=channels_last), *tiny_splits())
+    result = engine.train(config(channels_last=channels_last), *random_splits(96, 32))
     assert result.status == "completed", result.message
     # a conv with several input channels: with one, NCHW and NHWC strides are the same layout
     convs = [m for m in result.model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -109,7 +97,7 @@ def test_channels_last_on_cuda(channels_last):
 
 
 def test_torch_compile_trains_on_cuda():
-    result = engine.train(config(compile=True, epochs=2), *tiny_splits())
+    result = engine.train(config(compile=True, epochs=2), *random_splits(96, 32))
     assert result.status == "completed", result.message
     assert all(math.isfinite(h.train_loss) for h in result.history)
 
@@ -130,7 +118,7 @@ def test_data_lives_on_the_device(monkeypatch):
     monkeypatch.setattr(engine.loop, "prepare_data", spy_prepare)
     monkeypatch.setattr(engine.loop, "predict_probs", spy_predict)
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    result = engine.train(config(epochs=2), *tiny_splits())
+    result = engine.train(config(epochs=2), *random_splits(96, 32))
     assert result.status == "completed"
     assert {d.type for d in seen["train"] + seen["val"]} == {"cuda"} and len(seen["val"]) == 2
     assert torch.backends.cudnn.benchmark is True
@@ -157,7 +145,7 @@ def test_out_of_memory_on_cuda_names_the_memory_in_use(monkeypatch):
 
     monkeypatch.setattr(engine.prepare, "create_model", build)
     with pytest.raises(DeterministicError) as error:
-        engine.train(config(), *tiny_splits())
+        engine.train(config(), *random_splits(96, 32))
     pattern = (
         r"CUDA out of memory at batch_size=32 on cuda:\d+ \([\d,]+ MiB allocated, "
         r"[\d,]+ MiB reserved of [\d,]+ MiB\); lower batch_size"

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from helpers import random_splits
 
 from fer_search import engine
-from fer_search.config import EMOTIONS, TrainConfig
-from fer_search.data import FERSplit
+from fer_search.config import TrainConfig
 from fer_search.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
 INITIAL_SCALE = 65536.0  # torch.amp.GradScaler's default init_scale
-
-
-def tiny_splits(n_train: int = 48, n_val: int = 16) -> tuple[FERSplit, FERSplit]:
-    """Random 48x48 faces, labels cycling through the seven emotions."""
-    rng = np.random.default_rng(0)
-
-    def split(name: str, n: int) -> FERSplit:
-        images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
-        return FERSplit(name, images, np.arange(n, dtype=np.int64) % len(EMOTIONS), EMOTIONS)
-
-    return split("train", n_train), split("val", n_val)
 
 
 def fp16_config(**overrides) -> TrainConfig:
@@ -61,7 +49,7 @@ def test_fp16_on_cpu_trains_in_fp16_with_a_grad_scaler(monkeypatch, tmp_path):
     monkeypatch.setattr(engine.prepare, "create_model", recorder)
     path = tmp_path / "last.pt"
     cfg = fp16_config(epochs=2)
-    result = engine.train(cfg, *tiny_splits(), on_epoch=lambda stats, save: save(path))
+    result = engine.train(cfg, *random_splits(), on_epoch=lambda stats, save: save(path))
 
     assert result.status == "completed", result.message
     assert result.precision == "fp16"
@@ -86,8 +74,8 @@ def test_fp16_resume_on_cpu_continues_exactly(tmp_path):
         if stats.epoch == 1:
             save(path)
 
-    first = engine.train(cfg, *tiny_splits(), on_epoch=save_first)
-    resumed = engine.train(cfg, *tiny_splits(), resume=engine.load_checkpoint(path))
+    first = engine.train(cfg, *random_splits(), on_epoch=save_first)
+    resumed = engine.train(cfg, *random_splits(), resume=engine.load_checkpoint(path))
     learned = [(h.train_loss, h.val_loss, h.val_acc, h.lr) for h in first.history]
     assert [(h.train_loss, h.val_loss, h.val_acc, h.lr) for h in resumed.history] == learned
     assert resumed.precision == "fp16"
