@@ -269,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_tta_and_device(parser: argparse.ArgumentParser, tta_help: str | None) -> None:
+    """--tta (bare: flip) and --device, as every command that runs a checkpoint takes them."""
+    parser.add_argument(
+        "--tta", nargs="?", const="flip", default="none", choices=TTA_CHOICES, help=tta_help
+    )
+    parser.add_argument("--device", default="auto")
+
+
 def add_model_commands(sub: argparse._SubParsersAction) -> None:
     """`evaluate`, `compare` and `predict`: commands that read a checkpoint."""
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
@@ -279,15 +287,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         default="test",
         help="split to evaluate (default test = PrivateTest; select models on val)",
     )
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const="flip",
-        default="none",
-        choices=TTA_CHOICES,
-        help="test-time augmentation (--tta = flip)",
-    )
-    p.add_argument("--device", default="auto")
+    add_tta_and_device(p, "test-time augmentation (--tta = flip)")
     p.add_argument("--out", metavar="DIR", help="where to write metrics JSON and PNG")
     add_data_args(p)
 
@@ -307,15 +307,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
         default="test",
         help="split to compare on (default test = PrivateTest; select models on val)",
     )
-    p.add_argument(
-        "--tta",
-        nargs="?",
-        const="flip",
-        default="none",
-        choices=TTA_CHOICES,
-        help="test-time augmentation for both (--tta = flip)",
-    )
-    p.add_argument("--device", default="auto")
+    add_tta_and_device(p, "test-time augmentation for both (--tta = flip)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     add_data_args(p)
 
@@ -335,5 +327,4 @@ def add_predict_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--annotate", metavar="DIR", help="with --detect-faces: write annotated copies here"
     )
-    p.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_CHOICES)
-    p.add_argument("--device", default="auto")
+    add_tta_and_device(p, None)
