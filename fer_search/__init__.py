@@ -24,7 +24,17 @@ __all__ = [
     "train",
 ]
 
-_API = ("Experiment", "compare", "evaluate", "load_data", "predict", "resume", "search", "train")
+_API = (
+    "Experiment",
+    "compare",
+    "evaluate",
+    "load_data",
+    "predict",
+    "resume",
+    "search",
+    "train",
+    "upgrade",
+)
 
 
 def __getattr__(name: str) -> Any:

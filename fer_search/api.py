@@ -40,6 +40,7 @@ __all__ = [
     "resume",
     "search",
     "train",
+    "upgrade",
 ]
 
 DataArg = Any  # a FERData, or a source for load_data: "demo", a path, or None (./data or demo)
@@ -374,6 +375,15 @@ def resume(path: str | Path, data: DataArg = None, **overrides: Any) -> Experime
     options = SearchOptions(**overrides)
     outcome = resume_search(path, None if data is None else as_data(data), options)
     return Experiment(outcome.path, outcome.interrupted, outcome.note, outcome.wall_time_s)
+
+
+def upgrade(path: str | Path) -> dict[str, int]:
+    """Bring an experiment an earlier fer-search wrote up to date for monitoring: optuna.db
+    with no trial left RUNNING and its metric named, TensorBoard runs rebuilt from the
+    trials' files. Returns what it did: trials told, recorded again, never started; runs."""
+    from fer_search.tuning.upgrade import upgrade_experiment
+
+    return upgrade_experiment(path)
 
 
 def as_space(space: Any) -> Any:

@@ -191,7 +191,7 @@ def print_outcome(exp: Any) -> int:
         )
     print(
         f"report: {exp.path / 'report.md'}   "
-        f"TensorBoard: tensorboard --logdir {exp.path} --host 127.0.0.1"
+        f"TensorBoard: tensorboard --logdir {exp.path / 'tensorboard'} --host 127.0.0.1"
     )
     board = exp.leaderboard
     failed = int(board["status"].isin(["failed", "nan"]).sum()) if "status" in board else 0
@@ -218,6 +218,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         except RecheckFailed as exc:
             print(f"fer-search: {exc}", file=sys.stderr)
             return 1
+    if args.upgrade:
+        from fer_search import api
+
+        done = api.upgrade(args.experiment)
+        print(
+            f"optuna.db: {done['told']} RUNNING trial(s) closed, {done['resumed']} resumed "
+            f"trial(s) recorded, {done['not_started']} never started; "
+            f"TensorBoard: {done['tensorboard_runs']} run(s) rebuilt"
+        )
     path = build_report(Path(args.experiment))
     print(f"wrote {path}")
     return 0

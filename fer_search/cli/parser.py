@@ -251,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="first evaluate best/best.pt on the test split again and fail (exit 1) unless it "
         "scores what final.json records",
     )
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="first bring an experiment an earlier fer-search wrote up to date: close trials "
+        "left RUNNING in optuna.db, rebuild its TensorBoard runs from the trials' files",
+    )
 
     p = sub.add_parser(
         "bench", help="measure pipeline speed, search overhead, ASHA savings, memory"

@@ -33,9 +33,12 @@ def asha_rungs(experiment: dict[str, Any]) -> set[int]:
 
 
 def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
-    """Stopped trials that ASHA cannot have stopped, because they ended between its rungs (or
-    before their first epoch): the search's time budget ended them. An empty experiment
-    record names no rungs to tell them apart, so it marks none."""
+    """Stopped trials the search's time budget ended: the leaderboard's `stopped_by` says so
+    where the search recorded it. Older leaderboards are read by the rungs: a trial that
+    stopped between ASHA's rungs (or before its first epoch) cannot have been stopped by ASHA.
+    An empty experiment record names no rungs to tell them apart, so it marks none."""
+    if "stopped_by" in board and board["stopped_by"].notna().any():  # told by the study
+        return (board["status"] == "pruned") & (board["stopped_by"] == "time budget")
     if not experiment:
         return pd.Series(False, index=board.index)
     if not experiment.get("asha", True):

@@ -292,19 +292,10 @@ def selected_ensemble(
 
 
 def write_confusion(exp: Path, final: dict[str, Any], class_names: Any) -> None:
-    """confusion_test.png, and the same figure and the test accuracy in TensorBoard."""
-    import matplotlib.pyplot as plt
-    from torch.utils.tensorboard import SummaryWriter
-
-    from fer_search.evaluation import confusion_figure, plot_confusion
+    """confusion_test.png (the report's; TensorBoard holds the trials' curves only: a test
+    group there would sort before `train` and `val` and keep `val` folded)."""
+    from fer_search.evaluation import plot_confusion
 
     metrics = final["best"]["metrics"]
     title = f"best trial {final['best']['trial_id']} on test"
     plot_confusion(metrics["confusion_matrix"], class_names, exp / "confusion_test.png", title)
-    writer = SummaryWriter(log_dir=str(exp / "final"))
-    writer.add_figure(
-        "final/confusion_test", confusion_figure(metrics["confusion_matrix"], class_names, title)
-    )
-    writer.add_scalar("final/test_acc", metrics["accuracy"])
-    writer.close()
-    plt.close("all")

@@ -79,8 +79,13 @@ class PruningOptunaSearch(OptunaSearch):
         self._last_step[trial_id] = step
         reported = self._reported.setdefault(trial_id, set())
         if step not in reported:  # a trial restored from a checkpoint repeats no step
-            compat.optuna_search_trials(self)[trial_id].report(value, step)
             reported.add(step)
+            try:
+                compat.optuna_search_trials(self)[trial_id].report(value, step)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # an interrupted search's trial, closed as unfinished (tuning.study); the
+                # resumed search records it again when it ends
+                log.debug("trial %s was closed by an interrupted search", trial_id)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
@@ -91,16 +96,28 @@ class PruningOptunaSearch(OptunaSearch):
         if result:
             self.on_trial_result(trial_id, result)
         step = self._last_step.get(trial_id, 0)
-        if error or (result or {}).get("failure"):
+        failure = (result or {}).get("failure")
+        attrs: dict[str, Any] = {"status": "pruned", "epochs": step}
+        if error or failure:
             state, value = TrialState.FAIL, None
-        elif trial_id not in self._best:
-            state, value = TrialState.PRUNED, None  # stopped before its first epoch ended
-        elif step < self.max_t:
-            state, value = TrialState.PRUNED, None  # Optuna takes the last intermediate value
+            attrs.update(status="failed", error=str(failure or "raised")[:300])
+        elif trial_id not in self._best or step < self.max_t:
+            # stopped by the scheduler (before its first epoch ended, or at a rung); Optuna
+            # takes the last intermediate value
+            state, value = TrialState.PRUNED, None
+            attrs["stopped_by"] = "asha"
         else:
             state, value = TrialState.COMPLETE, self._best[trial_id]
+            attrs["status"] = "completed"
         try:
-            compat.optuna_search_study(self).tell(trials[trial_id], value, state=state)
-        except Exception as exc:  # e.g. told twice after a restore
+            for key, attr in attrs.items():  # before tell: a finished trial is read-only
+                trials[trial_id].set_user_attr(key, attr)
+            compat.optuna_search_study(self).tell(
+                trials[trial_id], value, state=state, skip_if_finished=True
+            )
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # an interrupted search closed it as unfinished; tuning.study records it again
+            log.debug("trial %s was closed by an interrupted search", trial_id)
+        except Exception as exc:  # e.g. a storage error: the search goes on without it
             log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
         completed.add(trial_id)

@@ -94,13 +94,21 @@ def refit_members(refit: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_refit(
-    exp: Path, space: Any, plan: dict[str, Any], refs: Any, record: dict[str, Any], verbose: int
+    exp: Path,
+    space: Any,
+    plan: dict[str, Any],
+    refs: Any,
+    record: dict[str, Any],
+    verbose: int,
+    names: Any = None,
 ) -> list[Any] | None:
     """Train the refit's configurations from scratch, at once, as the trials of one Tune run
     under exp/refit (so they checkpoint, log to TensorBoard and resume like any trial).
-    Returns the Tune results, or None when the refit was interrupted."""
+    Returns the Tune results, or None when the refit was interrupted. `names`: the refit's
+    TensorBoard run names (tensorboard.RunNames)."""
     from ray import tune
 
+    from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
 
     base = tune_dir(exp, record.get("storage_uri"))
@@ -136,9 +144,11 @@ def run_refit(
                     max_failures=getattr(space.experiment, "max_failures", 1)
                 ),
                 verbose=verbose,
+                callbacks=tb.logger_callbacks(exp / tb.LOG_DIR, names or tb.RunNames(space, [])),
             ),
         )
-    grid = tuner.fit()
+    with tb.without_ray_tensorboard():
+        grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
     states = trial_states(location)
     if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
@@ -221,7 +231,10 @@ def refit_phase(
         write_json(exp / RUN_FILE, record)
     if not record["refit"]:
         return rows
-    results = run_refit(exp, space, plan, refs, record, verbose)
+    from fer_search.tuning.tensorboard import LOG_DIR, finish_runs
+
+    names = refit_run_names(space, record["refit"], rows)
+    results = run_refit(exp, space, plan, refs, record, verbose, names)
     if results is None:
         return None
     location = tune_dir(exp, record.get("storage_uri"))
@@ -229,6 +242,21 @@ def refit_phase(
         fetch_trial_files(location, exp)
     record["refit"]["done"] = True
     members = refit_members(record["refit"])
-    rows = rank_rows([*rows, *refit_rows(results, members, space, exp)])
+    refits = refit_rows(results, members, space, exp)
+    finish_runs(exp / LOG_DIR, refits, names)
+    rows = rank_rows([*rows, *refits])
     write_leaderboard(rows, exp)
     return rows
+
+
+def refit_run_names(space: Any, refit: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
+    """TensorBoard run names of the refit's trials: the source trial's run, `_refit` added."""
+    from fer_search.tuning.tensorboard import RunNames, run_name
+
+    numbers = {row["trial_id"]: (row.get("_config") or {}).get("trial_number") for row in rows}
+    members = [
+        {"id": m["id"], "config": m["config"],
+         "run": run_name(numbers.get(m["from_trial"]), str(m["from_trial"]))}
+        for m in refit_members(refit)
+    ]  # fmt: skip
+    return RunNames(space, members)

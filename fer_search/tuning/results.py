@@ -113,6 +113,7 @@ def trial_row(
         "status": trial_status(
             result, states.get(trial_id, "TERMINATED"), epochs, space.experiment.epochs, failure
         ),
+        "stopped_by": "",  # why a pruned trial stopped: asha | time budget (tuning.study)
         "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
         "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
         "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,

@@ -34,6 +34,7 @@ from fer_search.tuning.results import (
     was_interrupted,
     write_leaderboard,
 )
+from fer_search.tuning.study import close_study, record_outcome
 
 __all__ = ["Outcome", "resume_search", "start_search"]
 
@@ -132,6 +133,12 @@ def dataset_refs(data: Any) -> Any:
 def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     """Tuner, leaderboard, refit, final evaluation and report (`restore`: continue)."""
     from fer_search.tuning.storage import fetch_trial_files
+    from fer_search.tuning.tensorboard import (
+        LOG_DIR,
+        RunNames,
+        finish_runs,
+        without_ray_tensorboard,
+    )
     from fer_search.tuning.tuner import build_tuner
 
     plan, uri = record["resources"], record.get("storage_uri")
@@ -146,13 +153,16 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
         results = tuner.get_results()  # nothing left to run: finalise
         record["wall_time_s"] = record.get("wall_time_s") or finished
     else:
-        results = tuner.fit()
+        with without_ray_tensorboard():
+            results = tuner.fit()
     prior_wall = float(record.get("wall_time_s") or 0.0)  # before a --resume
     location = tune_dir(exp, uri)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
         fetch_trial_files(location, exp)
     states = trial_states(location)
     rows = trial_rows(results, space, exp, states)
+    close_study(exp, rows, space.experiment.metric)  # no trial left RUNNING in optuna.db
+    finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
     write_leaderboard(rows, exp)
     record["wall_time_s"] = time.time() - started + prior_wall
     if was_interrupted(states, space, finished or time.time() - started):
@@ -173,8 +183,10 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     record["wall_time_s"] = wall = time.time() - started + prior_wall
     if ranked is None:
         return interrupted(exp, record, "during the refit")
+    final = None
     if not options.no_final_eval:
-        final_evaluation(ranked, data, space, exp, record["resources"], refs)
+        final = final_evaluation(ranked, data, space, exp, record["resources"], refs)
+    record_outcome(exp, ranked, record.get("refit"), final)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_json(exp / RUN_FILE, record)
     build_report(exp)

@@ -93,6 +93,7 @@ def build_tuner(
 ) -> Any:
     from ray import tune
 
+    from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.trainable import run_trial
 
     ex = space.experiment
@@ -106,6 +107,7 @@ def build_tuner(
             resume_errored=False,
             restart_errored=False,
         )
+    tb.write_experiment_config(exp / tb.LOG_DIR, space)
     reporter = tune.CLIReporter(
         parameter_columns={"model": "arch", "lr": "lr", "dropout": "dropout"},
         metric_columns={"epoch": "epoch", "val_acc": "val_acc", "best_val_acc": "best"},
@@ -135,6 +137,7 @@ def build_tuner(
             # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
             failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),
             progress_reporter=reporter,
+            callbacks=tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space)),
             verbose=options.verbose,
         ),
     )

@@ -1,0 +1,236 @@
+"""The Optuna study after a search: every trial in its final state, as the leaderboard says.
+
+The searcher tells Optuna about the trials Tune completes, but Tune never calls it for trials
+its time budget ends, nor for trials an interrupted search leaves behind: those would stay
+RUNNING in optuna.db for ever (optuna-dashboard then offers to "fail" them). After every Tune
+run the driver reconciles the study with the leaderboard rows instead:
+
+- a RUNNING trial is told its leaderboard status: completed -> COMPLETE (best val_acc),
+  pruned -> PRUNED (Optuna keeps its last intermediate value), failed/nan -> FAIL, and
+  unfinished (the search was interrupted) -> FAIL, marked `status: unfinished`;
+- a trial an interrupted search left FAIL/unfinished that a resumed search then finished is
+  recorded again, as a new trial with the same parameters, its per-epoch values and the final
+  state, pointing back with `resumed_from` (Optuna cannot reopen a finished trial; this is its
+  own RetryFailedTrialCallback's pattern);
+- a trial Optuna handed out that Tune never started is FAIL, `status: not started`.
+
+Each trial carries user attributes the dashboard shows: `ray_trial_id`, `status`, `stopped_by`
+(asha | time budget), `epochs`, `best_epoch`. After the refit and the final evaluation the
+refits' and the test results go on the trials they belong to and on the study.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["StudyHandle", "close_study", "open_study", "record_outcome", "stopped_by"]
+
+RAY_TRIAL_ID = "ray_trial_id"
+FINAL_KEYS = ("test_acc", "test_acc_ci95", "test_acc_tta", "test_f1", "val_acc")
+
+
+@dataclass
+class StudyHandle:
+    """An experiment's Optuna study and the storage it was loaded from."""
+
+    study: Any
+    storage: Any
+
+    def trials(self) -> list[Any]:
+        return list(self.study.get_trials(deepcopy=False))
+
+    def set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
+        """User attributes on trial `number` (Optuna's storage API: finished trials too)."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        for key, value in attrs.items():
+            self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def numbers(self) -> dict[str, int]:
+        """Ray trial id -> the number of its latest Optuna trial."""
+        latest: dict[str, int] = {}
+        for trial in self.trials():
+            ray_id = trial.user_attrs.get(RAY_TRIAL_ID)
+            if ray_id is not None:
+                latest[str(ray_id)] = max(trial.number, latest.get(str(ray_id), -1))
+        return latest
+
+
+def open_study(exp: Path) -> StudyHandle | None:
+    """The experiment's Optuna study (optuna.db in `exp`, named as experiment.json says: the
+    folder's name when it was made), or None."""
+    import json
+
+    import optuna
+
+    db = exp / "optuna.db"
+    if not db.is_file():
+        return None
+    record = exp / "experiment.json"
+    name = json.loads(record.read_text()).get("name") if record.is_file() else None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    try:
+        return StudyHandle(optuna.load_study(study_name=name or exp.name, storage=storage), storage)
+    except KeyError:  # a study of another name: not ours to change
+        return None
+
+
+def stopped_by(row: dict[str, Any], told: bool) -> str:
+    """Why a pruned trial stopped early: the scheduler told the searcher (`told`), or the
+    search's time budget ended it (Tune never tells the searcher then)."""
+    if row["status"] != "pruned":
+        return ""
+    return "asha" if told else "time budget"
+
+
+def close_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[str, int]:
+    """Leave no trial RUNNING (see the module's docstring); set `stopped_by` on `rows`.
+    Returns how many trials it told, recorded again, and failed as never started."""
+    import optuna
+    from optuna.trial import TrialState
+
+    counts = {"told": 0, "resumed": 0, "not_started": 0}
+    handle = open_study(exp)
+    if handle is None:
+        return counts
+    if not handle.study.metric_names:
+        with warnings.catch_warnings():  # experimental in Optuna 5, and what the dashboard reads
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            handle.study.set_metric_names([metric])
+    by_number = {trial.number: trial for trial in handle.trials()}
+    latest = {ray_id: by_number[n] for ray_id, n in handle.numbers().items()}
+    for row in rows:
+        trial = latest.pop(str(row["trial_id"]), None)
+        if trial is None:
+            continue
+        if trial.state == TrialState.RUNNING:
+            row["stopped_by"] = stopped_by(row, told=False)
+            handle.set_attrs(trial.number, trial_attrs(row))  # before: finished is read-only
+            tell(handle, trial.number, row)
+            counts["told"] += 1
+        else:
+            earlier = trial.user_attrs.get("stopped_by")  # set by an earlier close_study
+            row["stopped_by"] = earlier if row["status"] == "pruned" and earlier else ""
+            row["stopped_by"] = row["stopped_by"] or stopped_by(row, told=True)
+            if trial.user_attrs.get("status") == "unfinished" and row["status"] != "unfinished":
+                record_resumed(handle, trial, row, exp)
+                counts["resumed"] += 1
+    for trial in latest.values():  # asked by the searcher, never run by Tune
+        if trial.state == TrialState.RUNNING:
+            handle.set_attrs(trial.number, {"status": "not started"})
+            handle.study.tell(trial.number, state=TrialState.FAIL)
+            counts["not_started"] += 1
+    return counts
+
+
+def final_state(status: str, value: float, curve: dict[int, float]) -> tuple[Any, Any]:
+    """Optuna's state and values for a leaderboard status: completed -> COMPLETE with its best
+    val_acc (FAIL without one), pruned -> PRUNED at its last epoch's value, others FAIL."""
+    from optuna.trial import TrialState
+
+    if status == "completed" and not math.isnan(value):
+        return TrialState.COMPLETE, [value]
+    if status == "pruned":
+        return TrialState.PRUNED, [curve[max(curve)]] if curve else None
+    return TrialState.FAIL, None
+
+
+def trial_attrs(row: dict[str, Any]) -> dict[str, Any]:
+    attrs = {
+        RAY_TRIAL_ID: str(row["trial_id"]),
+        "status": row["status"],
+        "epochs": int(row.get("epochs") or 0),
+        "best_epoch": int(row.get("best_epoch") or 0),
+    }
+    if row.get("stopped_by"):
+        attrs["stopped_by"] = row["stopped_by"]
+    if row.get("error"):
+        attrs["error"] = str(row["error"])[:300]
+    return attrs
+
+
+def tell(handle: StudyHandle, number: int, row: dict[str, Any]) -> None:
+    """Finish a RUNNING trial as its row says (PRUNED: Optuna takes its last intermediate
+    value, which the searcher reported every epoch)."""
+    state, values = final_state(row["status"], float(row["val_acc"]), {})
+    handle.study.tell(number, values, state=state, skip_if_finished=True)
+
+
+def record_resumed(handle: StudyHandle, old: Any, row: dict[str, Any], exp: Path) -> None:
+    """A new finished trial for `old` (left FAIL/unfinished by an interrupted search) that a
+    resumed search has now finished: same parameters, every epoch's value, the final state."""
+    import optuna
+
+    curve = epoch_values(exp, row)
+    state, values = final_state(row["status"], float(row["val_acc"]), curve)
+    trial = optuna.trial.create_trial(
+        params=old.params,
+        distributions=old.distributions,
+        values=values,
+        state=state,
+        intermediate_values=curve,
+        user_attrs={**old.user_attrs, **trial_attrs(row), "resumed_from": old.number},
+    )
+    handle.study.add_trial(trial)
+
+
+def epoch_values(exp: Path, row: dict[str, Any]) -> dict[int, float]:
+    """epoch -> val_acc from the trial's progress.csv (the last value of a repeated epoch)."""
+    import pandas as pd
+
+    path = exp / str(row.get("trial_dir") or "") / "progress.csv"
+    if not row.get("trial_dir") or not path.is_file():
+        return {}
+    frame = pd.read_csv(path)
+    if "epoch" not in frame or "val_acc" not in frame:
+        return {}
+    frame = frame[frame["val_acc"].notna()]
+    return {int(e): float(v) for e, v in zip(frame["epoch"], frame["val_acc"], strict=True)}
+
+
+def record_outcome(
+    exp: Path, rows: list[dict[str, Any]], refit: dict[str, Any] | None, final: dict | None
+) -> None:
+    """The refits and the test results into the study's user attributes, for the dashboard
+    (a finished trial's attributes are read-only): `refit` lists each refit with the Optuna
+    trial whose configuration it trained again and its val_acc; `final_*` are the final
+    evaluation's figures of the model it chose."""
+    handle = open_study(exp)
+    if handle is None:
+        return
+    numbers = handle.numbers()
+    by_id = {str(row["trial_id"]): row for row in rows}
+    refits = []
+    for member in (refit or {}).get("members", []):
+        row = by_id.get(member["id"], {})
+        refits.append(
+            {"id": member["id"], "from_trial": str(member["from_trial"]),
+             "from_number": numbers.get(str(member["from_trial"])),
+             "epochs": int(row.get("epochs") or 0),
+             "val_acc": json_number(row.get("val_acc"))}
+        )  # fmt: skip
+    if refits:
+        handle.study.set_user_attr("refit", refits)
+    best = (final or {}).get("best") or {}
+    for key in FINAL_KEYS:
+        if best.get(key) is not None:
+            handle.study.set_user_attr(f"final_{key}", best[key])
+    if best:
+        handle.study.set_user_attr("final_model", str(best.get("trial_id")))
+    for name in ("ensemble", "selected_ensemble"):
+        part = (final or {}).get(name)
+        if isinstance(part, dict) and part.get("test_acc") is not None:
+            handle.study.set_user_attr(f"final_{name}_test_acc", part["test_acc"])
+
+
+def json_number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
