@@ -256,10 +256,18 @@ def no_trials(exp: Path) -> None:
     (exp / "leaderboard.csv").write_text("trial_id,status,val_acc,trial_dir\n")
 
 
+def no_space(exp: Path) -> None:
+    (exp / "space.yaml").unlink()
+
+
+def no_refit_dir(exp: Path) -> None:
+    shutil.rmtree(exp / "refit")
+
+
 @pytest.mark.parametrize(
     "spoil",
-    [no_progress, no_val_acc, no_trials],
-    ids=["no progress", "no val_acc", "no trials"],
+    [no_progress, no_val_acc, no_trials, no_space, no_refit_dir],
+    ids=["no progress", "no val_acc", "no trials", "no space.yaml", "no refit folder"],
 )
 def test_an_experiment_with_nothing_to_draw_still_gets_its_figures(tmp_path, spoil):
     exp = write_experiment(tmp_path / "exp")
