@@ -22,7 +22,7 @@ RANKS = {
     "space": 2,
     "evaluation": 2,
     "ensemble": 2,
-    "report": 2,
+    "report": 3,  # above space (it reads the saved space.yaml), as in STYLE.md
     "engine": 3,
     "predict": 4,
     "recheck": 4,

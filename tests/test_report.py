@@ -283,7 +283,14 @@ def test_report_json_holds_the_facts(built):
     assert report["final"]["ensemble"]["trial_ids"] == ["a0001", "a0002"]
     assert set(report["importances"]) == {"lr", "dropout", "model"}
     assert sum(report["importances"].values()) == pytest.approx(1.0)
-    assert report["figures"] == ["learning_curves.png", "best_so_far.png", "confusion_test.png"]
+    assert report["figures"] == [
+        "learning_curves.png",
+        "best_so_far.png",
+        "timeline.png",
+        "parallel_coordinates.png",
+        "param_slices.png",
+        "confusion_test.png",
+    ]
 
 
 def test_rebuild_gives_the_same_report(built):

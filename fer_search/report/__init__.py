@@ -1,12 +1,12 @@
-"""Rebuild a search's report from its results directory: report.md, report.json and two figures.
+"""Rebuild a search's report from its results directory: report.md, report.json and figures.
 
-Reads only the files the search wrote (experiment.json, leaderboard.csv, each trial's
-progress.csv, final.json, optuna.db) and never imports Ray, so a report can be rebuilt on any
-machine that has a copy of the directory. Nothing here generates timestamps, so rebuilding the
-same directory gives the same report.
+Reads only the files the search wrote (experiment.json, leaderboard.csv, space.yaml, each
+trial's progress.csv and params.json, final.json, optuna.db) and never imports Ray, so a report
+can be rebuilt on any machine that has a copy of the directory. Nothing here generates
+timestamps, so rebuilding the same directory gives the same report.
 
-Modules: load (reading the directory), facts (what the report states: report.json), figures
-(matplotlib), markdown (report.md).
+Modules: load (reading the directory), facts (what the report states: report.json), trials
+(the figures' data), figures and figures_search (matplotlib), markdown (report.md).
 """
 
 from __future__ import annotations
@@ -17,8 +17,14 @@ from pathlib import Path
 from fer_search.errors import UserError
 from fer_search.report.facts import asha_rungs, collect_facts
 from fer_search.report.figures import FIGURES, plot_best_so_far, plot_learning_curves
+from fer_search.report.figures_search import (
+    plot_parallel_coordinates,
+    plot_param_slices,
+    plot_timeline,
+)
 from fer_search.report.load import load_results, read_leaderboard
 from fer_search.report.markdown import render_markdown
+from fer_search.report.trials import param_axes, trial_table
 
 __all__ = [
     "asha_rungs",
@@ -31,9 +37,10 @@ __all__ = [
 
 
 def build_report(exp_dir: Path | str, top: int = 10) -> Path:
-    """Write report.md, report.json, learning_curves.png and best_so_far.png into exp_dir.
+    """Write report.md, report.json and the figures (FIGURES but confusion_test.png, which
+    the final evaluation writes) into exp_dir.
 
-    Returns the path of report.md. Rebuilding overwrites only these four files.
+    Returns the path of report.md. Rebuilding overwrites only these files.
     """
     if top < 1:
         raise UserError(f"the leaderboard needs at least one row, got {top=}")
@@ -42,10 +49,7 @@ def build_report(exp_dir: Path | str, top: int = 10) -> Path:
     facts = collect_facts(exp_dir, results, top)
     path = exp_dir / "report.md"
     try:
-        plot_learning_curves(
-            results["curves"], facts["best_trial_id"], exp_dir / "learning_curves.png"
-        )
-        plot_best_so_far(results, exp_dir / "best_so_far.png")
+        draw_figures(exp_dir, results, facts["best_trial_id"])
         facts["figures"] = [name for name in FIGURES if (exp_dir / name).is_file()]
         text = json.dumps(facts, indent=2, allow_nan=False)
         (exp_dir / "report.json").write_text(text + "\n")
@@ -55,3 +59,14 @@ def build_report(exp_dir: Path | str, top: int = 10) -> Path:
             f"cannot write the report into {str(exp_dir)!r}: {exc.strerror or exc}"
         ) from None
     return path
+
+
+def draw_figures(exp_dir: Path, results: dict, best_id: str | None) -> None:
+    board, experiment = results["leaderboard"], results["experiment"]
+    table = trial_table(results)
+    axes = param_axes(results["space"], board, list(experiment.get("params") or []))
+    plot_learning_curves(table, results["curves"], best_id, exp_dir / "learning_curves.png")
+    plot_best_so_far(results, table, exp_dir / "best_so_far.png")
+    plot_timeline(table, experiment, exp_dir / "timeline.png")
+    plot_parallel_coordinates(table, board, axes, exp_dir / "parallel_coordinates.png")
+    plot_param_slices(table, board, axes, exp_dir / "param_slices.png")

@@ -1,4 +1,5 @@
-"""The report's figures: learning curves per trial and the best result so far against time.
+"""The report's figures of the trials over time: learning curves per trial and the best result
+so far against wall time (figures_search draws the parameters and the timeline).
 matplotlib is imported when a figure is drawn, with the Agg backend (no display needed)."""
 
 from __future__ import annotations
@@ -9,14 +10,31 @@ from typing import Any
 
 import pandas as pd
 
-from fer_search.config import METRIC, MODE
+from fer_search.config import METRIC, MODE, is_refit_id
 
-__all__ = ["FIGURES", "plot_best_so_far", "plot_learning_curves"]
+__all__ = [
+    "FIGURES",
+    "no_data",
+    "plot_best_so_far",
+    "plot_learning_curves",
+    "save_figure",
+    "time_origin",
+    "time_unit",
+]
 
-FIGURES = ("learning_curves.png", "best_so_far.png", "confusion_test.png")
+FIGURES = (
+    "learning_curves.png",
+    "best_so_far.png",
+    "timeline.png",
+    "parallel_coordinates.png",
+    "param_slices.png",
+    "confusion_test.png",  # written by the final evaluation, not here
+)
 # The experiment's ISO start time may be naive local time written on another machine; trust it
 # only when it falls shortly before the first trial started.
 MAX_START_GAP_S = 3600.0
+MAX_NAMED = 12  # trials named in the learning curves' legend; past this only the top ones
+NAMED_WHEN_MANY = 8
 
 
 def pyplot():
@@ -28,83 +46,130 @@ def pyplot():
     return plt
 
 
-def plot_learning_curves(curves: dict[str, pd.DataFrame], best_id: str | None, path: Path) -> Path:
-    """val_acc and train_loss against epoch for every trial; the best trial in red, on top."""
+def plot_learning_curves(
+    table: pd.DataFrame, curves: dict[str, pd.DataFrame], best_id: str | None, path: Path
+) -> Path:
+    """val_acc and train_loss against epoch, one colour per trial named in the legend
+    (`#7 pruned`); the best trial thick and on top. Past MAX_NAMED trials only the best few
+    keep a colour and a name; the rest are thin grey lines."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    styles = curve_styles(table[table["trial_id"].isin(list(curves))], best_id)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     panels = (
         (axes[0], METRIC, 100.0, "val accuracy (%)"),
         (axes[1], "train_loss", 1.0, "train loss"),
     )
+    drawn_any = False
     for ax, column, scale, label in panels:
-        if plot_trial_curves(ax, curves, column, scale, best_id):
-            ax.legend(loc="best")
-        else:
-            ax.text(
-                0.5,
-                0.5,
-                f"no {column} in any progress.csv",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-            )
+        drawn = plot_trial_curves(ax, curves, column, scale, styles)
+        drawn_any = drawn_any or bool(drawn)
+        if not drawn:
+            no_data(ax, f"no {column} in any progress.csv")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    if drawn_any:
+        handles: dict[str, Any] = {}  # a trial may have train_loss but no val_acc
+        for ax in axes:
+            for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+                handles.setdefault(name, handle)
+        fig.legend(handles.values(), handles.keys(), loc="outside right center", fontsize="small")
     fig.suptitle(f"learning curves ({len(curves)} trials with progress)")
     return save_figure(fig, path)
 
 
+def curve_styles(table: pd.DataFrame, best_id: str | None) -> dict[str, dict[str, Any]]:
+    """trial_id -> line style, in legend order (best first, then by METRIC): a colour of its
+    own and a label for each trial up to MAX_NAMED, else the top NAMED_WHEN_MANY and the best;
+    the rest share one grey "N other trials" entry."""
+    many = len(table) > MAX_NAMED
+    named = set(table["trial_id"].head(NAMED_WHEN_MANY if many else MAX_NAMED))
+    if best_id is not None:
+        named.add(best_id)
+    order = sorted(table.itertuples(), key=lambda r: r.trial_id != best_id)
+    others = len(table) - len(named & set(table["trial_id"]))
+    styles: dict[str, dict[str, Any]] = {}
+    colours = iter(qualitative_colours() * (1 + len(table) // 20))
+    grey_named = False
+    for row in order:
+        best = row.trial_id == best_id
+        if row.trial_id in named:
+            style = {
+                "color": next(colours),
+                "linewidth": 2.8 if best else 1.3,
+                "alpha": 1.0 if best else 0.85,
+                "zorder": 4 if best else 3,
+                "markersize": 4 if best else 2.5,
+                "label": f"{row.label} (best)" if best else row.label,
+            }
+        else:
+            style = {
+                "color": "0.6",
+                "linewidth": 0.7,
+                "alpha": 0.5,
+                "zorder": 2,
+                "markersize": 1.5,
+                "label": None if grey_named else f"{others} other trials",
+            }
+            grey_named = True
+        styles[row.trial_id] = style
+    return styles
+
+
+def qualitative_colours() -> list[Any]:
+    """tab10's ten colours, then tab20's lighter ten: the first trials get the most distinct."""
+    from matplotlib import colormaps
+
+    tab20 = [colormaps["tab20"](i) for i in range(20)]
+    return [*tab20[0::2], *tab20[1::2]]
+
+
 def plot_trial_curves(
-    ax, curves: dict[str, pd.DataFrame], column: str, scale: float, best_id: str | None
+    ax, curves: dict[str, pd.DataFrame], column: str, scale: float, styles: dict[str, dict]
 ) -> int:
-    """One line per trial that has `column`; returns how many were drawn."""
-    drawn = others = 0
-    for trial_id, curve in curves.items():
+    """One line per trial that has `column`, in `styles`' order; returns how many were drawn."""
+    drawn = 0
+    for trial_id, style in styles.items():
+        curve = curves[trial_id]
         if column not in curve or curve[column].notna().sum() == 0:
             continue
-        best = trial_id == best_id
-        others += not best
         # Markers on every line: a trial ASHA stopped after one epoch is a single point.
-        label = f"best trial {trial_id}" if best else ("other trials" if others == 1 else None)
-        ax.plot(
-            curve["epoch"],
-            curve[column] * scale,
-            color="C3" if best else "C0",
-            alpha=1.0 if best else 0.4,
-            linewidth=2.2 if best else 1.0,
-            zorder=3 if best else 2,
-            marker="o",
-            markersize=3.5 if best else 2.5,
-            label=label,
-        )
+        ax.plot(curve["epoch"], curve[column] * scale, marker="o", **style)
         drawn += 1
     return drawn
 
 
-def plot_best_so_far(results: dict[str, Any], path: Path) -> Path:
-    """The best val_acc reached so far against time, as a step curve over every epoch result."""
+def no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.3")
+
+
+def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -> Path:
+    """The best val_acc reached so far against time, as a step curve over every epoch result;
+    the refit's stretch of wall time shaded, after the line where its first trial started."""
     plt = pyplot()
     experiment = results["experiment"]
     maximise = experiment.get("mode", MODE) != "min"
-    points, xlabel = progress_times(results["curves"], experiment)
+    points, xlabel, origin = progress_times(results["curves"], experiment)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if points.empty:
-        ax.text(0.5, 0.5, "no progress data", transform=ax.transAxes, ha="center", va="center")
+        no_data(ax, "no progress data")
     else:
         scale, unit = time_unit(float(points["t"].max()))
         best = points[METRIC].cummax() if maximise else points[METRIC].cummin()
-        ax.scatter(
-            points["t"] / scale,
-            points[METRIC] * 100,
-            s=10,
-            alpha=0.3,
-            color="C0",
-            label="every epoch of every trial",
-        )
+        for refit, colour, name in ((False, "C0", "search"), (True, "C1", "refit")):
+            these = points[points["refit"] == refit]
+            if len(these):
+                ax.scatter(
+                    these["t"] / scale,
+                    these[METRIC] * 100,
+                    s=10,
+                    alpha=0.35,
+                    color=colour,
+                    label=f"every epoch of every {name} trial",
+                )
         ax.step(
             points["t"] / scale,
             best * 100,
@@ -113,7 +178,13 @@ def plot_best_so_far(results: dict[str, Any], path: Path) -> Path:
             linewidth=2,
             label=f"best {METRIC} so far",
         )
-        ax.legend(loc="best")
+        boundary = refit_boundary(table, origin)
+        if boundary is not None:
+            boundary /= scale
+            right = max(boundary, float(points["t"].max()) / scale)
+            ax.axvspan(boundary, right, color="C1", alpha=0.1, zorder=0, label="refit phase")
+            ax.axvline(boundary, color="C1", linestyle="--", linewidth=1.2)
+        ax.legend(loc="lower right", fontsize="small")
         ax.set_xlim(left=min(0.0, float(points["t"].min()) / scale))
         xlabel = f"{xlabel} ({unit})"
     ax.set_xlabel(xlabel)
@@ -123,28 +194,48 @@ def plot_best_so_far(results: dict[str, Any], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def refit_boundary(table: pd.DataFrame, origin: float | None) -> float | None:
+    """Seconds from `origin` to the first refit trial's start: where the search phase ends;
+    None without a refit that has timestamps, or without a wall-clock origin."""
+    starts = table.loc[table["refit"], "start"].dropna()
+    return None if origin is None or starts.empty else float(starts.min()) - origin
+
+
 def progress_times(
     curves: dict[str, pd.DataFrame], experiment: dict[str, Any]
-) -> tuple[pd.DataFrame, str]:
-    """(t, val_acc) for every reported epoch, sorted by t, and what t measures."""
-    frames = [c for c in curves.values() if METRIC in c]
-    if frames and all("timestamp" in c and c["timestamp"].notna().all() for c in frames):
-        rows = pd.concat([c.reindex(columns=["timestamp", "time_total_s", METRIC]) for c in frames])
-        start = experiment_start(experiment, rows)
-        t, label = rows["timestamp"] - start, "wall time since the experiment started"
-    elif frames and all("time_total_s" in c for c in frames):
-        rows = pd.concat([c[["time_total_s", METRIC]] for c in frames])
+) -> tuple[pd.DataFrame, str, float | None]:
+    """(t, val_acc, refit) for every reported epoch, sorted by t; what t measures; and the Unix
+    time t counts from (None when t is each trial's own training time)."""
+    frames = {t: c for t, c in curves.items() if METRIC in c}
+    columns = ["timestamp", "time_total_s", METRIC]
+    rows = pd.concat(
+        [c.reindex(columns=columns).assign(refit=is_refit_id(t)) for t, c in frames.items()]
+        or [pd.DataFrame(columns=[*columns, "refit"])]
+    )
+    origin: float | None = None
+    if frames and all("timestamp" in c and c["timestamp"].notna().all() for c in frames.values()):
+        origin = experiment_start(experiment, rows)
+        t, label = rows["timestamp"] - origin, "wall time since the experiment started"
+    elif frames and all("time_total_s" in c for c in frames.values()):
         t, label = rows["time_total_s"], "time within each trial (progress.csv has no timestamps)"
     else:
-        return pd.DataFrame({"t": [], METRIC: []}), "time"
-    points = pd.DataFrame({"t": t.to_numpy(), METRIC: rows[METRIC].to_numpy()}).dropna()
-    return points.sort_values(["t", METRIC], kind="stable").reset_index(drop=True), label
+        return pd.DataFrame({"t": [], METRIC: [], "refit": []}), "time", None
+    points = pd.DataFrame(
+        {"t": t.to_numpy(), METRIC: rows[METRIC].to_numpy(), "refit": rows["refit"].to_numpy()}
+    ).dropna()
+    points = points.sort_values(["t", METRIC], kind="stable").reset_index(drop=True)
+    return points, label, origin
 
 
 def experiment_start(experiment: dict[str, Any], rows: pd.DataFrame) -> float:
     """Unix time the experiment started; the first trial's start when the ISO time is unusable."""
     trial_starts = rows["timestamp"] - rows["time_total_s"].fillna(0)
-    earliest = float(trial_starts.min())
+    return time_origin(experiment, float(trial_starts.min()))
+
+
+def time_origin(experiment: dict[str, Any], earliest: float) -> float:
+    """experiment.json's start time when it falls shortly before `earliest` (the first trial's
+    start), else `earliest`."""
     try:
         started = datetime.fromisoformat(str(experiment.get("started"))).timestamp()
     except (TypeError, ValueError, OverflowError):
@@ -163,7 +254,8 @@ def time_unit(longest_s: float) -> tuple[float, str]:
 def save_figure(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -1,8 +1,10 @@
-"""Reading a results directory: experiment.json, leaderboard.csv, final.json, each trial's
-progress.csv; a missing or unreadable file is a one-line UserError or a note in the report."""
+"""Reading a results directory: experiment.json, leaderboard.csv, final.json, space.yaml, each
+trial's progress.csv and params.json; a missing or unreadable file is a one-line UserError or a
+note in the report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pandas as pd
 from fer_search.config import METRIC, MODE
 from fer_search.errors import UserError
 
-__all__ = ["load_results", "read_leaderboard", "read_progress"]
+__all__ = ["load_results", "read_leaderboard", "read_progress", "read_space_params"]
 
 REQUIRED_FILES = ("experiment.json", "leaderboard.csv")
 TEXT_COLUMNS = ("trial_id", "status", "node", "trial_dir", "error")
@@ -35,8 +37,10 @@ def load_results(exp_dir: Path | str) -> dict[str, Any]:
     """Read a results directory.
 
     Returns experiment (dict), leaderboard (DataFrame, best first), final (dict or None),
-    curves (trial_id -> progress DataFrame, leaderboard order, only trials with rows) and
-    notes (what could not be read, one sentence each).
+    curves (trial_id -> progress DataFrame, leaderboard order, only trials with rows),
+    numbers (trial_id -> Optuna trial number, None where params.json has none), space (the
+    space's Params, or None without a readable space.yaml) and notes (what could not be read,
+    one sentence each).
     """
     exp_dir = Path(exp_dir)
     check_results_dir(exp_dir)
@@ -46,12 +50,15 @@ def load_results(exp_dir: Path | str) -> dict[str, Any]:
     leaderboard = read_leaderboard(exp_dir / "leaderboard.csv", experiment.get("mode", MODE))
     final, notes = read_final(exp_dir / "final.json")
     curves, curve_notes = read_curves(exp_dir, leaderboard)
+    space, space_notes = read_space_params(exp_dir / "space.yaml")
     return {
         "experiment": experiment,
         "leaderboard": leaderboard,
         "final": final,
         "curves": curves,
-        "notes": notes + curve_notes,
+        "numbers": read_trial_numbers(exp_dir, leaderboard),
+        "space": space,
+        "notes": notes + curve_notes + space_notes,
     }
 
 
@@ -153,3 +160,30 @@ def read_progress(trial_dir: Path) -> pd.DataFrame | None:
             curve[name] = pd.to_numeric(curve[name], errors="coerce")
     # a trial retried from a checkpoint older than its last epoch reports those epochs again
     return curve.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def read_trial_numbers(exp_dir: Path, board: pd.DataFrame) -> dict[str, int | None]:
+    """Each trial's Optuna trial number, from `trial_number` in its params.json (the trial
+    config); None for a refit, or a run from before the number was recorded."""
+    numbers: dict[str, int | None] = {}
+    for trial_id, trial_dir in zip(board["trial_id"], board["trial_dir"], strict=True):
+        path = exp_dir / trial_dir / "params.json"
+        number = None
+        if trial_dir.strip() and path.is_file():
+            with contextlib.suppress(json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+                number = json.loads(path.read_text()).get("trial_number")
+        numbers[trial_id] = number if isinstance(number, int) else None
+    return numbers
+
+
+def read_space_params(path: Path) -> tuple[tuple[Any, ...] | None, list[str]]:
+    """The Params of the space the search ran (its saved space.yaml), or None and why not: the
+    figures then take the sampled settings from the leaderboard's columns."""
+    from fer_search.space import load_space
+
+    if not path.is_file():
+        return None, []
+    try:
+        return load_space(str(path)).params, []
+    except UserError as exc:
+        return None, [f"parameter figures use the leaderboard's columns: {exc}"]
