@@ -270,9 +270,9 @@ def predict(
     device: str = "auto",
 ) -> list[dict[str, Any]]:
     """The emotion of each image (or of each face found in it, with `detect_faces`)."""
-    from fer_search import predict as predict_layer
+    from fer_search import prediction
 
-    return predict_layer.predict(
+    return prediction.predict(
         checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
         device=device,
     )  # fmt: skip

@@ -24,7 +24,7 @@ RANKS = {
     "ensemble": 2,
     "report": 2,
     "engine": 3,
-    "predict": 4,
+    "prediction": 4,
     "recheck": 4,
     "tuning": 4,
     "api": 5,

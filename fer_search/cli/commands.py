@@ -140,7 +140,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_search import api
-    from fer_search.predict import format_predictions
+    from fer_search.prediction import format_predictions
 
     results = api.predict(
         args.checkpoint, args.images, detect_faces=args.detect_faces, annotate=args.annotate,

@@ -1,4 +1,8 @@
-"""`fer-search predict`: classify image files, optionally finding faces in a photo first."""
+"""`fer-search predict`: classify image files, optionally finding faces in a photo first.
+
+(Not `predict.py`: a submodule of that name would replace the API function `fer_search.predict`
+on the package once imported.)
+"""
 
 from __future__ import annotations
 
