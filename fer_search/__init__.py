@@ -1,6 +1,7 @@
 """fer-search: distributed hyperparameter search for facial-expression recognition.
 
-The Python API (see fer_search.api): load_data, train, evaluate, compare, predict, search, resume.
+The Python API (see fer_search.api): load_data, train, evaluate, compare, predict,
+predict_video, search, resume.
 Its functions are imported on first use, so `import fer_search` stays light.
 """
 
@@ -19,12 +20,23 @@ __all__ = [
     "evaluate",
     "load_data",
     "predict",
+    "predict_video",
     "resume",
     "search",
     "train",
 ]
 
-_API = ("Experiment", "compare", "evaluate", "load_data", "predict", "resume", "search", "train")
+_API = (
+    "Experiment",
+    "compare",
+    "evaluate",
+    "load_data",
+    "predict",
+    "predict_video",
+    "resume",
+    "search",
+    "train",
+)
 
 
 def __getattr__(name: str) -> Any:

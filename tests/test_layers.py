@@ -27,10 +27,11 @@ RANKS = {
     "prediction": 4,
     "recheck": 4,
     "tuning": 4,
-    "api": 5,
-    "bench": 6,
-    "cli": 7,
-    "__main__": 8,
+    "video": 5,  # prediction's face finder, crops and model, frame by frame
+    "api": 6,
+    "bench": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 RAY_LAYERS = {"tuning", "bench"}
 MAX_LINES = 500
