@@ -260,3 +260,21 @@ def test_bad_videos_are_one_line_with_no_opencv_noise(tmp_path):
         )  # fmt: skip
         one_error_line(done.returncode, done.stderr, fragment)
         assert done.stdout == ""
+
+
+def test_ctrl_c_keeps_the_frames_so_far_and_a_readable_annotated_copy(
+    checkpoint, clip, monkeypatch, tmp_path
+):
+    """How a camera is stopped: Ctrl-C during frame 5 ends the loop, not the results."""
+
+    def find(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        find.calls += 1  # type: ignore[attr-defined]
+        if find.calls == 6:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+        return find_the_oval(gray)
+
+    find.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(prediction, "face_finder", lambda: find)
+    result = fer_search.predict_video(checkpoint, clip, annotate=tmp_path)
+    assert result.stopped and [f["frame"] for f in result.frames] == [0, 1, 2, 3, 4]
+    assert count_frames(tmp_path / "clip-annotated.mp4")[0] == 5
