@@ -1,6 +1,7 @@
 """fer-search: distributed hyperparameter search for facial-expression recognition.
 
-The Python API (see fer_search.api): load_data, train, evaluate, compare, predict, search, resume.
+The Python API (see fer_search.api): load_data, train, evaluate, compare, predict,
+predict_video, search, resume.
 Its functions are imported on first use, so `import fer_search` stays light.
 """
 
@@ -19,6 +20,7 @@ __all__ = [
     "evaluate",
     "load_data",
     "predict",
+    "predict_video",
     "resume",
     "search",
     "train",
@@ -30,6 +32,7 @@ _API = (
     "evaluate",
     "load_data",
     "predict",
+    "predict_video",
     "resume",
     "search",
     "train",

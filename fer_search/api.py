@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fer_search.config import TrainConfig
+from fer_search.config import SMOOTH, TrainConfig
 from fer_search.errors import UserError, did_you_mean
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
     from fer_search.data import FERData
     from fer_search.engine import TrainResult
+    from fer_search.video import VideoPrediction
 
 __all__ = [
     "Experiment",
@@ -37,6 +38,7 @@ __all__ = [
     "evaluate",
     "load_data",
     "predict",
+    "predict_video",
     "resume",
     "search",
     "train",
@@ -271,11 +273,33 @@ def predict(
     device: str = "auto",
 ) -> list[dict[str, Any]]:
     """The emotion of each image (or of each face found in it, with `detect_faces`)."""
-    from fer_search import predict as predict_layer
+    from fer_search import prediction
 
-    return predict_layer.predict(
+    return prediction.predict(
         checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
         device=device,
+    )  # fmt: skip
+
+
+def predict_video(
+    checkpoint: str | Path,
+    source: str | Path | int,
+    *,
+    smooth: float = SMOOTH,
+    every: int = 1,
+    max_frames: int | None = None,
+    annotate: str | Path | None = None,
+    tta: str = "none",
+    device: str = "auto",
+) -> VideoPrediction:
+    """The faces in each frame of a video file (or camera `source`, an int) and their
+    emotions, each face's probabilities smoothed over frames (`smooth`: EMA weight of the past,
+    0 = off); `.frames` is the per-frame list, `.fps` the processing speed."""
+    from fer_search import video
+
+    return video.predict_video(
+        checkpoint, source, smooth=smooth, every=every, max_frames=max_frames,
+        annotate_dir=annotate, tta=tta, device=device,
     )  # fmt: skip
 
 

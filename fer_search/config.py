@@ -15,6 +15,7 @@ REFIT_ID = "refit"  # the leaderboard's trial_id for the best configuration retr
 METRIC = "val_acc"  # PublicTest accuracy: the only number used to select models
 MODE = "max"
 IMAGE_SIZE = 48
+SMOOTH = 0.6  # predict --video: weight of a tracked face's past probabilities (0 = off)
 MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "vgg16", "resnet101", "mobilenet_v2", "densenet169")
 # FER2013 training-set pixel statistics (0..1 scale); the engine normalises with these
 PIXEL_MEAN = 0.5077

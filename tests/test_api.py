@@ -4,9 +4,12 @@ and the same one-line UserError the CLI prints."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
-from helpers import one_line_error, run_fer_search, tiny_space
+from helpers import REPO, one_line_error, run_fer_search, tiny_space
 
 import fer_search
 from fer_search import UserError
@@ -94,3 +97,23 @@ def test_the_search_function_survives_its_own_package_being_imported(experiment)
     import fer_search.tuning  # noqa: F401
 
     assert callable(fer_search.search)
+
+
+def test_predict_is_the_api_function_in_a_fresh_process_and_after_the_cli(tmp_path):
+    # the image-prediction layer is fer_search.prediction (not .predict), so neither the API's
+    # own import of it nor the CLI's replaces the function fer_search.predict on the package
+    code = (
+        "import fer_search\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        fer_search.predict('missing.pt', ['face.png'])\n"
+        "    except fer_search.UserError as exc:\n"
+        "        print(exc)\n"
+        "    import fer_search.prediction  # as `fer-search predict` does\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["checkpoint 'missing.pt' does not exist"] * 2

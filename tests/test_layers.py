@@ -24,13 +24,14 @@ RANKS = {
     "ensemble": 2,
     "report": 3,  # above space (it reads the saved space.yaml), as in STYLE.md
     "engine": 3,
-    "predict": 4,
+    "prediction": 4,
     "recheck": 4,
     "tuning": 4,
-    "api": 5,
-    "bench": 6,
-    "cli": 7,
-    "__main__": 8,
+    "video": 5,  # prediction's face finder, crops and model, frame by frame
+    "api": 6,
+    "bench": 7,
+    "cli": 8,
+    "__main__": 9,
 }
 RAY_LAYERS = {"tuning", "bench"}
 MAX_LINES = 500

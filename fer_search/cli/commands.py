@@ -138,15 +138,55 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+VIDEO_FLAGS = ("smooth", "every", "max_frames")  # predict's flags that only a video takes
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from fer_search import api
-    from fer_search.predict import format_predictions
+    from fer_search.prediction import format_predictions
 
+    if args.video is not None or args.camera is not None:
+        return predict_video(args)
+    for name in VIDEO_FLAGS:
+        if getattr(args, name) is not None:
+            raise UserError(f"--{name.replace('_', '-')} applies to --video or --camera only")
+    if not args.images:
+        raise UserError("predict needs IMAGE paths, --video FILE or --camera N")
     results = api.predict(
         args.checkpoint, args.images, detect_faces=args.detect_faces, annotate=args.annotate,
         tta=args.tta, device=args.device,
     )  # fmt: skip
     print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    return 0
+
+
+def predict_video(args: argparse.Namespace) -> int:
+    """`predict --video/--camera`: a line per face and frame (or a JSON list, one frame a
+    line), then the summary with the frames per second (on stderr with --json)."""
+    from fer_search import api
+    from fer_search.video import format_video, summary_line
+
+    flag = f"--video {args.video}" if args.video is not None else f"--camera {args.camera}"
+    if args.images:
+        raise UserError(f"give IMAGE paths or {flag}, not both (got {args.images[0]!r})")
+    if not args.detect_faces:
+        raise UserError(
+            f"{flag} needs --detect-faces: the model reads 48x48 face crops, and a whole frame "
+            "shrunk to 48x48 is not one"
+        )
+    options = {name: getattr(args, name) for name in VIDEO_FLAGS if getattr(args, name) is not None}
+    result = api.predict_video(
+        args.checkpoint, args.video if args.video is not None else args.camera,
+        annotate=args.annotate, tta=args.tta, device=args.device, **options,
+    )  # fmt: skip
+    if args.json:
+        print("[\n" + ",\n".join(json.dumps(frame) for frame in result.frames) + "\n]")
+    elif result.frames and (text := format_video(result)):
+        print(text)
+    notes = sys.stderr if args.json else sys.stdout
+    print(summary_line(result), file=notes)
+    if result.annotated:
+        print(f"annotated video: {result.annotated}", file=notes)
     return 0
 
 

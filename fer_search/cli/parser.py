@@ -7,7 +7,15 @@ import dataclasses
 from typing import NoReturn
 
 from fer_search import __version__
-from fer_search.config import AMP, BALANCE, CLASS_SETS, OPTIMIZERS, SCHEDULES, TrainConfig
+from fer_search.config import (
+    AMP,
+    BALANCE,
+    CLASS_SETS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SMOOTH,
+    TrainConfig,
+)
 
 TTA_CHOICES = ("none", "flip", "crops", "tencrop")  # engine.TTA, without importing torch
 COMMANDS = ("search", "train", "evaluate", "compare", "predict", "data", "report", "bench")
@@ -321,9 +329,11 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
 
 
 def add_predict_command(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files (optionally find faces first)")
+    p = sub.add_parser(
+        "predict", help="classify image files or a video's faces (optionally find faces first)"
+    )
     p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument(
         "--detect-faces",
@@ -334,3 +344,16 @@ def add_predict_command(sub: argparse._SubParsersAction) -> None:
         "--annotate", metavar="DIR", help="with --detect-faces: write annotated copies here"
     )
     add_tta_and_device(p, None)
+    group = p.add_argument_group("video (with --detect-faces, instead of IMAGE paths)")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--video", metavar="FILE", help="a video file OpenCV can read")
+    source.add_argument("--camera", type=int, metavar="N", help="camera number N (0 = first)")
+    group.add_argument(
+        "--smooth",
+        type=float,
+        metavar="A",
+        help="per tracked face, probs = A * previous + (1 - A) * this frame's "
+        f"(default {SMOOTH}; 0 = off)",
+    )
+    group.add_argument("--every", type=int, metavar="N", help="classify every Nth frame only")
+    group.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

@@ -1,7 +1,12 @@
-"""`fer-search predict`: classify image files, optionally finding faces in a photo first."""
+"""`fer-search predict`: classify image files, optionally finding faces in a photo first.
+
+(Not `predict.py`: a submodule of that name would replace the API function `fer_search.predict`
+on the package once imported.)
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +15,7 @@ import numpy as np
 from fer_search.config import IMAGE_SIZE
 from fer_search.errors import UserError
 
-__all__ = ["find_faces", "format_predictions", "load_gray", "predict"]
+__all__ = ["face_finder", "find_faces", "format_predictions", "load_gray", "predict"]
 
 
 def load_gray(path: str | Path) -> np.ndarray:
@@ -38,6 +43,11 @@ def to_48(gray: np.ndarray) -> np.ndarray:
 
 def find_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Face boxes (x, y, w, h) from OpenCV's bundled frontal-face Haar cascade (no download)."""
+    return face_finder()(gray)
+
+
+def face_finder() -> Callable[[np.ndarray], list[tuple[int, int, int, int]]]:
+    """`find_faces` with the cascade loaded once, for many images (a video's frames)."""
     try:
         import cv2
     except ImportError:
@@ -52,8 +62,12 @@ def find_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
             "pip install 'opencv-python-headless<5'"
         )
     cascade = cv2.CascadeClassifier(str(Path(haar_dir) / "haarcascade_frontalface_default.xml"))
-    boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+
+    def find(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
+        return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
+
+    return find
 
 
 def annotate(path: Path, gray: np.ndarray, faces: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -86,14 +100,9 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Each image's emotion (or, with `detect_faces`, each face's), with probabilities;
     `annotate_dir` (with detect_faces) writes annotated copies there."""
-    from fer_search import engine
-
     if annotate_dir and not detect_faces:
         raise UserError("--annotate needs --detect-faces")
-    payload = engine.load_checkpoint(checkpoint)
-    where = engine.resolve_device(device)
-    model = engine.model_from_checkpoint(payload, where)
-    class_names = list(payload["class_names"])
+    model, where, class_names = load_model(checkpoint, device)
     results = []
     for name in images:
         gray = load_gray(name)
@@ -102,11 +111,7 @@ def predict(
             crops = [to_48(gray[y : y + h, x : x + w]) for x, y, w, h in boxes]
         else:
             boxes, crops = [], [to_48(gray)]
-        probs = (
-            engine.predict_probs(model, np.stack(crops), device=where, tta=tta)
-            if crops
-            else np.zeros((0, len(class_names)), dtype=np.float32)
-        )
+        probs = classify(model, crops, len(class_names), device=where, tta=tta)
         faces = [face_entry(p, class_names, boxes[i] if detect_faces else None)
                  for i, p in enumerate(probs)]  # fmt: skip
         entry: dict[str, Any] = (
@@ -116,6 +121,24 @@ def predict(
             entry["annotated"] = str(annotate(Path(name), gray, faces, Path(annotate_dir)))
         results.append(entry)
     return results
+
+
+def load_model(checkpoint: str | Path, device: str) -> tuple[Any, Any, list[str]]:
+    """(model in eval mode, its torch device, class names) from a checkpoint."""
+    from fer_search import engine
+
+    payload = engine.load_checkpoint(checkpoint)
+    where = engine.resolve_device(device)
+    return engine.model_from_checkpoint(payload, where), where, list(payload["class_names"])
+
+
+def classify(model: Any, crops: list[np.ndarray], classes: int, **kwargs: Any) -> np.ndarray:
+    """Probabilities (N, classes) of 48x48 crops in one batch; (0, classes) for none."""
+    from fer_search import engine
+
+    if not crops:
+        return np.zeros((0, classes), dtype=np.float32)
+    return engine.predict_probs(model, np.stack(crops), **kwargs)
 
 
 def face_entry(probs: np.ndarray, class_names: list[str], box: Any) -> dict[str, Any]:
