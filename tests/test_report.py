@@ -450,3 +450,36 @@ def test_a_retried_trials_repeated_epochs_and_its_failure_row_are_read_once(tmp_
     curve = read_progress(tmp_path)
     assert list(curve["epoch"]) == [1, 2, 3, 4]
     assert list(curve["val_acc"]) == [0.30, 0.35, 0.37, 0.40]  # the retry's epoch 3 counts
+
+
+def pruned_and_complete_study(exp: Path, complete: int, pruned: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=f"sqlite:///{exp / 'optuna.db'}", study_name=NAME, direction="maximize"
+    )
+    lr = optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)
+    for i in range(complete + pruned):
+        trial = study.ask({"lr": lr})
+        trial.report(0.2 + 0.01 * i, 1)
+        if i < complete:
+            study.tell(trial, 0.5 + 0.01 * i)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def test_importances_count_pruned_trials_and_need_eight(tmp_path):
+    from fer_search.report.facts import param_importances
+
+    counts = {"completed": 2, "pruned": 6}
+    exp = tmp_path / "nine"
+    exp.mkdir()
+    pruned_and_complete_study(exp, complete=2, pruned=7)
+    values, note, used = param_importances(exp, {"name": NAME}, counts)
+    assert used == 9 and note is None and set(values) == {"lr"}  # COMPLETE alone: 2
+    few = tmp_path / "five"
+    few.mkdir()
+    pruned_and_complete_study(few, complete=1, pruned=4)
+    values, note, used = param_importances(few, {"name": NAME}, counts)
+    assert values is None and used == 5 and "5 completed or pruned" in note

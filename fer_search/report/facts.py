@@ -95,37 +95,65 @@ def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | No
     return str(scored["trial_id"].iloc[0]) if len(scored) else None
 
 
+MIN_IMPORTANCE_TRIALS = 8  # below this, a forest of fANOVA fits noise
+
+
 def param_importances(
     exp_dir: Path, experiment: dict[str, Any], counts: dict[str, int]
-) -> tuple[dict[str, float] | None, str | None]:
-    """Optuna (fANOVA) importances, or None and the reason they are not available."""
+) -> tuple[dict[str, float] | None, str | None, int]:
+    """Optuna (fANOVA) importances over the completed and pruned trials, or None and the
+    reason they are not given; and how many trials they rest on."""
     db = exp_dir / "optuna.db"
     if not db.is_file():
-        return None, "not available: no optuna.db in the results directory"
+        return None, "not available: no optuna.db in the results directory", 0
     if counts["completed"] + counts["pruned"] < 2:
-        return None, "not available: fewer than 2 completed or pruned trials"
+        return None, "not available: fewer than 2 completed or pruned trials", 0
     try:
-        values = optuna_importances(db, str(experiment.get("name", "")))
+        values, used = optuna_importances(db, str(experiment.get("name", "")))
     except Exception as exc:  # optuna raises many kinds; the rest of the report still matters
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"not available: {type(exc).__name__}: {reason}".rstrip(": ")
-    return values, None
+        return None, f"not available: {type(exc).__name__}: {reason}".rstrip(": "), 0
+    if used < MIN_IMPORTANCE_TRIALS:
+        return (
+            None,
+            (
+                f"not computed: optuna.db holds {used} completed or pruned trials with a value, "
+                f"fewer than the {MIN_IMPORTANCE_TRIALS} an importance estimate needs to say more "
+                "than noise"
+            ),
+            used,
+        )
+    return values, None, used
 
 
-def optuna_importances(db: Path, study_name: str) -> dict[str, float]:
+def optuna_importances(db: Path, study_name: str) -> tuple[dict[str, float], int]:
+    """fANOVA importances over COMPLETE trials at their best val_acc and PRUNED ones at their
+    last epoch's (the value Optuna keeps for a pruned trial; its own evaluator reads COMPLETE
+    trials only, which after ASHA are few), and the number of trials used."""
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    from optuna.trial import TrialState, create_trial
 
     storage = f"sqlite:///{db.resolve()}"
     names = optuna.get_all_study_names(storage)
     if study_name not in names and len(names) == 1:
         study_name = names[0]  # renamed experiment directory: the only study is the one
     study = optuna.load_study(study_name=study_name, storage=storage)
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    scored = [t for t in finished if t.value is not None]
+    pool = optuna.create_study(direction=study.direction)
+    pool.add_trials(
+        [create_trial(params=t.params, distributions=t.distributions, value=t.value)
+         for t in scored]
+    )  # fmt: skip
+    if len(scored) < MIN_IMPORTANCE_TRIALS:
+        return {}, len(scored)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A fixed seed keeps the forest, and so the numbers, the same on every rebuild.
-        values = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
-    return dict(sorted(((k, float(v)) for k, v in values.items()), key=lambda kv: (-kv[1], kv[0])))
+        values = get_param_importances(pool, evaluator=FanovaImportanceEvaluator(seed=0))
+    ranked = sorted(((k, float(v)) for k, v in values.items()), key=lambda kv: (-kv[1], kv[0]))
+    return dict(ranked), len(scored)
 
 
 def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str, Any]:
@@ -136,7 +164,9 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     searched = board[~is_refit]
     cut = cut_by_time(searched, experiment)
     counts = count_trials(searched, cut)
-    importances, importances_note = param_importances(exp_dir, experiment, counts)
+    importances, importances_note, importances_trials = param_importances(
+        exp_dir, experiment, counts
+    )
     return json_safe(
         {
             "experiment": experiment,
@@ -154,6 +184,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "final": final,
             "importances": importances,
             "importances_note": importances_note,
+            "importances_trials": importances_trials,
             "notes": results["notes"],
         }
     )

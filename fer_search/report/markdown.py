@@ -369,7 +369,12 @@ def md_importances(facts: dict[str, Any]) -> str:
         note = facts["importances_note"] or "not available"
         return f"{title}\n\n{note[0].upper()}{note[1:]}."
     rows = [[f"`{md_cell(name)}`", f"{value:.3f}"] for name, value in values.items()]
-    return f"{title}\n\n{md_table(['parameter', 'importance'], 'lr', rows)}"
+    how = (
+        f"Over {facts.get('importances_trials', 0)} trials: completed ones at their best "
+        "val_acc, pruned ones at their last epoch's (the value Optuna keeps for a pruned trial), "
+        "so a parameter that makes training start fast counts as important."
+    )
+    return f"{title}\n\n{how}\n\n{md_table(['parameter', 'importance'], 'lr', rows)}"
 
 
 def md_figures(facts: dict[str, Any]) -> str:
