@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import re
+import sys
 from types import SimpleNamespace
+
+from helpers import run_fer_search, tiny_space
 
 from fer_search.tuning import console
 from fer_search.tuning.console import ConsoleView, TrialRow
@@ -62,6 +65,8 @@ def test_a_long_table_keeps_the_running_trials_and_the_best():
     assert {"#3", "#11", "#7"} <= set(shown) and "#19" in shown  # running, then the best
     assert lines[0].startswith("search 1:01  trials 20/30 started, 2 running  best #7 90.00 %")
     assert "3.1e-03" in lines[1 + shown.index("#3") + 1]
+    fits = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (80, 40))
+    assert "lr" not in fits[1].split() and fits[2].endswith("pruned at epoch 1 (ASHA)")
     narrow = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (30, 40))
     assert all(len(line) < 30 for line in narrow)  # never wraps: the redraw counts lines
 
@@ -116,6 +121,24 @@ def test_the_live_table_redraws_over_the_previous_one(monkeypatch):
     assert "pruned at epoch 0 (ASHA)" in second
 
 
+def test_what_others_print_goes_above_the_live_table(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    terminal, log = Terminal(), io.StringIO()
+    monkeypatch.setattr("sys.stdout", terminal)
+    monkeypatch.setattr("sys.stderr", log)  # not a terminal: left alone
+    view = ConsoleView("search", 1, ["model"])
+    trial = fake_trial("a_00000", 0)
+    view.on_trial_start(1, [trial], trial)
+    print("(run_trial pid=1) a worker's line")  # Ray forwards worker logs to sys.stdout
+    view.dirty, view.drawn_at = True, 0.0
+    view.on_step_end(2, [trial])
+    view.on_experiment_end([trial])
+    assert sys.stdout is terminal and sys.stderr is log
+    tables = terminal.getvalue().split("(run_trial pid=1) a worker's line\n")
+    assert tables[0].endswith("\r\x1b[3A\x1b[J")  # the table erased before the line
+    assert tables[1].startswith("\r\x1b[J") and "#0" in tables[1]  # redrawn below it
+
+
 def test_verbose_maps_to_ray_verbosity_and_our_view():
     assert [console.ray_verbosity(v) for v in (0, 1, 2, 3)] == [0, 0, 1, 2]
     space = SimpleNamespace(params=[])
@@ -145,3 +168,22 @@ def test_a_restored_tuner_gets_this_runs_console(tmp_path):
     console.console_on_restore(tuner, fresh, 3)
     assert restored_run_config(tuner).callbacks == fresh
     assert restored_run_config(tuner).verbose == 2
+
+
+def test_a_search_into_a_file_prints_a_line_per_trial_event_and_no_ray_table(tmp_path):
+    """Trial 1 diverges (a deterministic failure); the others complete or are pruned."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text(tiny_space("tiny", trials=3, epochs=2))
+    args = ["--space", str(space), "--data", "demo", "--demo-size", "0.25", "--no-final-eval",
+            "--storage", str(tmp_path / "results"), "--name", "console"]  # fmt: skip
+    proc = run_fer_search(*args, env={"FER_SEARCH_FAULT": "nan:trial=1"}, drop_env=["RAY_"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert not ANSI.search(out) and "Trial status" not in out and "== Status ==" not in out
+    assert "Configuration for experiment" not in out
+    for number in (0, 1, 2):
+        assert len(re.findall(rf"^\[\d+:\d\d\] #{number} started ", out, re.M)) == 1, out
+        ends = re.findall(rf"^\[\d+:\d\d\] #{number} (completed|stopped|failed)", out, re.M)
+        assert len(ends) == 1, out
+    assert re.search(r"#1 failed: .*(nan|NaN|non-finite)", out), out
+    assert re.search(r"#0 epoch 1/2 val_acc \d+\.\d\d % best", out), out

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ray.tune import Callback
 
@@ -198,8 +198,15 @@ def visible_rows(rows: list[TrialRow], limit: int) -> tuple[list[TrialRow], int]
 
 def row_cells(row: TrialRow, columns: list[str]) -> list[str]:
     values = [number(row.settings[c]) if c in row.settings else "" for c in columns]
-    return [row.label, row.trial_id, *values, f"{row.epoch}/{row.max_t}",
-            percent(row.val_acc), percent(row.best), status_text(row)]  # fmt: skip
+    acc, best = (percent(x).removesuffix(" %") for x in (row.val_acc, row.best))
+    return [row.label, row.trial_id, *values, f"{row.epoch}/{row.max_t}", acc, best,
+            status_text(row)]  # fmt: skip
+
+
+def aligned(cells: list[list[str]]) -> list[str]:
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+            for line in cells]  # fmt: skip
 
 
 def table_lines(
@@ -211,16 +218,16 @@ def table_lines(
     size: tuple[int, int],
 ) -> list[str]:
     """The live view for a terminal of `size` (columns, lines): the header line, the column
-    names and a row per trial, cut to fit (no line wraps, so that a redraw knows its height)."""
+    names and a row per trial, cut to fit: the settings from the right while a row is too wide,
+    then the lines themselves (a line that wrapped would throw the redraw's count out)."""
     width, height = size
     shown, hidden = visible_rows(rows, max(3, height - 3))
-    names = ["trial", "id", *columns, "epoch", "val_acc", "best", "status"]
-    cells = [names, *(row_cells(r, columns) for r in shown)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(names))]
-    lines = [header_line(title, rows, total, elapsed)]
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells
-    ]
+    for keep in range(len(columns), 0, -1):
+        names = ["trial", "id", *columns[:keep], "epoch", "val_acc", "best", "status"]
+        body = aligned([names, *(row_cells(r, columns[:keep]) for r in shown)])
+        if max(map(len, body)) < width:
+            break
+    lines = [header_line(title, rows, total, elapsed), *body]
     if hidden:
         lines.append(f"… {hidden} more")
     return [line if len(line) < width else line[: max(1, width - 2)] + "…" for line in lines]
@@ -232,6 +239,22 @@ def redraw(previous_height: int, lines: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- the callback
+class Interleaved:
+    """sys.stdout or sys.stderr while the live table is up: what others write there (Ray's
+    worker logs) erases the table first, so it lands above the table, redrawn below it."""
+
+    def __init__(self, stream: TextIO, view: ConsoleView) -> None:
+        self.stream, self.view = stream, view
+
+    def write(self, text: str) -> int:
+        if text and self.view.height:
+            self.view.erase()
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
 def display_columns(space: Any) -> list[str]:
     """The model and up to MAX_SETTINGS of the settings the space samples, in its order."""
     sampled = [p.name.partition("@")[0] for p in space.params if p.kind != "fixed"]
@@ -265,14 +288,31 @@ class ConsoleView(Callback):
         self.drawn_at = 0.0
         self.dirty = False
         self.adopted = False
+        self.saved: tuple[Any, Any] | None = None  # sys.stdout and sys.stderr, while live
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its RunConfig (tuner.pkl); a stream does not pickle
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "saved": None}
 
     # -------------------------------------------------- output
     def out(self) -> TextIO:
-        return self.stream or sys.stdout
+        return self.stream or (self.saved[0] if self.saved else sys.stdout)
+
+    def interleave(self, on: bool) -> None:
+        """Route others' writes to this terminal through Interleaved (on), or stop (off)."""
+        if on and self.saved is None and self.stream is None:
+            self.saved = sys.stdout, sys.stderr
+            sys.stdout = cast(TextIO, Interleaved(sys.stdout, self))
+            if sys.stderr.isatty():
+                sys.stderr = cast(TextIO, Interleaved(sys.stderr, self))
+        elif not on and self.saved is not None:
+            sys.stdout, sys.stderr = self.saved
+            self.saved = None
+
+    def erase(self) -> None:
+        self.out().write(cursor_up(self.height) + CLEAR_BELOW)
+        self.out().flush()
+        self.height, self.dirty = 0, True
 
     def is_live(self) -> bool:
         if self.live is None:
@@ -297,6 +337,7 @@ class ConsoleView(Callback):
         size = tuple(shutil.get_terminal_size())
         lines = table_lines(self.title, list(self.rows.values()), self.columns, self.total,
                             self.elapsed(), (size[0], size[1]))  # fmt: skip
+        self.interleave(True)
         self.out().write(redraw(self.height, lines))
         self.out().flush()
         self.height, self.drawn_at, self.dirty = len(lines), now, False
@@ -386,6 +427,7 @@ class ConsoleView(Callback):
                     self.say("end", row)
         if self.is_live() and self.rows:
             self.draw(force=True)
+        self.interleave(False)
 
 
 def read_error(trial: Any) -> str:

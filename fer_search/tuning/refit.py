@@ -101,6 +101,12 @@ def run_refit(
     Returns the Tune results, or None when the refit was interrupted."""
     from ray import tune
 
+    from fer_search.tuning.console import (
+        console_callbacks,
+        console_on_restore,
+        ray_output,
+        ray_verbosity,
+    )
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
 
     base = tune_dir(exp, record.get("storage_uri"))
@@ -114,8 +120,10 @@ def run_refit(
     trainable = tune.with_resources(
         tune.with_parameters(run_refit_trial, data=refs, members=configs), resources
     )
+    callbacks = console_callbacks(verbose, "refit", space, len(members), members=members)
     if tune.Tuner.can_restore(location):
         tuner = tune.Tuner.restore(location, trainable=trainable, resume_unfinished=True)
+        console_on_restore(tuner, callbacks, verbose)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -135,10 +143,12 @@ def run_refit(
                 failure_config=tune.FailureConfig(
                     max_failures=getattr(space.experiment, "max_failures", 1)
                 ),
-                verbose=verbose,
+                callbacks=callbacks,
+                verbose=ray_verbosity(verbose),
             ),
         )
-    grid = tuner.fit()
+    with ray_output(verbose):
+        grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
     states = trial_states(location)
     if any(state not in ("TERMINATED", "ERROR") for state in states.values()):
