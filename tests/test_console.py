@@ -65,7 +65,7 @@ def test_a_long_table_keeps_the_running_trials_and_the_best():
     assert {"#3", "#11", "#7"} <= set(shown) and "#19" in shown  # running, then the best
     assert lines[0].startswith("search 1:01  trials 20/30 started, 2 running  best #7 90.00 %")
     assert "3.1e-03" in lines[1 + shown.index("#3") + 1]
-    fits = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (80, 40))
+    fits = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (75, 40))
     assert "lr" not in fits[1].split() and fits[2].endswith("pruned at epoch 1 (ASHA)")
     narrow = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (30, 40))
     assert all(len(line) < 30 for line in narrow)  # never wraps: the redraw counts lines
@@ -104,6 +104,19 @@ def test_lines_when_the_output_is_not_a_terminal():
     assert lines[4].endswith("#0 epoch 3/3 val_acc 60.00 % best 60.00 %")
     assert lines[5].endswith("#0 completed 3/3 epochs, best 60.00 %")
     assert lines[-1].endswith("#1 stopped (time budget) at epoch 1/3, best 20.00 %")
+
+
+def test_refit_rows_are_named_after_the_refit_and_the_trial_they_retrain():
+    members = [
+        {"id": "refit", "from_trial": "aaa", "epochs": 9, "config": {"lr": 0.1}},
+        {"id": "refit2", "from_trial": "bbb", "epochs": 7, "config": {"lr": 0.2}},
+    ]
+    out = io.StringIO()
+    view = ConsoleView("refit", 2, ["model", "lr"], members=members, stream=out)
+    trial = SimpleNamespace(trial_id="r_00001", config={"refit_member": 1}, last_result={})
+    view.on_trial_start(1, [trial], trial)
+    assert out.getvalue().endswith("] refit2 started from bbb: lr=0.2\n")
+    assert view.rows["r_00001"].max_t == 7
 
 
 def test_the_live_table_redraws_over_the_previous_one(monkeypatch):

@@ -12,14 +12,11 @@ the rows from Tune's events and writes what they return.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 from ray.tune import Callback
@@ -31,7 +28,6 @@ __all__ = [
     "console_on_restore",
     "end_status",
     "event_line",
-    "ray_output",
     "ray_verbosity",
     "redraw",
     "table_lines",
@@ -41,6 +37,7 @@ RUNNING, COMPLETED, PRUNED, FAILED, ERROR, STOPPED, RETRYING = (
     "running", "completed", "pruned", "failed", "error", "stopped", "retrying"
 )  # fmt: skip
 MAX_SETTINGS = 4  # sampled settings shown beside the model
+STATUS_ROOM = 24  # the status column's width before settings columns give way
 REDRAW_S = 0.5  # the live table is redrawn at most this often (and on each start and end)
 CLEAR_BELOW = "\x1b[J"
 
@@ -63,32 +60,12 @@ class TrialRow:
     best: float | None = None
     status: str = RUNNING
     detail: str = ""  # a failure's reason, what stopped it
-    started: float = field(default_factory=time.time)
 
 
 # ---------------------------------------------------------------- words and numbers
 def ray_verbosity(verbose: int) -> int:
     """Ray Tune's own verbosity for fer-search's --verbose: 0 and 1 -> 0, 2 -> 1, 3 -> 2."""
     return min(2, max(0, verbose - 1))
-
-
-@contextlib.contextmanager
-def ray_output(verbose: int) -> Iterator[None]:
-    """Around `Tuner.fit()`: with Ray's verbosity 0, its legacy output engine, which then prints
-    nothing; Ray 2.60's new engine (RAY_AIR_NEW_OUTPUT=1, its default) prints its experiment
-    table and paths even at verbosity 0 (ray/tune/experimental/output.py experiment_started)."""
-    if ray_verbosity(verbose):
-        yield
-        return
-    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
 def number(value: Any) -> str:
@@ -218,14 +195,19 @@ def table_lines(
     size: tuple[int, int],
 ) -> list[str]:
     """The live view for a terminal of `size` (columns, lines): the header line, the column
-    names and a row per trial, cut to fit: the settings from the right while a row is too wide,
-    then the lines themselves (a line that wrapped would throw the redraw's count out)."""
+    names and a row per trial, cut to fit: settings while the status has too little room,
+    then the lines themselves (a wrapped line would throw the redraw's count out)."""
     width, height = size
     shown, hidden = visible_rows(rows, max(3, height - 3))
-    for keep in range(len(columns), 0, -1):
-        names = ["trial", "id", *columns[:keep], "epoch", "val_acc", "best", "status"]
-        body = aligned([names, *(row_cells(r, columns[:keep]) for r in shown)])
-        if max(map(len, body)) < width:
+    # settings give way to a status like "pruned at epoch 2 (ASHA)": first those that are the
+    # same in every row (they tell the rows nothing apart), then from the right
+    same = [c for c in columns if len({number(r.settings.get(c, "")) for r in rows}) == 1]
+    order = [*reversed(same), *(c for c in reversed(columns) if c not in same)]
+    for dropped in range(len(columns) + 1):
+        kept = [c for c in columns if c not in order[:dropped]]
+        names = ["trial", "id", *kept, "epoch", "val_acc", "best", "status"]
+        body = aligned([names, *(row_cells(r, kept) for r in shown)])
+        if body[0].index("status") + STATUS_ROOM < width:
             break
     lines = [header_line(title, rows, total, elapsed), *body]
     if hidden:

@@ -101,12 +101,7 @@ def run_refit(
     Returns the Tune results, or None when the refit was interrupted."""
     from ray import tune
 
-    from fer_search.tuning.console import (
-        console_callbacks,
-        console_on_restore,
-        ray_output,
-        ray_verbosity,
-    )
+    from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
 
     base = tune_dir(exp, record.get("storage_uri"))
@@ -147,8 +142,7 @@ def run_refit(
                 verbose=ray_verbosity(verbose),
             ),
         )
-    with ray_output(verbose):
-        grid = tuner.fit()
+    grid = tuner.fit()
     results = [grid[i] for i in range(len(grid))]
     states = trial_states(location)
     if any(state not in ("TERMINATED", "ERROR") for state in states.values()):

@@ -131,7 +131,6 @@ def dataset_refs(data: Any) -> Any:
 
 def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     """Tuner, leaderboard, refit, final evaluation and report (`restore`: continue)."""
-    from fer_search.tuning.console import ray_output
     from fer_search.tuning.storage import fetch_trial_files
     from fer_search.tuning.tuner import build_tuner
 
@@ -147,8 +146,7 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
         results = tuner.get_results()  # nothing left to run: finalise
         record["wall_time_s"] = record.get("wall_time_s") or finished
     else:
-        with ray_output(options.verbose):
-            results = tuner.fit()
+        results = tuner.fit()
     prior_wall = float(record.get("wall_time_s") or 0.0)  # before a --resume
     location = tune_dir(exp, uri)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
