@@ -223,7 +223,16 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     )
     exp.add_argument("--no-asha", action="store_true", help="run every trial to max_t")
     exp.add_argument("--no-final-eval", action="store_true", help="skip the test-split evaluation")
-    exp.add_argument("--verbose", type=int, default=1, help="Ray Tune verbosity 0-3")
+    exp.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=range(4),
+        metavar="{0,1,2,3}",
+        help="console during the search: 0 nothing but the final summary; 1 (default) one row "
+        "per trial, a table redrawn in place on a terminal, a line per trial event otherwise; "
+        "2 and 3 add Ray Tune's own output (its verbosity 1 and 2) to those lines",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

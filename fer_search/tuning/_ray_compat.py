@@ -9,6 +9,9 @@ the attribute when a release removes or renames one of them; fix it here, nowher
 - `ray._private.services.canonicalize_bootstrap_address` is what `ray.init(address="auto")`
   resolves `auto` with; the authentication probe asks the same GCS before `ray.init` does.
 - Ray Train logs one line per checkpoint from a private module's logger; trials silence it.
+- `Tuner.restore` takes no RunConfig: it unpickles the one the run started with (tuner.pkl).
+  A resumed search's callbacks (the console view) and verbosity are its own, so they replace
+  that one's through the Tuner's private `_local_tuner` (a TunerInternal).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "optuna_search_completed",
     "optuna_search_study",
     "optuna_search_trials",
+    "restored_run_config",
 ]
 
 CHECKED_ON = {"ray": "2.60.0", "optuna": "5.1.0"}
@@ -45,6 +49,13 @@ def optuna_search_completed(searcher: Any) -> set[str]:
     return searcher._completed_trials
 
 
+def restored_run_config(tuner: Any) -> Any:
+    """The RunConfig a restored Tuner will run with (Tuner._local_tuner.get_run_config()); None
+    through ray:// (the Tuner then lives on the head node)."""
+    local = getattr(tuner, "_local_tuner", None)
+    return None if local is None else local.get_run_config()
+
+
 def bootstrap_address(address: str) -> str:
     """What `ray.init(address=address)` would connect to (`auto`: the local cluster's GCS)."""
     from ray._private.services import canonicalize_bootstrap_address
@@ -63,6 +74,15 @@ def missing_internals() -> list[str]:
     for name in OPTUNA_SEARCH_ATTRS:
         if not hasattr(searcher, name):
             problems.append(f"ray.tune.search.optuna.OptunaSearch has no attribute {name!r}")
+    import inspect
+
+    from ray.tune import Tuner
+    from ray.tune.impl.tuner_internal import TunerInternal
+
+    if "self._local_tuner" not in inspect.getsource(Tuner.__init__):
+        problems.append("ray.tune.Tuner no longer keeps its TunerInternal in _local_tuner")
+    if not callable(getattr(TunerInternal, "get_run_config", None)):
+        problems.append("ray.tune.impl.tuner_internal.TunerInternal has no get_run_config")
     services = importlib.import_module("ray._private.services")
     if not callable(getattr(services, "canonicalize_bootstrap_address", None)):
         problems.append("ray._private.services.canonicalize_bootstrap_address is gone")

@@ -46,7 +46,9 @@ def start_ray(address: str | None, cpus: int | None, gpus: float | None) -> None
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # keep the trimmed CLIReporter table
+    # Ray's legacy output engine: at Ray verbosity 0 (under fer-search's own console view) it
+    # prints nothing, where Ray 2.60's new engine still prints its experiment table and paths
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     # one checkpoint per epoch is the design, not a bottleneck worth a warning
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")

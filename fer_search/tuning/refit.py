@@ -109,6 +109,7 @@ def run_refit(
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
+    from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
 
     base = tune_dir(exp, record.get("storage_uri"))
@@ -122,8 +123,11 @@ def run_refit(
     trainable = tune.with_resources(
         tune.with_parameters(run_refit_trial, data=refs, members=configs), resources
     )
+    callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, names or tb.RunNames(space, []))
+    callbacks += console_callbacks(verbose, "refit", space, len(members), members=members)
     if tune.Tuner.can_restore(location):
         tuner = tune.Tuner.restore(location, trainable=trainable, resume_unfinished=True)
+        console_on_restore(tuner, callbacks, verbose)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -143,8 +147,8 @@ def run_refit(
                 failure_config=tune.FailureConfig(
                     max_failures=getattr(space.experiment, "max_failures", 1)
                 ),
-                verbose=verbose,
-                callbacks=tb.logger_callbacks(exp / tb.LOG_DIR, names or tb.RunNames(space, [])),
+                callbacks=callbacks,
+                verbose=ray_verbosity(verbose),
             ),
         )
     with tb.without_ray_tensorboard():

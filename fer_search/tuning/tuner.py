@@ -94,26 +94,27 @@ def build_tuner(
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
+    from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import run_trial
 
     ex = space.experiment
     resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
     trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space))
+    callbacks += console_callbacks(
+        options.verbose, "search", space, ex.num_samples,
+        scheduler="" if options.no_asha else "ASHA", budget_s=ex.search_budget or None,
+    )  # fmt: skip
     if restore:
-        return tune.Tuner.restore(
+        tuner = tune.Tuner.restore(
             tune_dir(exp, storage_uri),
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=False,
             restart_errored=False,
         )
+        return console_on_restore(tuner, callbacks, options.verbose)
     tb.write_experiment_config(exp / tb.LOG_DIR, space)
-    reporter = tune.CLIReporter(
-        parameter_columns={"model": "arch", "lr": "lr", "dropout": "dropout"},
-        metric_columns={"epoch": "epoch", "val_acc": "val_acc", "best_val_acc": "best"},
-        max_report_frequency=30,
-        # sort_by_metric breaks Ray's table when a trial ends before its first result
-    )
     return tune.Tuner(
         trainable,
         param_space=trial_constants(space, plan, class_set),
@@ -136,8 +137,7 @@ def build_tuner(
             # retries are for workers and nodes that died; a trial's own deterministic failure
             # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
             failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),
-            progress_reporter=reporter,
-            callbacks=tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space)),
-            verbose=options.verbose,
+            callbacks=callbacks,
+            verbose=ray_verbosity(options.verbose),
         ),
     )
