@@ -487,3 +487,25 @@ def test_every_tta_the_cli_offers_is_one_the_engine_runs():
     for mode in TTA_CHOICES:
         probs = predict_probs(model, images, tta=mode)
         assert probs.shape == (3, 7) and np.allclose(probs.sum(1), 1.0, atol=1e-5), mode
+
+
+def test_the_final_line_gives_every_accuracy_with_its_interval():
+    import re
+
+    from fer_search.cli.commands import test_line
+
+    ci = [0.70, 0.74]
+    final = {
+        "best": {"test_acc": 0.72, "test_acc_ci95": ci, "test_acc_tta": 0.73,
+                 "test_acc_tta_ci95": ci},
+        "tta": {"chosen": "tencrop", "test_acc": 0.735, "test_acc_ci95": ci},
+        "ensemble": {"k": 3, "test_acc": 0.75, "test_acc_ci95": ci},
+        "selected_ensemble": {"test_acc": 0.76, "test_acc_ci95": ci},
+    }  # fmt: skip
+    line = test_line(final)
+    figures = re.findall(r"(\d+\.\d\d) %( \[70\.00, 74\.00\])?", line)
+    assert [f[0] for f in figures] == ["72.00", "73.50", "75.00", "76.00"]
+    assert all(f[1] for f in figures), line  # each one with its interval
+    assert "tencrop TTA (chosen on val)" in line
+    final["tta"]["chosen"] = "none"
+    assert "val chose no TTA; flip: 73.00 % [70.00, 74.00]" in test_line(final)

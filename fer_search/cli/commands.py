@@ -211,6 +211,31 @@ def cmd_search(args: argparse.Namespace) -> int:
     return print_outcome(exp)
 
 
+def percent(part: dict[str, Any], key: str = "test_acc") -> str:
+    """`76.86 % [72.57, 81.14]`: a figure of final.json with its 95 % interval, if it has one."""
+    ci = part.get(f"{key}_ci95")
+    interval = f" [{ci[0] * 100:.2f}, {ci[1] * 100:.2f}]" if ci else ""
+    return f"{part[key] * 100:.2f} %{interval}"
+
+
+def test_line(final: dict[str, Any]) -> str:
+    """The final evaluation in one line, every accuracy with its 95 % interval."""
+    best, parts = final["best"], []
+    tta = final.get("tta") or {}
+    if tta.get("chosen") not in (None, "none") and "test_acc" in tta:
+        parts.append(f"with {tta['chosen']} TTA (chosen on val) {percent(tta)}")
+    elif best.get("test_acc_tta") is not None:
+        parts.append(f"val chose no TTA; flip: {percent(best, 'test_acc_tta')}")
+    line = f"test (PrivateTest, used once): best {percent(best)}"
+    line += f" ({'; '.join(parts)})" if parts else ""
+    if final.get("ensemble"):
+        line += f"; top-{final['ensemble']['k']} ensemble {percent(final['ensemble'])}"
+    selected = final.get("selected_ensemble")
+    if selected and selected.get("test_acc") is not None:
+        line += f"; selected ensemble {percent(selected)}"
+    return line + " (95 % intervals)"
+
+
 def print_outcome(exp: Any) -> int:
     """The summary lines; 130 when interrupted, 1 when every trial failed."""
     if exp.interrupted:
@@ -223,12 +248,7 @@ def print_outcome(exp: Any) -> int:
     print(exp.summary())
     final = exp.final
     if final:
-        b, ens = final["best"], final.get("ensemble")
-        print(
-            f"test (PrivateTest, used once): best {b['test_acc'] * 100:.2f} % "
-            f"(flip TTA {b['test_acc_tta'] * 100:.2f} %)"
-            + (f"; top-{ens['k']} ensemble {ens['test_acc'] * 100:.2f} %" if ens else "")
-        )
+        print(test_line(final))
     print(
         f"report: {exp.path / 'report.md'}   "
         f"TensorBoard: tensorboard --logdir {exp.path / 'tensorboard'} --host 127.0.0.1"

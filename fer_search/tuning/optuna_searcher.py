@@ -56,7 +56,7 @@ class PruningOptunaSearch(OptunaSearch):
         if not isinstance(config, dict):
             return config
         # Tune's config names settings as the engine does ('lr@sgd' -> 'lr'); the columns the
-        # progress table shows are always present (the default is what the trial uses).
+        # console view shows are always present (the default is what the trial uses).
         config = train_values(config)
         for name in DISPLAY_DEFAULTS:
             config.setdefault(name, getattr(TrainConfig, name))
