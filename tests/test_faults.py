@@ -120,7 +120,7 @@ def test_failed_nan_and_killed_trials_do_not_stop_the_search(tmp_path):
     final = json.loads((exp / "final.json").read_text())
     assert final["best"]["trial_id"] in rows
     assert (exp / "report.md").is_file()
-    assert f"tensorboard --logdir {exp} --host 127.0.0.1" in proc.stdout
+    assert f"tensorboard --logdir {exp / 'tensorboard'} --host 127.0.0.1" in proc.stdout
     assert json.loads((exp / "experiment.json").read_text())["finished"]
 
 
