@@ -4,6 +4,7 @@ trials' files."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from fer_search.errors import UserError
@@ -11,7 +12,7 @@ from fer_search.space import load_space
 from fer_search.tuning.experiment import RUN_FILE
 from fer_search.tuning.refit import refit_run_names
 from fer_search.tuning.results import write_leaderboard
-from fer_search.tuning.study import close_study, open_study
+from fer_search.tuning.study import close_study, open_study, record_outcome
 from fer_search.tuning.tensorboard import (
     LOG_DIR,
     RunNames,
@@ -26,14 +27,15 @@ __all__ = ["rebuild_runs", "upgrade_experiment"]
 def upgrade_experiment(path: str | Path) -> dict[str, int]:
     """Bring an experiment an earlier fer-search wrote up to date for monitoring: no trial
     left RUNNING in optuna.db (closed as the leaderboard says; leaderboard.csv gains
-    `stopped_by`), the metric named, and TensorBoard runs rebuilt from the trials' files."""
+    `stopped_by`), the metric named, the refits and final figures as study attributes, and
+    TensorBoard runs rebuilt from the trials' files."""
     import pandas as pd
 
     exp = Path(path).expanduser().resolve()
     missing = [f for f in (RUN_FILE, "leaderboard.csv", "space.yaml") if not (exp / f).is_file()]
     if missing:
         raise UserError(f"{path}: not a finished fer-search experiment (no {', '.join(missing)})")
-    board = pd.read_csv(exp / "leaderboard.csv")
+    board = pd.read_csv(exp / "leaderboard.csv", dtype={"trial_id": str})
     for column in ("error", "stopped_by", "node", "trial_dir"):
         if column in board:
             board[column] = board[column].fillna("")
@@ -41,6 +43,11 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     space = load_space(str(exp / "space.yaml"))
     counts = close_study(exp, rows, space.experiment.metric)
     write_leaderboard(rows, exp)
+    record = json.loads((exp / RUN_FILE).read_text())
+    final = exp / "final.json"
+    record_outcome(
+        exp, rows, record.get("refit"), json.loads(final.read_text()) if final.is_file() else None
+    )
     counts["tensorboard_runs"] = rebuild_runs(exp)
     return counts
 
@@ -49,7 +56,6 @@ def rebuild_runs(exp: Path) -> int:
     """TensorBoard runs for a finished experiment from its files (progress.csv, params.json,
     leaderboard.csv, space.yaml), for experiments written before fer-search logged its own
     or whose event files were not kept. Existing runs are replaced. Returns the run count."""
-    import json
     import shutil
 
     import pandas as pd
@@ -59,7 +65,7 @@ def rebuild_runs(exp: Path) -> int:
 
     space = load_space(str(exp / "space.yaml"))
     record = json.loads((exp / "experiment.json").read_text())
-    rows = pd.read_csv(exp / "leaderboard.csv").to_dict("records")
+    rows = pd.read_csv(exp / "leaderboard.csv", dtype={"trial_id": str}).to_dict("records")
     handle = open_study(exp)
     numbers = handle.numbers() if handle else {}
     for row in rows:
