@@ -1,7 +1,7 @@
 """fer-search: distributed hyperparameter search for facial-expression recognition.
 
-The Python API (see fer_search.api): load_data, train, evaluate, compare, predict, search, resume.
-Its functions are imported on first use, so `import fer_search` stays light.
+The Python API (see fer_search.api): load_data, train, evaluate, compare, predict, export,
+search, resume. Its functions are imported on first use, so `import fer_search` stays light.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ __all__ = [
     "UserError",
     "compare",
     "evaluate",
+    "export",
     "load_data",
     "predict",
     "resume",
@@ -24,7 +25,17 @@ __all__ = [
     "train",
 ]
 
-_API = ("Experiment", "compare", "evaluate", "load_data", "predict", "resume", "search", "train")
+_API = (
+    "Experiment",
+    "compare",
+    "evaluate",
+    "export",
+    "load_data",
+    "predict",
+    "resume",
+    "search",
+    "train",
+)
 
 
 def __getattr__(name: str) -> Any:

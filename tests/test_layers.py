@@ -25,6 +25,7 @@ RANKS = {
     "report": 2,
     "engine": 3,
     "predict": 4,
+    "exporter": 4,
     "recheck": 4,
     "tuning": 4,
     "api": 5,
