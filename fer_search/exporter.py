@@ -103,8 +103,8 @@ def check_target(fmt: str, out: str | Path | None) -> Path:
     """The output file, once the format is known, the extension fits it and the file can be
     written (its folder is created); an existing file is never overwritten."""
     if fmt not in FORMATS:
-        raise UserError(f"unknown export format {fmt!r}{did_you_mean(fmt, FORMATS)}; use onnx or "
-                        "torchscript")  # fmt: skip
+        hint = did_you_mean(fmt, FORMATS) or f"; use {' or '.join(FORMATS)}"
+        raise UserError(f"unknown export format {fmt!r}{hint}")
     if not out:
         raise UserError(f"export needs --out FILE ({' or '.join(FORMATS[fmt])})")
     path = Path(out)

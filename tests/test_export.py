@@ -246,3 +246,22 @@ def test_onnx_without_onnxruntime_says_what_to_install(checkpoint, capsys, tmp_p
     assert code == 2 and 'pip install "fer-search[export]"' in line
     with pytest.raises(UserError, match="onnxruntime"):
         fer_search.export(checkpoint, "onnx", tmp_path / "m.onnx")
+
+
+def test_without_data_it_checks_on_the_experiment_s_data_when_still_there(
+    checkpoint, capsys, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # no ./data here: the fallback is the demo data
+    exp = tmp_path / "exp"
+    (exp / "best").mkdir(parents=True)
+    (exp / "best" / "best.pt").write_bytes(checkpoint.read_bytes())
+    recorded = {"path": "demo", "demo_size": 0.2, "cache": False}
+    (exp / "experiment.json").write_text(json.dumps({"data_args": recorded}))
+    result = fer_search.export(exp, "torchscript", tmp_path / "a.pt", runs=0)
+    assert result.data == "demo" and result.images == 70  # demo_size 0.2: 70 val images
+
+    recorded["path"] = str(tmp_path / "gone.csv")
+    (exp / "experiment.json").write_text(json.dumps({"data_args": recorded}))
+    result = fer_search.export(exp / "best" / "best.pt", "torchscript", tmp_path / "b.pt", runs=0)
+    assert result.images == 350  # the demo data at its default size
+    assert "gone.csv" in capsys.readouterr().err
