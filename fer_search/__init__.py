@@ -1,8 +1,8 @@
 """fer-search: distributed hyperparameter search for facial-expression recognition.
 
 The Python API (see fer_search.api): load_data, train, evaluate, compare, predict,
-predict_video, search, resume.
-Its functions are imported on first use, so `import fer_search` stays light.
+predict_video, export, search, resume, upgrade. Its functions are imported on first
+use, so `import fer_search` stays light.
 """
 
 from __future__ import annotations
@@ -18,18 +18,21 @@ __all__ = [
     "UserError",
     "compare",
     "evaluate",
+    "export",
     "load_data",
     "predict",
     "predict_video",
     "resume",
     "search",
     "train",
+    "upgrade",
 ]
 
 _API = (
     "Experiment",
     "compare",
     "evaluate",
+    "export",
     "load_data",
     "predict",
     "predict_video",

@@ -4,6 +4,7 @@
     data = fer_search.load_data("demo")
     result = fer_search.train({"model": "simple_cnn", "epochs": 2}, data=data, out="runs/one")
     metrics = fer_search.evaluate("runs/one/best.pt", data=data, split="test", tta="flip")
+    exported = fer_search.export("runs/one/best.pt", "onnx", "model.onnx", data=data)
     diff = fer_search.compare("runs/one", "runs/two", data=data, split="val")
     exp = fer_search.tuning("demo", data="demo", num_samples=4, epochs=2, storage="runs")
     print(exp.leaderboard)
@@ -30,12 +31,14 @@ if TYPE_CHECKING:
 
     from fer_search.data import FERData
     from fer_search.engine import TrainResult
+    from fer_search.exporter import ExportResult
     from fer_search.video import VideoPrediction
 
 __all__ = [
     "Experiment",
     "compare",
     "evaluate",
+    "export",
     "load_data",
     "predict",
     "predict_video",
@@ -301,6 +304,66 @@ def predict_video(
         checkpoint, source, smooth=smooth, every=every, max_frames=max_frames,
         annotate_dir=annotate, tta=tta, device=device,
     )  # fmt: skip
+
+
+def export(
+    checkpoint: str | Path,
+    format: str,
+    out: str | Path,
+    data: DataArg = None,
+    split: str = "val",
+    *,
+    runs: int = 20,
+    threads: int = 0,
+) -> ExportResult:
+    """Write a checkpoint's model as ONNX or TorchScript (`format`) to the new file `out`: float32
+    (N, 1, 48, 48) pixels 0-255 in, class probabilities out, metadata inside. It is checked
+    against the PyTorch model on `split` of `data` (None: the data of the experiment the
+    checkpoint belongs to when they are still there, else ./data or the demo data) and timed
+    at batch 1 and 64 (median of `runs` runs; 0 = not timed) with `threads` CPU threads (0:
+    torch's default). Raises ExportMismatch (and writes nothing) when the accuracies differ by
+    more than 0.1 pp."""
+    from fer_search import engine
+    from fer_search import exporter as export_layer
+
+    target = export_layer.check_target(format, out)  # before anything slow
+    export_layer.require_runtime(format)
+    if runs < 0 or threads < 0:
+        raise UserError(f"--runs and --threads must be >= 0, got {runs=} {threads=}")
+    path = engine.checkpoint_file(checkpoint_path(checkpoint))
+    payload = engine.load_checkpoint(path)
+    class_set = payload["config"].get("class_set", "all")
+    if data is None:
+        data = experiment_data(path, class_set)
+    data = as_data(data, class_set)
+    part = split_for(data, split, payload["class_names"], "export")
+    return export_layer.export_checkpoint(
+        payload, path, format, target, part, data.source, runs=runs, threads=threads
+    )
+
+
+def experiment_data(checkpoint: Path, class_set: str) -> FERData | None:
+    """The data of the search whose folder holds `checkpoint` (its best/best.pt or a trial's),
+    when they can still be loaded from where experiment.json says; else None."""
+    from fer_search.data import load_recorded
+
+    for folder in list(checkpoint.parents)[:3]:
+        record = read_json(folder / "experiment.json")
+        if record is None:
+            continue
+        args = dict(record.get("data_args") or {})
+        source = args.get("path", args.get("data"))
+        if source not in (None, "demo") and not Path(str(source)).exists():
+            where = "./data or the demo data"
+            print(
+                f"note: {source} (the data of {folder}) is not here; using {where}", file=sys.stderr
+            )
+            return None
+        data = load_recorded({**args, "class_set": class_set})
+        for note in data.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return data
+    return None
 
 
 # ---------------------------------------------------------------- the search

@@ -18,7 +18,14 @@ from torch import Tensor
 
 from fer_search.config import PIXEL_MEAN, PIXEL_STD, AugmentConfig
 
-__all__ = ["augment_batch", "class_weights", "normalize", "one_hot", "symmetric_beta"]
+__all__ = [
+    "augment_batch",
+    "class_weights",
+    "normalize",
+    "one_hot",
+    "scale_pixels",
+    "symmetric_beta",
+]
 
 # the normalised values of pixel 0 and pixel 255: brightness/contrast results are clamped to these
 _LOW = (0.0 - PIXEL_MEAN) / PIXEL_STD
@@ -36,7 +43,13 @@ def normalize(images_uint8: Tensor) -> Tensor:
         )
     if x.ndim == 3:
         x = x.unsqueeze(1)
-    return x.float().mul_(1.0 / (255.0 * PIXEL_STD)).sub_(PIXEL_MEAN / PIXEL_STD)
+    return scale_pixels(x.float())
+
+
+def scale_pixels(pixels: Tensor) -> Tensor:
+    """Float pixel values 0-255 -> the network's input, (x/255 - PIXEL_MEAN)/PIXEL_STD. Out of
+    place: an exported model applies it to its caller's tensor (fer_search.exporter)."""
+    return pixels.mul(1.0 / (255.0 * PIXEL_STD)).sub(PIXEL_MEAN / PIXEL_STD)
 
 
 def one_hot(labels: Tensor, num_classes: int) -> Tensor:

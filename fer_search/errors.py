@@ -5,7 +5,14 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["DeterministicError", "RecheckFailed", "UserError", "did_you_mean", "first_line"]
+__all__ = [
+    "DeterministicError",
+    "ExportMismatch",
+    "RecheckFailed",
+    "UserError",
+    "did_you_mean",
+    "first_line",
+]
 
 
 class UserError(Exception):
@@ -21,6 +28,11 @@ class DeterministicError(RuntimeError):
 class RecheckFailed(Exception):
     """A stored result did not reproduce: the best checkpoint, evaluated again, does not score
     what final.json records. Not the user's mistake, so not a UserError; the CLI exits 1."""
+
+
+class ExportMismatch(Exception):
+    """An exported model does not classify the split as the PyTorch model does (accuracies more
+    than the tolerance apart). Not the user's mistake, so not a UserError; the CLI exits 1."""
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

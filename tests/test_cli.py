@@ -109,6 +109,7 @@ def test_help_lists_every_command_and_each_is_reached_by_name(capsys, tmp_path):
         "compare",
         "data",
         "evaluate",
+        "export",
         "predict",
         "report",
         "search",

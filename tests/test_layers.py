@@ -25,6 +25,7 @@ RANKS = {
     "report": 3,  # above space (it reads the saved space.yaml), as in STYLE.md
     "engine": 3,
     "prediction": 4,
+    "exporter": 4,
     "recheck": 4,
     "tuning": 4,
     "video": 5,  # prediction's face finder, crops and model, frame by frame

@@ -190,6 +190,33 @@ def predict_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from fer_search import api
+    from fer_search.errors import ExportMismatch
+    from fer_search.exporter import check_target, format_result, require_runtime
+
+    check_target(args.format, args.out)  # before the (slow) data load
+    require_runtime(args.format)
+    data = None  # the checkpoint's experiment's data, else ./data or the demo data
+    if args.data is not None:
+        data = data_from_args(args, class_set=api.checkpoint_class_set(args.checkpoint))
+    try:
+        result = api.export(
+            args.checkpoint,
+            args.format,
+            args.out,
+            data,
+            args.split,
+            runs=args.runs,
+            threads=args.threads,
+        )
+    except ExportMismatch as exc:
+        print(f"fer-search: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
+    return 0
+
+
 # ---------------------------------------------------------------- search / report / bench
 def search_options(args: argparse.Namespace) -> dict[str, Any]:
     from fer_search.tuning import SearchOptions
@@ -313,6 +340,7 @@ COMMAND_FUNCTIONS = {
     "evaluate": cmd_evaluate,
     "compare": cmd_compare,
     "predict": cmd_predict,
+    "export": cmd_export,
     "data": cmd_data,
     "report": cmd_report,
     "bench": cmd_bench,

@@ -18,7 +18,17 @@ from fer_search.config import (
 )
 
 TTA_CHOICES = ("none", "flip", "crops", "tencrop")  # engine.TTA, without importing torch
-COMMANDS = ("search", "train", "evaluate", "compare", "predict", "data", "report", "bench")
+COMMANDS = (
+    "search",
+    "train",
+    "evaluate",
+    "compare",
+    "predict",
+    "export",
+    "data",
+    "report",
+    "bench",
+)
 
 DESCRIPTION = """\
 Hyperparameter search for facial-expression recognition (FER2013): Ray Tune schedules
@@ -335,6 +345,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
 
     add_predict_command(sub)
+    add_export_command(sub)
 
 
 def add_predict_command(sub: argparse._SubParsersAction) -> None:
@@ -366,3 +377,42 @@ def add_predict_command(sub: argparse._SubParsersAction) -> None:
     )
     group.add_argument("--every", type=int, metavar="N", help="classify every Nth frame only")
     group.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+
+
+def add_export_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as ONNX or TorchScript, check it against PyTorch, time it",
+        description="The exported model takes float32 (N, 1, 48, 48) gray pixels 0-255 and "
+        "returns class probabilities (N, C); class names, input spec and the checkpoint's "
+        "metrics are stored in the file. Without --data it is checked on the data of the "
+        "experiment the checkpoint belongs to (experiment.json) if they are still there, else "
+        "on ./data, else on the demo data.",
+    )
+    p.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt or its directory")
+    p.add_argument(
+        "--format",
+        required=True,
+        metavar="FORMAT",
+        help='onnx (needs pip install "fer-search[export]") or torchscript',
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="new file: *.onnx, or *.pt/*.ts")
+    p.add_argument(
+        "--split",
+        choices=("train", "val", "test"),
+        default="val",
+        help="split the exported model is checked on (default val = PublicTest); exit 1 when "
+        "its accuracy differs from the checkpoint's by more than 0.1 pp",
+    )
+    p.add_argument(
+        "--runs",
+        type=int,
+        default=20,
+        metavar="N",
+        help="latency: median of N timed runs at batch 1 and 64 (after 3 warm-up runs; 0 = skip)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=0, metavar="N", help="CPU threads for the latency (0 = all)"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_data_args(p)

@@ -19,6 +19,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
     "best_payload",
+    "checkpoint_file",
     "load_checkpoint",
     "model_from_checkpoint",
     "restore",
@@ -40,12 +41,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a fer-search checkpoint safely (weights_only=True: no arbitrary unpickling)."""
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "checkpoint.pt", "last.pt"):
-            if (path / name).is_file():
-                path = path / name
-                break
+    path = checkpoint_file(path)
     if not path.is_file():
         raise UserError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -61,6 +57,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"checkpoint {str(path)!r} is not a fer-search checkpoint (made by another program?)"
         )
     return payload
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file as given, or the one a run directory holds (best.pt first)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "checkpoint.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+    return path
 
 
 def model_from_checkpoint(payload: dict[str, Any], device: torch.device | str = "cpu") -> nn.Module:
