@@ -196,3 +196,39 @@ def test_tpe_samples_from_the_carried_trials_at_once(tmp_path):
         define_by_run(space)(trial)
         assert trial.params["optimizer"] == "adamw"
         study.tell(trial, state=TrialState.FAIL)
+
+
+def test_a_search_warm_started_from_another_runs_its_own_trials_after_the_carried_ones(tmp_path):
+    import csv
+
+    from helpers import run_fer_search
+
+    space, results = tmp_path / "tiny.yaml", tmp_path / "results"
+    space.write_text(tiny_space("tiny", trials=3, epochs=2))
+
+    def search(name: str, *more: str):
+        args = ["--space", str(space), "--data", "demo", "--demo-size", "0.5", "--name", name,
+                "--storage", str(results), "--verbose", "0", "--no-final-eval", *more]  # fmt: skip
+        proc = run_fer_search(*args, env={"RAY_DEDUP_LOGS": "0"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    search("first")
+    proc = search("second", "--warm-start", str(results / "first"), "--num-samples", "2")
+    assert "warm start: 3 trials from 1 experiment" in proc.stdout
+
+    first, second = results / "first", results / "second"
+    study = optuna.load_study(study_name="second", storage=f"sqlite:///{second / 'optuna.db'}")
+    carried = [t for t in study.trials if "warm_start_from" in t.user_attrs]
+    own = [t for t in study.trials if "ray_trial_id" in t.user_attrs]
+    assert sorted(t.user_attrs["warm_start_from"] for t in carried) == [
+        "first#0", "first#1", "first#2"
+    ]  # fmt: skip
+    assert len(own) == 2 and len(study.trials) == 5  # num_samples of its own, none taken
+    with (second / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["trial_id"] for r in rows} == {t.user_attrs["ray_trial_id"] for t in own}
+    record = json.loads((second / "experiment.json").read_text())
+    assert record["warm_start"]["from"] == [str(first)] and record["warm_start"]["trials"] == 3
+    report = (second / "report.md").read_text()
+    assert "Warm start: 3 finished trials carried over from" in report
