@@ -232,3 +232,16 @@ def test_a_search_warm_started_from_another_runs_its_own_trials_after_the_carrie
     assert record["warm_start"]["from"] == [str(first)] and record["warm_start"]["trials"] == 3
     report = (second / "report.md").read_text()
     assert "Warm start: 3 finished trials carried over from" in report
+
+
+def test_the_api_takes_one_folder_or_a_list_and_names_a_bad_one(tmp_path):
+    from fer_search.tuning import SearchOptions
+
+    exp1 = experiment(tmp_path, "exp1", [])
+    assert SearchOptions.from_overrides({"warm_start": exp1}).warm_start == [str(exp1)]
+    assert SearchOptions.from_overrides({"warm_start": [str(exp1)]}).warm_start == [str(exp1)]
+    (exp1 / "optuna.db").unlink()
+    with pytest.raises(
+        UserError, match=r"'.*exp1' is not a fer-search experiment \(no optuna.db\)"
+    ):
+        SearchOptions.from_overrides({"warm_start": [str(exp1)]})

@@ -154,14 +154,17 @@ def copy_trial(trial: Any, space: Any, origin: str) -> tuple[Any, str]:
     if "ray_trial_id" in attrs:
         attrs["warm_start_ray_trial_id"] = attrs.pop("ray_trial_id")
     attrs[FROM_ATTR] = origin
-    copy = optuna.trial.create_trial(
-        params=dict(trial.params),
-        distributions=distributions,
-        value=trial.value,
-        state=trial.state,
-        intermediate_values=dict(trial.intermediate_values),
-        user_attrs=attrs,
-    )
+    try:
+        copy = optuna.trial.create_trial(
+            params=dict(trial.params),
+            distributions=distributions,
+            value=trial.value,
+            state=trial.state,
+            intermediate_values=dict(trial.intermediate_values),
+            user_attrs=attrs,
+        )
+    except ValueError:  # Optuna's own check, should ours (outside_of) have let one through
+        return None, "parameters outside the new space"
     return copy, ""
 
 
