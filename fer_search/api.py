@@ -441,7 +441,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def search(space: Any, data: DataArg = "demo", **overrides: Any) -> Experiment:
     """Search `space` (a shipped name such as "demo", a YAML path, a dict of the YAML's
     content, or a SearchSpace) on `data`. `overrides` are the search flags' names
-    (num_samples=, epochs=, storage=, name=, gpus=, gpus_per_trial=, time_budget=, ...) and
+    (num_samples=, epochs=, storage=, name=, gpus=, gpus_per_trial=, time_budget=, ...,
+    warm_start=[earlier experiment folders] to seed TPE with their finished trials) and
     `sampler=` (an Optuna sampler in place of the seeded TPE)."""
     from fer_search.tuning import SearchOptions, start_search
 

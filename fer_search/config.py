@@ -14,6 +14,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 REFIT_ID = "refit"  # the leaderboard's trial_id for the best configuration retrained (a refit)
 METRIC = "val_acc"  # PublicTest accuracy: the only number used to select models
 MODE = "max"
+# the user attribute of an Optuna trial copied from an earlier experiment (search --warm-start)
+WARM_START_ATTR = "warm_start_from"
 IMAGE_SIZE = 48
 SMOOTH = 0.6  # predict --video: weight of a tracked face's past probabilities (0 = off)
 MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "vgg16", "resnet101", "mobilenet_v2", "densenet169")

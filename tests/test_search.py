@@ -163,6 +163,9 @@ def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
             "--refit-budget=60 must be less than time_budget=50",
         ),
         ([], "no search space"),
+        (["--space", "demo", "--warm-start", "no-such-dir"], "'no-such-dir' does not exist"),
+        (["--space", "demo", "--warm-start", "."], "not a fer-search experiment (no optuna.db"),
+        (["--resume", ".", "--warm-start", "."], "--warm-start seeds a new search"),
     ],
 )
 def test_search_bad_input_is_one_line(tmp_path, args, needle):

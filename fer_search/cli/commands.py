@@ -229,12 +229,19 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from fer_search import api
+    from fer_search.tuning import SearchOptions
 
+    if args.resume and args.warm_start:
+        raise UserError(
+            "--warm-start seeds a new search; --resume continues one with the trials it has"
+        )
     if args.resume:
         exp = api.resume(args.resume, address=args.address, cpus=args.cpus, verbose=args.verbose)
     else:
-        space = api.as_space(args.space)  # a bad space fails before the data load
-        exp = api.search(space, data_from_args(args), **search_options(args))
+        space = api.as_space(args.space)  # a bad space or --warm-start fails before the data load
+        options = search_options(args)
+        SearchOptions.from_overrides(options)  # checked again by the call; here before the load
+        exp = api.search(space, data_from_args(args), **options)
     return print_outcome(exp)
 
 

@@ -152,6 +152,13 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
         "resnet101, mobilenet_v2, densenet, all, reference, gpu_check)",
     )
     parser.add_argument("--resume", metavar="DIR", help="continue an interrupted experiment")
+    parser.add_argument(
+        "--warm-start",
+        nargs="+",
+        metavar="DIR",
+        help="start TPE from the finished trials of earlier experiments (those that fit the "
+        "space; they do not count toward --num-samples)",
+    )
     parser.add_argument("--name", help="experiment name (default <space>-<time>)")
     parser.add_argument(
         "--storage",

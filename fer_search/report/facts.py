@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, is_refit_id
+from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id
 
 __all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
 
@@ -140,7 +140,8 @@ def optuna_importances(db: Path, study_name: str) -> tuple[dict[str, float], int
         study_name = names[0]  # renamed experiment directory: the only study is the one
     study = optuna.load_study(study_name=study_name, storage=storage)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    scored = [t for t in finished if t.value is not None]
+    # this search's trials: those --warm-start copied from earlier experiments are left out
+    scored = [t for t in finished if t.value is not None and WARM_START_ATTR not in t.user_attrs]
     pool = optuna.create_study(direction=study.direction)
     pool.add_trials(
         [create_trial(params=t.params, distributions=t.distributions, value=t.value)

@@ -111,12 +111,29 @@ def md_header(facts: dict[str, Any]) -> str:
         f"- Started {exp.get('started', '?')}, {finished}; "
         f"wall time {fmt_duration(exp.get('wall_time_s'))}",
         f"- Trials: {md_counts(counts)}",
+        *md_warm_start(exp.get("warm_start")),
         f"- Epochs: {md_epochs(facts)}",
         *md_refit(facts),
         f"- Selection metric: `{exp.get('metric', METRIC)}` ({exp.get('mode', MODE)}) on "
         "PublicTest (the val split); PrivateTest (test) is never used to select",
     ]
     return "\n".join(lines)
+
+
+def md_warm_start(warm: Any) -> list[str]:
+    """The line on the trials `--warm-start` carried over into the study (not counted above)."""
+    if not isinstance(warm, dict) or not warm.get("from"):
+        return []
+    where = ", ".join(f"`{md_cell(str(path))}`" for path in warm["from"])
+    skipped = warm.get("skipped") or {}
+    left = ""
+    if skipped:
+        reasons = ", ".join(f"{n} {md_cell(str(why))}" for why, n in skipped.items())
+        left = f"; {sum(skipped.values())} skipped ({reasons})"
+    return [
+        f"- Warm start: {warm.get('trials', 0)} finished trials carried over from {where}{left}; "
+        "they seeded TPE and are not counted above nor in the importances"
+    ]
 
 
 def md_refit(facts: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from fer_search.errors import UserError, did_you_mean
@@ -61,6 +62,8 @@ class SearchOptions:
     no_asha: bool = False
     no_final_eval: bool = False
     verbose: int = 1
+    # earlier experiment folders whose finished trials seed this search's study (warm_start.py)
+    warm_start: list[str] | None = None
     # not flags
     sampler: Any = None  # an optuna sampler in place of the seeded TPE (bench: RandomSampler)
     command: str | None = None  # how the search was started, for experiment.json
@@ -103,3 +106,10 @@ class SearchOptions:
             raise UserError(f"--time-budget must be > 0 seconds, got {self.time_budget:g}")
         if self.refit_budget is not None and self.refit_budget < 0:
             raise UserError(f"--refit-budget must be >= 0 seconds, got {self.refit_budget:g}")
+        if self.warm_start is not None:
+            from fer_search.tuning.warm_start import check_dirs
+
+            if isinstance(self.warm_start, str | Path):  # one folder given without a list
+                self.warm_start = [str(self.warm_start)]
+            self.warm_start = [str(path) for path in self.warm_start]
+            check_dirs(self.warm_start)

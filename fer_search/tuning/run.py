@@ -35,6 +35,7 @@ from fer_search.tuning.results import (
     write_leaderboard,
 )
 from fer_search.tuning.study import close_study, record_outcome
+from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 __all__ = ["Outcome", "resume_search", "start_search"]
 
@@ -59,6 +60,7 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
     options.validate()
     space = apply_overrides(space, **options.space_overrides())
     check_local_gpus(options)
+    sources = check_sources(options.warm_start, space, data) if options.warm_start else []
     exp = new_experiment_dir(options.storage, options.name, space)
     check_free_space(exp.parent)
     plan = start_cluster(options, exp, space)
@@ -66,6 +68,9 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
     exp.mkdir(parents=True)
     (exp / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
     record = new_record(options, exp, space, data, plan)
+    if sources:  # before the Tuner: its searcher loads the study made here
+        record["warm_start"] = seed_study(exp, space, sources)
+        print(summary_line(record["warm_start"]), flush=True)
     write_json(exp / RUN_FILE, record)
     return run(exp, space, data, refs, options, record, restore=False)
 
