@@ -163,6 +163,12 @@ def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
             "--refit-budget=60 must be less than time_budget=50",
         ),
         ([], "no search space"),
+        (["--space", "demo", "--scheduler", "hyperbnd"], "did you mean 'hyperband'"),
+        (["--space", "demo", "--no-asha", "--scheduler", "median"], "--no-asha means"),
+        (
+            ["--space", "demo", "--scheduler", "hyperband", "--reduction-factor", "1"],
+            "--reduction-factor must be >= 2, got 1",
+        ),
     ],
 )
 def test_search_bad_input_is_one_line(tmp_path, args, needle):
