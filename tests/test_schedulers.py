@@ -192,3 +192,14 @@ def test_search_end_to_end_with_the_scheduler(tmp_path, scheduler, settings):
 
 def statuses(rows: list[dict[str, str]]) -> set[str]:
     return {r["status"] for r in rows}
+
+
+def test_only_a_trial_saved_paused_takes_its_live_final_state():
+    from fer_search.tuning.run import saved_or_live_states
+
+    saved = {"a": "PAUSED", "b": "RUNNING", "c": "PAUSED", "d": "TERMINATED"}
+    live = {"a": "TERMINATED", "b": "TERMINATED", "c": "PAUSED", "d": "TERMINATED"}
+    # b: an interrupted search's running trial, which Tune stops: unfinished, as saved
+    assert saved_or_live_states(saved, live) == {
+        "a": "TERMINATED", "b": "RUNNING", "c": "PAUSED", "d": "TERMINATED"
+    }  # fmt: skip

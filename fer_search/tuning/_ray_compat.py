@@ -15,7 +15,7 @@ the attribute when a release removes or renames one of them; fix it here, nowher
 - Tune's saved experiment state can keep a trial that was ever PAUSED (HyperBand pauses) as
   PAUSED after it ended, when `CheckpointConfig(num_to_keep)` is set (it only re-serialises
   trials marked for it); the ResultGrid `fit()` returns holds the live trials, in the private
-  `_experiment_analysis`, with their true final status.
+  `_experiment_analysis`, with their true final status (run.saved_or_live_states).
 """
 
 from __future__ import annotations

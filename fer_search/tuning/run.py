@@ -163,8 +163,7 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     location = tune_dir(exp, uri)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
         fetch_trial_files(location, exp)
-    # Tune's saved states, corrected by the live ones where fit() ran (see _ray_compat)
-    states = {**trial_states(location), **live_trial_states(results)}
+    states = saved_or_live_states(trial_states(location), live_trial_states(results))
     rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
     close_study(exp, rows, space.experiment.metric, space.experiment.scheduler)
@@ -200,6 +199,19 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     if location != str(exp):
         upload_driver_files(exp, location)
     return Outcome(path=exp, wall_time_s=wall)
+
+
+def saved_or_live_states(saved: dict[str, str], live: dict[str, str]) -> dict[str, str]:
+    """Tune's saved trial states, except a trial saved PAUSED that ended in the run that just
+    returned: Tune can keep a once-paused trial (HyperBand) PAUSED in its saved state after it
+    ended (see _ray_compat). Only PAUSED is corrected: when a search is interrupted, Tune stops
+    its running trials, and the saved state, not the live one, says they are unfinished."""
+    return {
+        trial_id: live[trial_id]
+        if state == "PAUSED" and live.get(trial_id) in FINAL_STATES
+        else state
+        for trial_id, state in saved.items()
+    }
 
 
 def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
