@@ -16,6 +16,14 @@ METRIC = "val_acc"  # PublicTest accuracy: the only number used to select models
 MODE = "max"
 # the user attribute of an Optuna trial copied from an earlier experiment (search --warm-start)
 WARM_START_ATTR = "warm_start_from"
+# Ray Tune's trial schedulers a search can use (the space's experiment.scheduler, --scheduler),
+# and how the console and the report name the one that stopped a trial ("" = none stops any)
+SCHEDULERS: dict[str, str] = {
+    "asha": "ASHA",
+    "hyperband": "HyperBand",
+    "median": "the median rule",
+    "fifo": "",
+}
 IMAGE_SIZE = 48
 SMOOTH = 0.6  # predict --video: weight of a tracked face's past probabilities (0 = off)
 MODEL_NAMES: tuple[str, ...] = ("simple_cnn", "vgg16", "resnet101", "mobilenet_v2", "densenet169")
@@ -238,6 +246,15 @@ def refit_id(index: int) -> str:
 def is_refit_id(trial_id: Any) -> bool:
     text = str(trial_id)
     return text == REFIT_ID or (text.startswith(REFIT_ID) and text[len(REFIT_ID) :].isdigit())
+
+
+def recorded_scheduler(record: dict[str, Any]) -> str:
+    """The scheduler an experiment.json says its search ran with; records from before
+    `scheduler` was recorded say `asha: false` for --no-asha (FIFO) and ran ASHA otherwise."""
+    name = record.get("scheduler")
+    if name in SCHEDULERS:
+        return str(name)
+    return "asha" if record.get("asha", True) and not record.get("no_asha") else "fifo"
 
 
 @dataclass

@@ -200,3 +200,14 @@ def test_a_search_into_a_file_prints_a_line_per_trial_event_and_no_ray_table(tmp
         assert len(ends) == 1, out
     assert re.search(r"#1 failed: .*(nan|NaN|non-finite)", out), out
     assert re.search(r"#0 epoch 1/2 val_acc \d+\.\d\d % best", out), out
+
+
+def test_a_trial_hyperband_paused_is_resumed_not_started_again():
+    out = io.StringIO()
+    view = ConsoleView("search", 1, ["model", "lr"], scheduler="HyperBand", stream=out)
+    trial = SimpleNamespace(trial_id="a", config={"trial_number": 0, "epochs": 4}, status="RUNNING")
+    view.on_trial_start(1, [trial], trial)
+    view.on_trial_result(2, [trial], trial, {"epoch": 2, "val_acc": 0.3, "best_val_acc": 0.3})
+    view.on_trial_start(3, [trial], trial)  # Tune starts it again after the pause
+    lines = out.getvalue().splitlines()
+    assert "#0 started a" in lines[0] and "#0 resumed after epoch 2/4" in lines[-1]

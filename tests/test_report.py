@@ -483,3 +483,28 @@ def test_importances_count_pruned_trials_and_need_eight(tmp_path):
     pruned_and_complete_study(few, complete=1, pruned=4)
     values, note, used = param_importances(few, {"name": NAME}, counts)
     assert values is None and used == 5 and "5 completed or pruned" in note
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "words"),
+    [
+        ("hyperband", "HyperBand saved 43.8 % (reduction factor 2)"),
+        ("median", "the median rule saved 43.8 % (grace period 1, min samples required 3)"),
+        ("fifo", "no early stopping (FIFO)"),
+    ],
+)
+def test_the_report_names_the_scheduler_the_search_used(tmp_path, scheduler, words):
+    exp = make_results(tmp_path)
+    record = json.loads((exp / "experiment.json").read_text())
+    record.update(scheduler=scheduler, asha=False, min_samples_required=3)
+    (exp / "experiment.json").write_text(json.dumps(record))
+    build_report(exp)
+    md = (exp / "report.md").read_text()
+    assert words in md and "ASHA" not in md
+    counts = {
+        "hyperband": "1 pruned by HyperBand, 1 failed",
+        "median": "1 pruned by the median rule, 1 failed",
+        # FIFO stops none: a leaderboard without `stopped_by` leaves the time budget
+        "fifo": "0 pruned, 1 failed, 1 stopped by the time budget",
+    }
+    assert counts[scheduler] in md

@@ -166,6 +166,12 @@ def test_gpus_on_a_machine_without_them_is_one_line(tmp_path):
         (["--space", "demo", "--warm-start", "no-such-dir"], "'no-such-dir' does not exist"),
         (["--space", "demo", "--warm-start", "."], "not a fer-search experiment (no optuna.db"),
         (["--resume", ".", "--warm-start", "."], "--warm-start seeds a new search"),
+        (["--space", "demo", "--scheduler", "hyperbnd"], "did you mean 'hyperband'"),
+        (["--space", "demo", "--no-asha", "--scheduler", "median"], "--no-asha means"),
+        (
+            ["--space", "demo", "--scheduler", "hyperband", "--reduction-factor", "1"],
+            "--reduction-factor must be >= 2, got 1",
+        ),
     ],
 )
 def test_search_bad_input_is_one_line(tmp_path, args, needle):

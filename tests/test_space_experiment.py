@@ -61,6 +61,15 @@ def test_a_space_saved_before_the_keys_existed_still_loads(tmp_path):
         ({"max_failures": -1}, "s.yaml: experiment.max_failures must be >= 0, got -1"),
         ({"max_failures": True}, "experiment.max_failures=True is not a number"),
         (
+            {"scheduler": "hyperbnd"},
+            "s.yaml: experiment.scheduler='hyperbnd' is not one of asha, hyperband, median, "
+            "fifo; did you mean 'hyperband'?",
+        ),
+        (
+            {"min_samples_required": 0},
+            "s.yaml: experiment.min_samples_required must be >= 1, got 0",
+        ),
+        (
             {"max_failure": 2},
             "unknown experiment setting 'max_failure'; did you mean 'max_failures'",
         ),

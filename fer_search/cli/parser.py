@@ -12,6 +12,7 @@ from fer_search.config import (
     BALANCE,
     CLASS_SETS,
     OPTIMIZERS,
+    SCHEDULERS,
     SCHEDULES,
     SMOOTH,
     TrainConfig,
@@ -193,9 +194,30 @@ def add_search_flags(parser: argparse.ArgumentParser) -> None:
 def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     exp = parser.add_argument_group("experiment (override the space's `experiment:`)")
     exp.add_argument("--num-samples", type=int, default=None, help="number of trials")
-    exp.add_argument("--epochs", type=int, default=None, help="epochs per trial = ASHA max_t")
-    exp.add_argument("--grace-period", type=int, default=None, help="ASHA grace period (epochs)")
-    exp.add_argument("--reduction-factor", type=int, default=None, help="ASHA reduction factor")
+    exp.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="{" + ",".join(SCHEDULERS) + "}",  # checked with the space (did you mean)
+        help="Ray Tune's trial scheduler: asha (the space's default), hyperband (synchronous; "
+        "pauses trials at its milestones and resumes them from a checkpoint), median (the "
+        "median stopping rule) or fifo (every trial to max_t)",
+    )
+    exp.add_argument(
+        "--epochs", type=int, default=None, help="epochs per trial = the scheduler's max_t"
+    )
+    exp.add_argument(
+        "--grace-period", type=int, default=None, help="ASHA's and the median rule's (epochs)"
+    )
+    exp.add_argument(
+        "--reduction-factor", type=int, default=None, help="ASHA's and HyperBand's (eta)"
+    )
+    exp.add_argument(
+        "--min-samples-required",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the median rule compares a trial with at least N others",
+    )
     exp.add_argument(
         "--time-budget",
         type=float,
@@ -238,7 +260,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     exp.add_argument(
         "--top-k", type=int, default=None, help="ensemble size for the final evaluation"
     )
-    exp.add_argument("--no-asha", action="store_true", help="run every trial to max_t")
+    exp.add_argument(
+        "--no-asha", action="store_true", help="run every trial to max_t (= --scheduler fifo)"
+    )
     exp.add_argument("--no-final-eval", action="store_true", help="skip the test-split evaluation")
     exp.add_argument(
         "--verbose",

@@ -1,5 +1,5 @@
 """What the report states, as JSON-ready facts: trial counts, the trials the time budget cut,
-ASHA's epoch savings, the best trial, Optuna's parameter importances."""
+the scheduler's epoch savings, the best trial, Optuna's parameter importances."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id
+from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id, recorded_scheduler
 
 __all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
 
@@ -34,14 +34,16 @@ def asha_rungs(experiment: dict[str, Any]) -> set[int]:
 
 def cut_by_time(board: pd.DataFrame, experiment: dict[str, Any]) -> pd.Series:
     """Stopped trials the search's time budget ended: the leaderboard's `stopped_by` says so
-    where the search recorded it. Older leaderboards are read by the rungs: a trial that
-    stopped between ASHA's rungs (or before its first epoch) cannot have been stopped by ASHA.
-    An empty experiment record names no rungs to tell them apart, so it marks none."""
+    where the search recorded it. Older leaderboards (all from ASHA or FIFO searches) are read
+    by the rungs: a trial that stopped between ASHA's rungs (or before its first epoch) cannot
+    have been stopped by ASHA. An empty experiment record names no rungs to tell them apart, nor
+    do other schedulers' records (HyperBand's brackets differ), so those mark none."""
     if "stopped_by" in board and board["stopped_by"].notna().any():  # told by the study
         return (board["status"] == "pruned") & (board["stopped_by"] == "time budget")
-    if not experiment:
+    scheduler = recorded_scheduler(experiment)
+    if not experiment or scheduler not in ("asha", "fifo"):
         return pd.Series(False, index=board.index)
-    if not experiment.get("asha", True):
+    if scheduler == "fifo":
         return board["status"] == "pruned"
     rungs = asha_rungs(experiment)
     epochs = board["epochs"].fillna(0).astype(int)
@@ -65,9 +67,9 @@ def epoch_budget(
     curves: dict[str, pd.DataFrame],
     cut: pd.Series,
 ) -> dict[str, Any]:
-    """Epochs trained in all, against every trial running to max_t (what ASHA saved). Trials
-    the time budget cut short (`cut`, as for count_trials) are left out of both: ASHA made no
-    decision about them."""
+    """Epochs trained in all, against every trial running to max_t (what the scheduler saved).
+    Trials the time budget cut short (`cut`, as for count_trials) are left out of both: the
+    scheduler made no decision about them."""
     from_progress = board["trial_id"].map(lambda t: len(curves[t]) if t in curves else np.nan)
     epochs = board["epochs"].fillna(from_progress).fillna(0)
     decided = ~cut
@@ -160,7 +162,7 @@ def optuna_importances(db: Path, study_name: str) -> tuple[dict[str, float], int
 def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str, Any]:
     """Everything the report states, JSON-ready: report.json is this, report.md renders it."""
     experiment, board, final = results["experiment"], results["leaderboard"], results["final"]
-    # the counts and ASHA's epoch figures are the search's; a refit is stated apart
+    # the counts and the scheduler's epoch figures are the search's; a refit is stated apart
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
     cut = cut_by_time(searched, experiment)
@@ -180,7 +182,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "best_trial_id": best_trial_id(board, final),
             "leaderboard_top": top,
             "leaderboard": board.head(top).to_dict("records"),
-            # "pruned" trials ASHA never judged: they ended between its rungs
+            # "pruned" trials the scheduler never judged (the time budget ended them)
             "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
             "final": final,
             "importances": importances,

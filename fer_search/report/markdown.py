@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fer_search.config import METRIC, MODE, REFIT_ID
+from fer_search.config import METRIC, MODE, REFIT_ID, SCHEDULERS, recorded_scheduler
 
 __all__ = ["render_markdown"]
 
@@ -110,7 +110,7 @@ def md_header(facts: dict[str, Any]) -> str:
         f"- Search space: {exp.get('space', '?')}",
         f"- Started {exp.get('started', '?')}, {finished}; "
         f"wall time {fmt_duration(exp.get('wall_time_s'))}",
-        f"- Trials: {md_counts(counts)}",
+        f"- Trials: {md_counts(counts, recorded_scheduler(exp))}",
         *md_warm_start(exp.get("warm_start")),
         f"- Epochs: {md_epochs(facts)}",
         *md_refit(facts),
@@ -157,10 +157,11 @@ def md_refit(facts: dict[str, Any]) -> list[str]:
     return lines
 
 
-def md_counts(counts: dict[str, int]) -> str:
+def md_counts(counts: dict[str, int], scheduler: str = "asha") -> str:
+    by = f" by {SCHEDULERS[scheduler]}" if SCHEDULERS[scheduler] else ""
     text = (
         f"{counts['trials']} — {counts['completed']} completed, "
-        f"{counts['pruned']} pruned by ASHA, {counts['failed']} failed"
+        f"{counts['pruned']} pruned{by}, {counts['failed']} failed"
     )
     extra = {
         "time_budget": "stopped by the time budget",
@@ -180,21 +181,26 @@ def md_epochs(facts: dict[str, Any]) -> str:
         return f"{consumed} trained (max_t not recorded)"
     decided = facts.get("trials_decided", facts["counts"]["trials"])
     timed_out = facts["counts"].get("time_budget", 0)
+    scheduler = recorded_scheduler(exp)
+    name = SCHEDULERS[scheduler]
     head = f"{consumed} trained"
     if timed_out:
         head += (
-            f"; the {decided} trials that ran to max_t or were stopped by ASHA "
-            f"trained {facts.get('epochs_consumed_decided', consumed)}"
+            f"; the {decided} trials that ran to max_t"
+            + (f" or were stopped by {name}" if name else "")
+            + f" trained {facts.get('epochs_consumed_decided', consumed)}"
         )
     text = f"{head} of {budget} possible ({decided} trials × {exp.get('max_t')} epochs)"
-    if exp.get("asha", True) is False:
-        return text + "; ASHA off"
+    if not name:
+        return text + "; no early stopping (FIFO)"
+    settings = {
+        "asha": ("grace_period", "reduction_factor"),
+        "hyperband": ("reduction_factor",),
+        "median": ("grace_period", "min_samples_required"),
+    }[scheduler]
     saved = facts["epochs_saved_fraction"]
-    return (
-        text + f"; ASHA saved {saved * 100:.1f} % "
-        f"(grace period {exp.get('grace_period', '?')}, "
-        f"reduction factor {exp.get('reduction_factor', '?')})"
-    )
+    words = ", ".join(f"{key.replace('_', ' ')} {exp.get(key, '?')}" for key in settings)
+    return text + f"; {name} saved {saved * 100:.1f} % ({words})"
 
 
 def table_params(facts: dict[str, Any]) -> list[str]:

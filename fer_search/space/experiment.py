@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
+from fer_search.config import SCHEDULERS
 from fer_search.errors import UserError, did_you_mean
 from fer_search.space.schema import METRICS, Experiment, SearchSpace
 from fer_search.space.values import number
@@ -28,7 +29,10 @@ AT_LEAST: dict[str, int] = {
     "refit_top_k": 1,
     "checkpoint_every": 1,
     "max_failures": 0,
+    "min_samples_required": 1,
 }
+# Choices: setting -> what it may be.
+CHOICES: dict[str, Any] = {"metric": METRICS, "scheduler": SCHEDULERS}
 Label = Callable[[str], str]
 
 
@@ -50,11 +54,11 @@ def build_experiment(
 
 
 def _coerce(key: str, value: Any, label: Label) -> Any:
-    if key == "metric":
-        if value not in METRICS:
+    if key in CHOICES:
+        if value not in CHOICES[key]:
             raise UserError(
-                f"{label(key)}={value!r} is not one of {', '.join(METRICS)}"
-                f"{did_you_mean(value, METRICS)}"
+                f"{label(key)}={value!r} is not one of {', '.join(CHOICES[key])}"
+                f"{did_you_mean(str(value), CHOICES[key])}"
             )
         return value
     if key == "gpus_per_trial":
@@ -70,6 +74,12 @@ def _check(exp: Experiment, label: Label) -> None:
     if exp.grace_period > exp.epochs:
         raise UserError(
             f"{label('grace_period')}={exp.grace_period} must be <= epochs={exp.epochs}"
+        )
+    if exp.scheduler == "hyperband" and exp.max_concurrent:
+        raise UserError(
+            f"{label('max_concurrent')}={exp.max_concurrent} cannot limit hyperband (Tune would "
+            f"count its paused trials and a bracket never fills); leave it 0: the resources "
+            f"per trial bound the trials at once"
         )
     if exp.time_budget and exp.refit_budget >= exp.time_budget:
         raise UserError(

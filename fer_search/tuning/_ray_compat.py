@@ -12,6 +12,10 @@ the attribute when a release removes or renames one of them; fix it here, nowher
 - `Tuner.restore` takes no RunConfig: it unpickles the one the run started with (tuner.pkl).
   A resumed search's callbacks (the console view) and verbosity are its own, so they replace
   that one's through the Tuner's private `_local_tuner` (a TunerInternal).
+- Tune's saved experiment state can keep a trial that was ever PAUSED (HyperBand pauses) as
+  PAUSED after it ended, when `CheckpointConfig(num_to_keep)` is set (it only re-serialises
+  trials marked for it); the ResultGrid `fit()` returns holds the live trials, in the private
+  `_experiment_analysis`, with their true final status (run.saved_or_live_states).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "CHECKED_ON",
     "QUIET_LOGGERS",
     "bootstrap_address",
+    "live_trial_states",
     "missing_internals",
     "optuna_search_completed",
     "optuna_search_study",
@@ -56,6 +61,13 @@ def restored_run_config(tuner: Any) -> Any:
     return None if local is None else local.get_run_config()
 
 
+def live_trial_states(results: Any) -> dict[str, str]:
+    """Trial id -> status of the trials a finished `Tuner.fit()` ran, as Tune last knew them
+    (ResultGrid._experiment_analysis.trials); {} when the ResultGrid does not hold them."""
+    analysis = getattr(results, "_experiment_analysis", None)
+    return {trial.trial_id: trial.status for trial in getattr(analysis, "trials", None) or []}
+
+
 def bootstrap_address(address: str) -> str:
     """What `ray.init(address=address)` would connect to (`auto`: the local cluster's GCS)."""
     from ray._private.services import canonicalize_bootstrap_address
@@ -83,6 +95,10 @@ def missing_internals() -> list[str]:
         problems.append("ray.tune.Tuner no longer keeps its TunerInternal in _local_tuner")
     if not callable(getattr(TunerInternal, "get_run_config", None)):
         problems.append("ray.tune.impl.tuner_internal.TunerInternal has no get_run_config")
+    from ray.tune import ResultGrid
+
+    if "self._experiment_analysis" not in inspect.getsource(ResultGrid.__init__):
+        problems.append("ray.tune.ResultGrid no longer keeps its trials in _experiment_analysis")
     services = importlib.import_module("ray._private.services")
     if not callable(getattr(services, "canonicalize_bootstrap_address", None)):
         problems.append("ray._private.services.canonicalize_bootstrap_address is gone")

@@ -129,6 +129,8 @@ def event_line(event: str, row: TrialRow, elapsed: float) -> str:
     """One line of the non-terminal view: `started`, `epoch` or `end` of `row`."""
     if event == "started":
         what = f"started {row.trial_id}: {settings_text(row.settings)}"
+    elif event == "resumed":  # after a pause (HyperBand), from its checkpoint
+        what = f"resumed after epoch {row.epoch}/{row.max_t}"
     elif event == "epoch":
         what = (
             f"epoch {row.epoch}/{row.max_t} val_acc {percent(row.val_acc)} best {percent(row.best)}"
@@ -368,7 +370,7 @@ class ConsoleView(Callback):
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         row = self.row(trial)
         row.status = RUNNING
-        self.say("started", row)
+        self.say("resumed" if row.epoch else "started", row)
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict, **info: Any

@@ -17,6 +17,7 @@ __all__ = ["SPACE_OVERRIDES", "SearchOptions"]
 
 # Options that override the space's `experiment:` block (same names there).
 SPACE_OVERRIDES = (
+    "scheduler",
     "epochs",
     "num_samples",
     "seed",
@@ -31,6 +32,7 @@ SPACE_OVERRIDES = (
     "refit_top_k",
     "checkpoint_every",
     "max_failures",
+    "min_samples_required",
 )
 
 
@@ -49,6 +51,7 @@ class SearchOptions:
     max_concurrent: int | None = None
     # experiment (override the space)
     num_samples: int | None = None
+    scheduler: str | None = None  # asha | hyperband | median | fifo
     epochs: int | None = None
     grace_period: int | None = None
     reduction_factor: int | None = None
@@ -57,9 +60,10 @@ class SearchOptions:
     refit_top_k: int | None = None
     checkpoint_every: int | None = None
     max_failures: int | None = None
+    min_samples_required: int | None = None
     seed: int | None = None
     top_k: int | None = None
-    no_asha: bool = False
+    no_asha: bool = False  # = scheduler "fifo"
     no_final_eval: bool = False
     verbose: int = 1
     # earlier experiment folders whose finished trials seed this search's study (warm_start.py)
@@ -80,7 +84,10 @@ class SearchOptions:
         return options
 
     def space_overrides(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in SPACE_OVERRIDES}
+        overrides = {name: getattr(self, name) for name in SPACE_OVERRIDES}
+        if self.no_asha:
+            overrides["scheduler"] = "fifo"
+        return overrides
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -89,10 +96,14 @@ class SearchOptions:
 
     def validate(self) -> None:
         counts = ("num_samples", "epochs", "grace_period", "max_concurrent", "top_k", "cpus")
-        for name in (*counts, "refit_top_k", "checkpoint_every"):
+        for name in (*counts, "refit_top_k", "checkpoint_every", "min_samples_required"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.no_asha and self.scheduler not in (None, "fifo"):
+            raise UserError(
+                f"--no-asha means --scheduler fifo, not --scheduler {self.scheduler}; give one"
+            )
         if self.max_failures is not None and self.max_failures < 0:
             raise UserError(f"--max-failures must be >= 0, got {self.max_failures}")
         if self.gpus is not None and self.gpus < 0:

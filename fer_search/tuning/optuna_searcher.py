@@ -1,9 +1,10 @@
 """Ray Tune's OptunaSearch, with honest bookkeeping for early-stopped and failed trials.
 
-Ray's stock searcher tells Optuna that a trial ASHA stopped is COMPLETE with its last (early)
-value, and that a trial that raised after reporting is COMPLETE too. Both mislead TPE. Here a
-trial that ran all its epochs is COMPLETE with its best value, one stopped early is PRUNED
-(its per-epoch values reported as intermediate values), and one that raised is FAIL.
+Ray's stock searcher tells Optuna that a trial the scheduler stopped is COMPLETE with its last
+(early) value, and that a trial that raised after reporting is COMPLETE too. Both mislead TPE.
+Here a trial that ran all its epochs is COMPLETE with its best value, one stopped early is
+PRUNED (its per-epoch values reported as intermediate values; `stopped_by` names the
+scheduler), and one that raised is FAIL.
 The private attributes of OptunaSearch this needs are reached through `_ray_compat`.
 """
 
@@ -40,10 +41,18 @@ class SpaceSampler:
 
 
 class PruningOptunaSearch(OptunaSearch):
-    def __init__(self, *args: Any, max_t: int, step_attr: str = "epoch", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        max_t: int,
+        step_attr: str = "epoch",
+        scheduler: str = "asha",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.max_t = max_t
         self.step_attr = step_attr
+        self.scheduler = scheduler  # the one that stops trials early (config.SCHEDULERS)
         self._best: dict[str, float] = {}
         self._last_step: dict[str, int] = {}
         self._reported: dict[str, set[int]] = {}  # pickled with the searcher, so kept on resume
@@ -105,7 +114,7 @@ class PruningOptunaSearch(OptunaSearch):
             # stopped by the scheduler (before its first epoch ended, or at a rung); Optuna
             # takes the last intermediate value
             state, value = TrialState.PRUNED, None
-            attrs["stopped_by"] = "asha"
+            attrs["stopped_by"] = getattr(self, "scheduler", "asha")  # older pickles: asha
         else:
             state, value = TrialState.COMPLETE, self._best[trial_id]
             attrs["status"] = "completed"

@@ -113,7 +113,7 @@ def trial_row(
         "status": trial_status(
             result, states.get(trial_id, "TERMINATED"), epochs, space.experiment.epochs, failure
         ),
-        "stopped_by": "",  # why a pruned trial stopped: asha | time budget (tuning.study)
+        "stopped_by": "",  # why a pruned trial stopped: its scheduler | time budget (tuning.study)
         "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
         "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
         "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,
@@ -171,7 +171,7 @@ def write_leaderboard(rows: list[dict[str, Any]], exp: Path) -> Path:
 
 
 def selectable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Trials a model may be selected from: finished or stopped by ASHA, with a val score.
+    """Trials a model may be selected from: finished or stopped by the scheduler, with a val score.
     A trial that failed after a good epoch is not a candidate, however good that epoch was."""
     return [
         r

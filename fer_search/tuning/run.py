@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
+from fer_search.tuning._ray_compat import live_trial_states
 from fer_search.tuning.experiment import (
     RUN_FILE,
     check_free_space,
@@ -77,7 +79,7 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
 
 def resume_search(path: str | Path, data: Any = None, options: SearchOptions | None = None):
     """Continue the experiment at `path`; `data` defaults to the data it was started on."""
-    from fer_search.space import load_space
+    from fer_search.space import apply_overrides, load_space
     from fer_search.tuning.cluster import start_ray
 
     options = options or SearchOptions()
@@ -85,7 +87,9 @@ def resume_search(path: str | Path, data: Any = None, options: SearchOptions | N
     exp, record = load_experiment(path)
     space = load_space(str(exp / "space.yaml"))
     data = data if data is not None else data_from_record(record)
-    options.no_asha = bool(record.get("no_asha", False))
+    # the scheduler it ran with (a space.yaml from before `scheduler` says asha for --no-asha)
+    space = apply_overrides(space, scheduler=recorded_scheduler(record))
+    options.no_asha = space.experiment.scheduler == "fifo"
     options.storage = record.get("storage_uri")  # None: Tune's state is in `exp` itself
     check_free_space(exp.parent)
     start_ray(options.address, options.cpus, options.gpus)
@@ -164,9 +168,10 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     location = tune_dir(exp, uri)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
         fetch_trial_files(location, exp)
-    states = trial_states(location)
+    states = saved_or_live_states(trial_states(location), live_trial_states(results))
     rows = trial_rows(results, space, exp, states)
-    close_study(exp, rows, space.experiment.metric)  # no trial left RUNNING in optuna.db
+    # no trial left RUNNING in optuna.db
+    close_study(exp, rows, space.experiment.metric, space.experiment.scheduler)
     finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
     write_leaderboard(rows, exp)
     record["wall_time_s"] = time.time() - started + prior_wall
@@ -199,6 +204,19 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     if location != str(exp):
         upload_driver_files(exp, location)
     return Outcome(path=exp, wall_time_s=wall)
+
+
+def saved_or_live_states(saved: dict[str, str], live: dict[str, str]) -> dict[str, str]:
+    """Tune's saved trial states, except a trial saved PAUSED that ended in the run that just
+    returned: Tune can keep a once-paused trial (HyperBand) PAUSED in its saved state after it
+    ended (see _ray_compat). Only PAUSED is corrected: when a search is interrupted, Tune stops
+    its running trials, and the saved state, not the live one, says they are unfinished."""
+    return {
+        trial_id: live[trial_id]
+        if state == "PAUSED" and live.get(trial_id) in FINAL_STATES
+        else state
+        for trial_id, state in saved.items()
+    }
 
 
 def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:

@@ -15,8 +15,9 @@ run the driver reconciles the study with the leaderboard rows instead:
 - a trial Optuna handed out that Tune never started is FAIL, `status: not started`.
 
 Each trial carries user attributes the dashboard shows: `ray_trial_id`, `status`, `stopped_by`
-(asha | time budget), `epochs`, `best_epoch`. After the refit and the final evaluation the
-refits' and the test results go on the trials they belong to and on the study.
+(the scheduler: asha | hyperband | median; or time budget), `epochs`, `best_epoch`. After the
+refit and the final evaluation the refits' and the test results go on the trials they belong
+to and on the study.
 """
 
 from __future__ import annotations
@@ -80,17 +81,20 @@ def open_study(exp: Path) -> StudyHandle | None:
         return None
 
 
-def stopped_by(row: dict[str, Any], told: bool) -> str:
+def stopped_by(row: dict[str, Any], told: bool, scheduler: str = "asha") -> str:
     """Why a pruned trial stopped early: the scheduler told the searcher (`told`), or the
     search's time budget ended it (Tune never tells the searcher then)."""
     if row["status"] != "pruned":
         return ""
-    return "asha" if told else "time budget"
+    return scheduler if told else "time budget"
 
 
-def close_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[str, int]:
-    """Leave no trial RUNNING (see the module's docstring); set `stopped_by` on `rows`.
-    Returns how many trials it told, recorded again, and failed as never started."""
+def close_study(
+    exp: Path, rows: list[dict[str, Any]], metric: str, scheduler: str = "asha"
+) -> dict[str, int]:
+    """Leave no trial RUNNING (see the module's docstring); set `stopped_by` on `rows`
+    (`scheduler`: the search's, config.SCHEDULERS). Returns how many trials it told, recorded
+    again, and failed as never started."""
     import optuna
     from optuna.trial import TrialState
 
@@ -116,7 +120,7 @@ def close_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[str,
         else:
             earlier = trial.user_attrs.get("stopped_by")  # set by an earlier close_study
             row["stopped_by"] = earlier if row["status"] == "pruned" and earlier else ""
-            row["stopped_by"] = row["stopped_by"] or stopped_by(row, told=True)
+            row["stopped_by"] = row["stopped_by"] or stopped_by(row, True, scheduler)
             if trial.user_attrs.get("status") == "unfinished" and row["status"] != "unfinished":
                 record_resumed(handle, trial, row, exp)
                 counts["resumed"] += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,13 @@ def trial_device(cfg: TrainConfig) -> str:
     return cfg.device if device == "cuda" else "cpu"
 
 
-def should_checkpoint(epoch: int, every: int, last: int, new_best: bool) -> bool:
-    """A resumable checkpoint every `every` epochs and at the last; and whenever val_acc
-    improves, so that the best epoch's weights are kept whatever `every` is."""
-    return new_best or epoch == last or epoch % max(1, every) == 0
+def should_checkpoint(
+    epoch: int, every: int, last: int, new_best: bool, at: Collection[int] = ()
+) -> bool:
+    """A resumable checkpoint every `every` epochs, at the last and at the epochs `at` (where
+    the scheduler may pause the trial: it resumes from the checkpoint it last reported); and
+    whenever val_acc improves, so that the best epoch's weights are kept whatever `every` is."""
+    return new_best or epoch == last or epoch in at or epoch % max(1, every) == 0
 
 
 def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
@@ -138,6 +142,7 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     node = ray.get_runtime_context().get_node_id()
     every = int(config.get("checkpoint_every", 1))
+    pause_at = {int(epoch) for epoch in config.get("checkpoint_at") or ()}
     try:
         cfg = trial_config(config)
         cfg.device = trial_device(cfg)
@@ -168,7 +173,7 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
             best_val_acc=best["val_acc"], max_epochs=cfg.epochs, node=node, gpu_ids=gpu_ids
         )
         last.update(metrics)
-        if should_checkpoint(stats.epoch, every, cfg.epochs, new_best):
+        if should_checkpoint(stats.epoch, every, cfg.epochs, new_best, pause_at):
             with tempfile.TemporaryDirectory() as directory:
                 save(Path(directory) / CHECKPOINT_FILE)
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
@@ -190,7 +195,7 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
 def report_failure(message: str, last: dict[str, Any] | None, node: str) -> None:
     """End a trial that would fail the same way again: report its reason as the last result
     (`failure`) and return, so that Tune does not retry it and the searcher tells Optuna FAIL.
-    The result repeats the last epoch (or epoch 0) with no val_acc, which ASHA ignores."""
+    The result repeats the last epoch (or epoch 0) with no val_acc, which the schedulers ignore."""
     from ray import tune
 
     metrics = {**(last or {"epoch": 0, "node": node}), "val_acc": float("nan")}

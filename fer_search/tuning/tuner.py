@@ -1,5 +1,6 @@
 """The Tune Tuner of a search: the trainable with its resources, the Optuna searcher (seeded
-TPE unless the caller passes a sampler), ASHA (or FIFO), and the run's storage and policies."""
+TPE unless the caller passes a sampler), the scheduler (tuning.schedulers), and the run's
+storage and policies."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from fer_search.config import SCHEDULERS
 from fer_search.tuning.experiment import tune_dir
+from fer_search.tuning.schedulers import STEP_ATTR, checkpoint_epochs, make_scheduler
 from fer_search.tuning.storage import is_uri
 
 __all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
-
-STEP_ATTR = "epoch"
 
 
 def trial_dirname(trial: Any) -> str:
@@ -49,21 +50,8 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
         study_name=exp.name,
         max_t=ex.epochs,
         step_attr=STEP_ATTR,
+        scheduler=ex.scheduler,
         points_to_evaluate=[dict(point) for point in space.points] or None,
-    )
-
-
-def make_scheduler(space: Any, asha: bool) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    ex = space.experiment
-    if not asha:
-        return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr=STEP_ATTR,
-        max_t=ex.epochs,
-        grace_period=ex.grace_period,
-        reduction_factor=ex.reduction_factor,
     )
 
 
@@ -77,6 +65,7 @@ def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[st
         "threads": max(1, int(plan["cpus_per_trial"])),
         "class_set": class_set,
         "checkpoint_every": getattr(ex, "checkpoint_every", 1),
+        "checkpoint_at": checkpoint_epochs(space),  # where the scheduler may pause a trial
     }
 
 
@@ -103,7 +92,7 @@ def build_tuner(
     callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space))
     callbacks += console_callbacks(
         options.verbose, "search", space, ex.num_samples,
-        scheduler="" if options.no_asha else "ASHA", budget_s=ex.search_budget or None,
+        scheduler=SCHEDULERS[ex.scheduler], budget_s=ex.search_budget or None,
     )  # fmt: skip
     if restore:
         tuner = tune.Tuner.restore(
@@ -120,11 +109,13 @@ def build_tuner(
         param_space=trial_constants(space, plan, class_set),
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(exp, space, plan, options.sampler),
-            scheduler=make_scheduler(space, not options.no_asha),
+            scheduler=make_scheduler(space),
             metric=ex.metric,
             mode=ex.mode,
             num_samples=ex.num_samples,
-            max_concurrent_trials=plan["max_concurrent"],
+            # HyperBand: resources bound the trials running at once; Tune's limit would count
+            # paused trials, so a bracket could never fill (tuning.schedulers)
+            max_concurrent_trials=None if ex.scheduler == "hyperband" else plan["max_concurrent"],
             time_budget_s=ex.search_budget or None,
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,

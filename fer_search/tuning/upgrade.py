@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.space import load_space
 from fer_search.tuning.experiment import RUN_FILE
@@ -41,7 +42,8 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
             board[column] = board[column].fillna("")
     rows = board.to_dict("records")
     space = load_space(str(exp / "space.yaml"))
-    counts = close_study(exp, rows, space.experiment.metric)
+    record = json.loads((exp / RUN_FILE).read_text())
+    counts = close_study(exp, rows, space.experiment.metric, recorded_scheduler(record))
     write_leaderboard(rows, exp)
     record = json.loads((exp / RUN_FILE).read_text())
     final = exp / "final.json"
