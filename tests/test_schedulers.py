@@ -143,7 +143,11 @@ def test_rays_hyperband_pauses_only_at_the_milestones(max_t, eta):
         # brackets of 3 trials to epoch 4 and of 3 paused at epoch 2 (milestones 1, 2, 4);
         # checkpoint_every 3 leaves epoch 2 to the milestone rule unless it is a new best
         ("hyperband", {"epochs": 4, "num_samples": 6, "checkpoint_every": 3}),
-        ("median", {"epochs": 3, "num_samples": 4, "min_samples_required": 1}),
+        pytest.param(  # Ray's own rule, checked by unit tests in CI; the real run: -m slow
+            "median",
+            {"epochs": 3, "num_samples": 4, "min_samples_required": 1},
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_search_end_to_end_with_the_scheduler(tmp_path, scheduler, settings):

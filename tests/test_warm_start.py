@@ -198,6 +198,7 @@ def test_tpe_samples_from_the_carried_trials_at_once(tmp_path):
         study.tell(trial, state=TrialState.FAIL)
 
 
+@pytest.mark.slow  # two real searches (~80 s): the unit tests above cover the rules in CI
 def test_a_search_warm_started_from_another_runs_its_own_trials_after_the_carried_ones(tmp_path):
     import csv
 
