@@ -59,11 +59,7 @@ def random_checkpoint(path: Path, name: str, class_names: list[str], images: np.
             module.momentum = None  # the plain average over what it sees
     with torch.no_grad():
         model.train()(normalize(torch.from_numpy(images)))
-    engine.save_checkpoint(path, {
-        "format": engine.CHECKPOINT_FORMAT, "version": engine.CHECKPOINT_VERSION,
-        "model_args": model.fer_args, "config": TrainConfig(model=name).to_dict(),
-        "class_names": class_names, "state_dict": model.state_dict(),
-    })  # fmt: skip
+    engine.save_checkpoint(path, engine.model_payload(model, TrainConfig(model=name), class_names))
     return path
 
 

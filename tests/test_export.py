@@ -139,15 +139,8 @@ def random_checkpoint(path: Path, name: str, images: np.ndarray) -> Path:
             module.momentum = None  # the plain average over what it sees
     with torch.no_grad():
         model.train()(normalize(torch.from_numpy(images)))
-    payload = {
-        "format": engine.CHECKPOINT_FORMAT,
-        "version": engine.CHECKPOINT_VERSION,
-        "model_args": model.fer_args,
-        "config": TrainConfig(model=name).to_dict(),
-        "class_names": list(EMOTIONS),
-        "state_dict": model.state_dict(),
-    }
-    engine.save_checkpoint(path, payload)
+    engine.save_checkpoint(path, engine.model_payload(model, TrainConfig(model=name), EMOTIONS))
+    return path
     return path
 
 

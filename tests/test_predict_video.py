@@ -83,11 +83,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = create_model("simple_cnn", width=8)
     path = tmp_path_factory.mktemp("video") / "best.pt"
-    engine.save_checkpoint(path, {
-        "format": engine.CHECKPOINT_FORMAT, "version": engine.CHECKPOINT_VERSION,
-        "model_args": dict(model.fer_args), "config": TrainConfig().to_dict(),
-        "class_names": list(EMOTIONS), "state_dict": model.state_dict(),
-    })  # fmt: skip
+    engine.save_checkpoint(path, engine.model_payload(model, TrainConfig(), EMOTIONS))
     return path
 
 

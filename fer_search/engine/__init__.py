@@ -21,6 +21,7 @@ from fer_search.engine.checkpoint import (
     checkpoint_file,
     load_checkpoint,
     model_from_checkpoint,
+    model_payload,
     save_checkpoint,
 )
 from fer_search.engine.devices import configure_backends, resolve_device, to_device
@@ -63,6 +64,7 @@ __all__ = [
     "make_optimizer",
     "mirror_balance",
     "model_from_checkpoint",
+    "model_payload",
     "precision_name",
     "predict_probs",
     "resolve_device",

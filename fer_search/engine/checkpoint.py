@@ -4,6 +4,7 @@ saving and loading of both."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ __all__ = [
     "checkpoint_file",
     "load_checkpoint",
     "model_from_checkpoint",
+    "model_payload",
     "restore",
     "resumable_payload",
     "save_checkpoint",
@@ -141,20 +143,33 @@ def best_state_dict(payload: dict[str, Any]) -> dict[str, Any]:
     return dict(payload["state_dict"])
 
 
+def model_payload(
+    model: nn.Module,
+    cfg: TrainConfig,
+    class_names: Sequence[str],
+    model_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The smallest checkpoint evaluate/predict/export load: how to build the model (its
+    `fer_args` unless `model_args` is given), the config, the classes and the weights."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_args": dict(model_args if model_args is not None else model.fer_args),  # type: ignore[arg-type]
+        "config": cfg.to_dict(),
+        "class_names": list(class_names),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+
+
 def best_payload(
     result: TrainResult, cfg: TrainConfig, class_names: tuple[str, ...]
 ) -> dict[str, Any]:
     """A compact checkpoint of the best-by-val weights (what evaluate/predict load)."""
     assert result.model is not None
     return {
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "model_args": result.model_args,
-        "config": cfg.to_dict(),
-        "class_names": list(class_names),
+        **model_payload(result.model, cfg, class_names, result.model_args),
         "epoch": result.best_epoch,
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,
-        "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()},
         "history": [h.__dict__ for h in result.history],
     }
