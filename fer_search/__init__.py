@@ -12,23 +12,7 @@ from typing import Any
 from fer_search.errors import UserError
 
 __version__ = "0.1.0"
-__all__ = [
-    "Experiment",
-    "TrainConfig",
-    "UserError",
-    "compare",
-    "evaluate",
-    "export",
-    "load_data",
-    "predict",
-    "predict_video",
-    "resume",
-    "search",
-    "train",
-    "upgrade",
-]
-
-_API = (
+_API = (  # fer_search.api.__all__, kept here so `import fer_search` stays light
     "Experiment",
     "compare",
     "evaluate",
@@ -41,6 +25,7 @@ _API = (
     "train",
     "upgrade",
 )
+__all__ = ["TrainConfig", "UserError", *_API]
 
 
 def __getattr__(name: str) -> Any:

@@ -7,30 +7,36 @@ import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_fer_search(
-    *args: str,
+def run_python(
+    *argv: str,
     env: Mapping[str, str] | None = None,
     drop_env: Iterable[str] = (),
     cwd: Path | str | None = None,
     timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m fer_search ARGS` from this checkout (PYTHONPATH is the repository), in a new
+    """`python ARGV` with this checkout importable (PYTHONPATH is the repository), in a new
     process. `env` adds variables; `drop_env` removes those whose names start with a prefix."""
     prefixes = tuple(drop_env)
     environ = {k: v for k, v in os.environ.items() if not (prefixes and k.startswith(prefixes))}
     environ.update({"PYTHONPATH": str(REPO), **(env or {})})
     return subprocess.run(
-        [sys.executable, "-m", "fer_search", *args],
+        [sys.executable, *argv],
         cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def run_fer_search(*args: str, **options: Any) -> subprocess.CompletedProcess[str]:
+    """`python -m fer_search ARGS` from this checkout, as a user runs it (run_python's options)."""
+    return run_python("-m", "fer_search", *args, **options)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

@@ -4,12 +4,9 @@ and the same one-line UserError the CLI prints."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pytest
-from helpers import REPO, one_line_error, run_fer_search, tiny_space
+from helpers import one_line_error, run_fer_search, run_python, tiny_space
 
 import fer_search
 from fer_search import UserError
@@ -111,9 +108,15 @@ def test_predict_is_the_api_function_in_a_fresh_process_and_after_the_cli(tmp_pa
         "        print(exc)\n"
         "    import fer_search.prediction  # as `fer-search predict` does\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    done = run_python("-c", code, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["checkpoint 'missing.pt' does not exist"] * 2
+
+
+def test_the_package_offers_exactly_the_api_functions():
+    # fer_search keeps its own list so that `import fer_search` does not import the API
+    from fer_search import api
+
+    assert set(fer_search._API) == set(api.__all__)
+    assert all(getattr(fer_search, name) is getattr(api, name) for name in api.__all__)
+    assert {"TrainConfig", "UserError"} < set(fer_search.__all__)

@@ -7,7 +7,6 @@ Every mistake a user can make must end as exit code 2 and one line on stderr, no
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import REPO, run_fer_search
+from helpers import run_fer_search, run_python
 from PIL import Image
 
 from fer_search.cli import main
@@ -92,10 +91,7 @@ def test_import_does_not_load_heavy_libraries():
         "fer_search.cli.build_parser()\n"
         "print(json.dumps([m for m in ('torch', 'ray', 'optuna') if m in sys.modules]))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = run_python("-c", code, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
 
