@@ -144,13 +144,13 @@ def optuna_importances(db: Path, study_name: str) -> tuple[dict[str, float], int
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     # this search's trials: those --warm-start copied from earlier experiments are left out
     scored = [t for t in finished if t.value is not None and WARM_START_ATTR not in t.user_attrs]
+    if len(scored) < MIN_IMPORTANCE_TRIALS:
+        return {}, len(scored)
     pool = optuna.create_study(direction=study.direction)
     pool.add_trials(
         [create_trial(params=t.params, distributions=t.distributions, value=t.value)
          for t in scored]
     )  # fmt: skip
-    if len(scored) < MIN_IMPORTANCE_TRIALS:
-        return {}, len(scored)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # A fixed seed keeps the forest, and so the numbers, the same on every rebuild.

@@ -51,14 +51,17 @@ class StudyHandle:
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
 
+    def latest(self) -> dict[str, Any]:
+        """Ray trial id -> its latest Optuna trial (a resumed one is recorded again)."""
+        latest: dict[str, Any] = {}
+        for trial in self.trials():  # in number order
+            if trial.user_attrs.get(RAY_TRIAL_ID) is not None:
+                latest[str(trial.user_attrs[RAY_TRIAL_ID])] = trial
+        return latest
+
     def numbers(self) -> dict[str, int]:
         """Ray trial id -> the number of its latest Optuna trial."""
-        latest: dict[str, int] = {}
-        for trial in self.trials():
-            ray_id = trial.user_attrs.get(RAY_TRIAL_ID)
-            if ray_id is not None:
-                latest[str(ray_id)] = max(trial.number, latest.get(str(ray_id), -1))
-        return latest
+        return {ray_id: trial.number for ray_id, trial in self.latest().items()}
 
 
 def open_study(exp: Path) -> StudyHandle | None:
@@ -106,8 +109,7 @@ def close_study(
         with warnings.catch_warnings():  # experimental in Optuna 5, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             handle.study.set_metric_names([metric])
-    by_number = {trial.number: trial for trial in handle.trials()}
-    latest = {ray_id: by_number[n] for ray_id, n in handle.numbers().items()}
+    latest = handle.latest()
     for row in rows:
         trial = latest.pop(str(row["trial_id"]), None)
         if trial is None:
@@ -118,9 +120,9 @@ def close_study(
             tell(handle, trial.number, row)
             counts["told"] += 1
         else:
-            earlier = trial.user_attrs.get("stopped_by")  # set by an earlier close_study
-            row["stopped_by"] = earlier if row["status"] == "pruned" and earlier else ""
-            row["stopped_by"] = row["stopped_by"] or stopped_by(row, True, scheduler)
+            # a pruned trial keeps what an earlier close_study found (a time budget's cut)
+            earlier = trial.user_attrs.get("stopped_by") if row["status"] == "pruned" else None
+            row["stopped_by"] = earlier or stopped_by(row, True, scheduler)
             if trial.user_attrs.get("status") == "unfinished" and row["status"] != "unfinished":
                 record_resumed(handle, trial, row, exp)
                 counts["resumed"] += 1
