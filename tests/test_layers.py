@@ -16,6 +16,7 @@ RANKS = {
     "errors": 0,
     "config": 1,
     "stats": 1,
+    "objectives": 1,  # what a search optimises besides val_acc: rows in, front and choice out
     "data": 2,
     "models": 2,
     "augment": 2,

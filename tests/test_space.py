@@ -230,7 +230,7 @@ def test_resolve_space_path(tmp_path, monkeypatch):
     assert load_space("mine.yaml").name == "mine"
     with pytest.raises(UserError, match="did you mean 'densenet'") as err:
         resolve_space_path("densnet")
-    assert "all, demo, densenet" in str(err.value)
+    assert "all, demo, demo_latency, densenet" in str(err.value)
     with pytest.raises(UserError, match="directory"):
         resolve_space_path(str(tmp_path))
 

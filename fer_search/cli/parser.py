@@ -258,6 +258,14 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
     )
     exp.add_argument("--seed", type=int, default=None)
     exp.add_argument(
+        "--pick",
+        default=None,
+        metavar="COND[,COND]",
+        help="a multi-objective search (the space's `objectives:`): which Pareto-optimal trial "
+        "becomes best/, e.g. 'latency_ms<=2' or 'params<1e6,latency_ms<=3' (the highest val_acc "
+        "among those that satisfy it)",
+    )
+    exp.add_argument(
         "--top-k", type=int, default=None, help="ensemble size for the final evaluation"
     )
     exp.add_argument(

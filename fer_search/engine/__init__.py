@@ -24,6 +24,7 @@ from fer_search.engine.checkpoint import (
     model_payload,
     save_checkpoint,
 )
+from fer_search.engine.cost import measure_cost, model_cost
 from fer_search.engine.devices import configure_backends, resolve_device, to_device
 from fer_search.engine.inference import as_tensor, epoch_metrics, predict_probs, to_input
 from fer_search.engine.loop import train
@@ -62,7 +63,9 @@ __all__ = [
     "lr_factor",
     "make_grad_scaler",
     "make_optimizer",
+    "measure_cost",
     "mirror_balance",
+    "model_cost",
     "model_from_checkpoint",
     "model_payload",
     "precision_name",

@@ -24,6 +24,7 @@ from fer_search.report.figures_search import (
 )
 from fer_search.report.load import load_results, read_leaderboard
 from fer_search.report.markdown import render_markdown
+from fer_search.report.pareto import FIGURE, plot_pareto
 from fer_search.report.trials import param_axes, trial_table
 
 __all__ = [
@@ -50,6 +51,8 @@ def build_report(exp_dir: Path | str, top: int = 10) -> Path:
     path = exp_dir / "report.md"
     try:
         draw_figures(exp_dir, results, facts["best_trial_id"])
+        if facts.get("objectives"):
+            plot_pareto(results["leaderboard"], facts, facts["best_trial_id"], exp_dir / FIGURE)
         facts["figures"] = [name for name in FIGURES if (exp_dir / name).is_file()]
         text = json.dumps(facts, indent=2, allow_nan=False)
         (exp_dir / "report.json").write_text(text + "\n")

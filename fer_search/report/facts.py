@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id, recorded_scheduler
+from fer_search.report.pareto import pareto_facts
 
 __all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
 
@@ -189,6 +190,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "importances_note": importances_note,
             "importances_trials": importances_trials,
             "notes": results["notes"],
+            **pareto_facts(exp_dir, board, experiment),
         }
     )
 

@@ -28,6 +28,7 @@ FIGURES = (
     "timeline.png",
     "parallel_coordinates.png",
     "param_slices.png",
+    "pareto_front.png",  # a multi-objective search's (report.pareto)
     "confusion_test.png",  # written by the final evaluation, not here
 )
 # The experiment's ISO start time may be naive local time written on another machine; trust it

@@ -121,6 +121,9 @@ def read_leaderboard(path: Path, mode: str = MODE) -> pd.DataFrame:
     board["status"] = board["status"].str.strip().str.lower()
     # Stable, so ties keep the order the search wrote them in.
     board = board.sort_values(METRIC, ascending=mode == "min", na_position="last", kind="stable")
+    if "eligible" in board:  # a constrained or picked search: what the choice allows first
+        board["eligible"] = board["eligible"].astype(str).str.lower() == "true"
+        board = board.sort_values("eligible", ascending=False, kind="stable")
     return board.reset_index(drop=True)
 
 

@@ -87,6 +87,7 @@ def render_markdown(facts: dict[str, Any]) -> str:
     sections = (
         md_header(facts),
         md_leaderboard(facts),
+        md_pareto(facts),
         md_final(facts),
         md_per_class(facts),
         md_importances(facts),
@@ -409,3 +410,74 @@ def md_figures(facts: dict[str, Any]) -> str:
 def md_notes(facts: dict[str, Any]) -> str:
     notes = facts["notes"]
     return "## Notes\n\n" + "\n".join(f"- {md_cell(n)}" for n in notes) if notes else ""
+
+
+def md_pareto(facts: dict[str, Any]) -> str:
+    """A multi-objective or constrained search: the front, the choice, and what stopping trials
+    on val_acc alone means for the other objectives."""
+    from fer_search.report.pareto import fmt_cost
+
+    objectives, limits = facts.get("objectives") or [], facts.get("constraints") or {}
+    if not objectives and not limits:
+        return ""
+    names = [o["metric"] for o in objectives]
+    lines = ["## Objectives and constraints", ""]
+    if objectives:
+        said = ", ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
+        lines.append(
+            f"A multi-objective search: {said}, sampled by Optuna's multi-objective TPE. Costs "
+            "are measured once per trial on its own model before training: parameters, the "
+            "FLOPs of one image's forward pass (torch.utils.flop_counter) and latency_ms, the "
+            "median of 30 batch-1 forward passes on the CPU with one thread."
+        )
+    if limits:
+        lines.append(
+            "\nConstraints: "
+            + ", ".join(f"{key} {value:,.6g}" for key, value in limits.items())
+            + f" (Optuna's constraints function; {len(facts.get('infeasible_trials') or [])} "
+            "scored trials exceed them and are never chosen)."
+        )
+    lines += ["", ASHA_SENTENCE.format(scheduler=facts["experiment"].get("scheduler", "asha"))]
+    front = facts.get("pareto_front") or []
+    if objectives:
+        costs = [name for name in names[1:]] + [
+            c for c in ("params", "flops", "latency_ms") if c not in names
+        ]
+        header = ["trial", "status", "val acc", *costs]
+        body = [
+            [f"`{r['trial_id']}`", r.get("status") or "—", fmt_pct(r.get(METRIC)),
+             *(fmt_cost(c, r.get(c)) for c in costs)]
+            for r in front
+        ]  # fmt: skip
+        lines += [
+            "",
+            f"Pareto-optimal trials ({len(front)}, best {METRIC} first; report.json "
+            "`pareto_front`):",
+            "",
+            md_table(header, "llr" + "r" * len(costs), body),
+        ]
+    pick, picked = facts.get("pick"), facts.get("picked_trial_id")
+    if facts.get("pick_note"):
+        lines += ["", f"**{facts['pick_note']}.**"]
+    elif pick and picked:
+        lines += [
+            "",
+            f"best/ is `{picked}`: the highest {METRIC} among the Pareto-optimal trials with "
+            f"{pick} (`pick`).",
+        ]
+    elif objectives:
+        lines += [
+            "",
+            f"No `pick`: best/ is the feasible trial with the highest {METRIC}; `--pick "
+            "'latency_ms<=2'` would choose among the front instead.",
+        ]
+    return "\n".join(lines)
+
+
+ASHA_SENTENCE = (
+    "The scheduler ({scheduler}) stops trials on val_acc alone: a trial's costs do not change "
+    "while it trains, so a cheap model that learns slowly can be stopped at a rung before it "
+    "catches up. A pruned trial is on the front at the accuracy it had when stopped (a lower "
+    "bound of what its settings reach), and Optuna records it as PRUNED, without values, so "
+    "the sampler learns the trade-off from completed trials."
+)

@@ -9,10 +9,11 @@ from typing import Any
 
 from fer_search.config import SCHEDULERS
 from fer_search.errors import UserError, did_you_mean
+from fer_search.objectives import parse_pick
 from fer_search.space.schema import METRICS, Experiment, SearchSpace
 from fer_search.space.values import number
 
-__all__ = ["apply_overrides", "build_experiment"]
+__all__ = ["apply_overrides", "build_experiment", "check_pick"]
 
 # Field types are strings ("int", "float", ...): schema.py uses postponed annotations.
 EXPERIMENT_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Experiment)}
@@ -61,6 +62,10 @@ def _coerce(key: str, value: Any, label: Label) -> Any:
                 f"{did_you_mean(str(value), CHOICES[key])}"
             )
         return value
+    if key == "pick":
+        if not isinstance(value, str):
+            raise UserError(f"{label(key)}={value!r} must be text such as 'latency_ms<=2'")
+        return value.strip()
     if key == "gpus_per_trial":
         return None if value is None else number(value, "float", label(key))
     return number(value, "int" if EXPERIMENT_TYPES[key] == "int" else "float", label(key))
@@ -131,4 +136,24 @@ def apply_overrides(space: SearchSpace, **overrides: Any) -> SearchSpace:
             return "--" + key.replace("_", "-")
         return f"{space.source}: experiment.{key}"
 
-    return dataclasses.replace(space, experiment=build_experiment(values, label))
+    space = dataclasses.replace(space, experiment=build_experiment(values, label))
+    check_pick(space, label("pick"))
+    return space
+
+
+def check_pick(space: SearchSpace, label: str) -> None:
+    """`pick` names objectives of a multi-objective search (it chooses among its Pareto
+    front), whose first objective is the search metric."""
+    metric = space.experiment.metric
+    if space.objectives and space.objectives[0].metric != metric:
+        raise UserError(
+            f"metric={metric!r} must be the first of {space.source}'s objectives "
+            f"({space.objectives[0].metric!r}): the scheduler stops trials on it"
+        )
+    pick = space.experiment.pick
+    if pick and not space.objectives:
+        raise UserError(
+            f"{label}={pick!r} chooses among the Pareto-optimal trials of a multi-objective "
+            f"search; {space.source} has no `objectives:`"
+        )
+    parse_pick(pick, label, space.pick_metrics())

@@ -15,7 +15,8 @@ from typing import Any
 
 from fer_search.config import TRAIN_FIELDS, TrainConfig, coerce
 from fer_search.errors import UserError, did_you_mean
-from fer_search.space.experiment import experiment_from_file
+from fer_search.objectives import parse_constraints, parse_objectives
+from fer_search.space.experiment import check_pick, experiment_from_file
 from fer_search.space.schema import KINDS, Param, SearchSpace
 from fer_search.space.values import check_value, number, resolve_path
 
@@ -35,7 +36,15 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "categorical": ("choices",),
     "fixed": ("value",),
 }
-_TOP_KEYS = ("name", "description", "experiment", "params", "points_to_evaluate")
+_TOP_KEYS = (
+    "name",
+    "description",
+    "experiment",
+    "params",
+    "points_to_evaluate",
+    "objectives",
+    "constraints",
+)
 _EXPERIMENT_ONLY = ("epochs", "seed")  # TrainConfig fields the experiment owns
 # Field types are strings ("int", "float", "str", "bool"): config.py uses postponed annotations.
 _FIELD_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(TrainConfig)}
@@ -72,7 +81,18 @@ def load_space_dict(d: dict, source: str = "<dict>") -> SearchSpace:
         raise UserError(f"{source}: missing `params:` (the parameters to search)")
     params = _parse_params(d["params"], source)
     points = _parse_points(d.get("points_to_evaluate"), params, source)
-    return SearchSpace(name, description.strip(), params, experiment, source, points)
+    space = SearchSpace(
+        name,
+        description.strip(),
+        params,
+        experiment,
+        source,
+        points,
+        objectives=parse_objectives(d.get("objectives"), experiment.metric, source),
+        constraints=parse_constraints(d.get("constraints"), source),
+    )
+    check_pick(space, f"{source}: experiment.pick")
+    return space
 
 
 def _parse_points(raw: Any, params: tuple[Param, ...], source: str) -> tuple[dict[str, Any], ...]:

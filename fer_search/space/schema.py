@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fer_search.config import TrainConfig
+from fer_search.objectives import COSTS, Objective
 
 __all__ = ["KINDS", "METRICS", "Experiment", "Param", "SearchSpace"]
 
@@ -83,6 +84,9 @@ class Experiment:
     checkpoint_every: int = 2
     # times Ray retries a trial whose worker or node died (from its last checkpoint); 0 = never
     max_failures: int = 1
+    # which Pareto-optimal trial of a multi-objective search becomes best/: conditions such as
+    # 'latency_ms<=2' (the highest val_acc among those that satisfy them); '' = the best val_acc
+    pick: str = ""
 
     @property
     def mode(self) -> str:
@@ -103,6 +107,26 @@ class SearchSpace:
     source: str
     # trials to run first (Optuna's enqueue_trial), e.g. a known-good hand-tuned configuration
     points: tuple[dict[str, Any], ...] = ()
+    # a multi-objective search: the metric first, then costs (fer_search.objectives)
+    objectives: tuple[Objective, ...] = ()
+    # upper limits on the model's costs ({max_latency_ms: 2}), an Optuna constraints function
+    constraints: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def measures_cost(self) -> bool:
+        """Whether each trial measures its model's costs (params, flops, latency_ms)."""
+        return bool(self.objectives or self.constraints)
+
+    @property
+    def objective_names(self) -> list[str]:
+        """The study's metric names: the objectives, or the one search metric."""
+        return [o.metric for o in self.objectives] or [self.experiment.metric]
+
+    def pick_metrics(self) -> list[str]:
+        """What `pick` may name: the objectives (and the other costs measured with them)."""
+        if not self.objectives:
+            return []
+        return [self.experiment.metric, *COSTS]
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved space as plain data; load_space_dict(space.to_dict()) gives it back."""
@@ -114,6 +138,10 @@ class SearchSpace:
         }
         if self.points:
             out["points_to_evaluate"] = [dict(point) for point in self.points]
+        if self.objectives:
+            out["objectives"] = [o.to_dict() for o in self.objectives]
+        if self.constraints:
+            out["constraints"] = dict(self.constraints)
         return out
 
     def architectures(self) -> tuple[str, ...]:

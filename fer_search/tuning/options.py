@@ -33,6 +33,7 @@ SPACE_OVERRIDES = (
     "checkpoint_every",
     "max_failures",
     "min_samples_required",
+    "pick",
 )
 
 
@@ -63,6 +64,8 @@ class SearchOptions:
     min_samples_required: int | None = None
     seed: int | None = None
     top_k: int | None = None
+    # which Pareto-optimal trial becomes best/, e.g. "latency_ms<=2" (objectives.parse_pick)
+    pick: str | None = None
     no_asha: bool = False  # = scheduler "fifo"
     no_final_eval: bool = False
     verbose: int = 1

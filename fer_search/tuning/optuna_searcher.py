@@ -5,6 +5,12 @@ Ray's stock searcher tells Optuna that a trial the scheduler stopped is COMPLETE
 Here a trial that ran all its epochs is COMPLETE with its best value, one stopped early is
 PRUNED (its per-epoch values reported as intermediate values; `stopped_by` names the
 scheduler), and one that raised is FAIL.
+
+A multi-objective search (a space's `objectives`) gets lists for `metric` and `mode`: a
+completed trial is told its best val_acc and its model's costs; a stopped one is PRUNED
+without values (Optuna takes no intermediate values in a multi-objective study). A space's
+`constraints` go on every trial as the user attribute `constraints` (cost - limit, <= 0
+feasible), which TrialConstraints hands to the sampler.
 The private attributes of OptunaSearch this needs are reached through `_ray_compat`.
 """
 
@@ -18,14 +24,28 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from fer_search.config import TrainConfig
+from fer_search.objectives import constraint_values, number_or_nan
 from fer_search.space import train_values
 from fer_search.tuning import _ray_compat as compat
 
-__all__ = ["PruningOptunaSearch", "SpaceSampler"]
+__all__ = ["CONSTRAINTS_ATTR", "PruningOptunaSearch", "SpaceSampler", "TrialConstraints"]
 
 log = logging.getLogger(__name__)
 
 DISPLAY_DEFAULTS = ("model", "lr", "dropout")
+CONSTRAINTS_ATTR = "constraints"
+
+
+class TrialConstraints:
+    """Optuna's constraints function (picklable): the values the searcher stored on the trial;
+    a trial without them (never measured) counts as feasible."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __call__(self, trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        values = trial.user_attrs.get(CONSTRAINTS_ATTR)
+        return tuple(values) if values else (0.0,) * self.count
 
 
 class SpaceSampler:
@@ -47,9 +67,11 @@ class PruningOptunaSearch(OptunaSearch):
         max_t: int,
         step_attr: str = "epoch",
         scheduler: str = "asha",
+        constraints: dict[str, float] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.constraints = dict(constraints or {})  # space.constraints: limit name -> value
         self.max_t = max_t
         self.step_attr = step_attr
         self.scheduler = scheduler  # the one that stops trials early (config.SCHEDULERS)
@@ -74,20 +96,28 @@ class PruningOptunaSearch(OptunaSearch):
         config["trial_number"] = trials[trial_id].number
         return config
 
+    def objectives(self) -> list[str]:
+        """The study's metrics: the search metric first (the scheduler's), then costs."""
+        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+
     def _better(self, a: float, b: float) -> bool:
-        return a > b if self.mode == "max" else a < b
+        mode = self.mode[0] if isinstance(self.mode, (list, tuple)) else self.mode
+        return a > b if mode == "max" else a < b
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in compat.optuna_search_completed(self) or self.metric not in result:
+        primary = self.objectives()[0]
+        if trial_id in compat.optuna_search_completed(self) or primary not in result:
             return
         if result.get("failure"):  # the trial's reason for failing (not retried): no value
             return
-        value, step = float(result[self.metric]), int(result.get(self.step_attr, 0))
+        value, step = float(result[primary]), int(result.get(self.step_attr, 0))
         if trial_id not in self._best or self._better(value, self._best[trial_id]):
             self._best[trial_id] = value
         self._last_step[trial_id] = step
         reported = self._reported.setdefault(trial_id, set())
-        if step not in reported:  # a trial restored from a checkpoint repeats no step
+        # a trial restored from a checkpoint repeats no step; a multi-objective study takes
+        # no intermediate values
+        if len(self.objectives()) == 1 and step not in reported:
             reported.add(step)
             try:
                 compat.optuna_search_trials(self)[trial_id].report(value, step)
@@ -118,11 +148,18 @@ class PruningOptunaSearch(OptunaSearch):
         else:
             state, value = TrialState.COMPLETE, self._best[trial_id]
             attrs["status"] = "completed"
+        values: Any = value
+        if len(self.objectives()) > 1 and value is not None:
+            # a cost that was never measured is NaN: Optuna fails the trial rather than guess
+            values = [value, *(number_or_nan((result or {}).get(c)) for c in self.objectives()[1:])]
+        constraints = getattr(self, "constraints", {})  # older pickles: none
+        if constraints and result and state != TrialState.FAIL:
+            attrs[CONSTRAINTS_ATTR] = constraint_values(result, constraints)
         try:
             for key, attr in attrs.items():  # before tell: a finished trial is read-only
                 trials[trial_id].set_user_attr(key, attr)
             compat.optuna_search_study(self).tell(
-                trials[trial_id], value, state=state, skip_if_finished=True
+                trials[trial_id], values, state=state, skip_if_finished=True
             )
         except optuna.exceptions.UpdateFinishedTrialError:
             # an interrupted search closed it as unfinished; tuning.study records it again

@@ -11,7 +11,7 @@ from typing import Any
 
 from fer_search.tuning.experiment import RUN_FILE, tune_dir, write_json
 from fer_search.tuning.results import (
-    rank_rows,
+    choose,
     searched_settings,
     selectable,
     trial_rows,
@@ -248,7 +248,7 @@ def refit_phase(
     members = refit_members(record["refit"])
     refits = refit_rows(results, members, space, exp)
     finish_runs(exp / LOG_DIR, refits, names)
-    rows = rank_rows([*rows, *refits])
+    rows = choose([*rows, *refits], space)[0]
     write_leaderboard(rows, exp)
     return rows
 

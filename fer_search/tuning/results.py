@@ -13,8 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fer_search.objectives import COSTS
+
 __all__ = [
     "FINAL_STATES",
+    "choose",
     "rank_rows",
     "saved_search_complete",
     "searched_settings",
@@ -129,6 +132,8 @@ def trial_row(
         else Path(result.path).name,
         "error": error,
     }
+    if space.measures_cost:  # the model's costs (engine.cost), the same in every result
+        row.update({name: float(metrics.get(name, float("nan"))) for name in COSTS})
     values = train_values(result.config or {})
     row.update({name: values.get(name, "") for name in searched_settings(space)})
     row["_checkpoint"] = result.checkpoint
@@ -146,15 +151,28 @@ def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> l
 
     ips = node_ips()
     rows = [trial_row(result, space, exp, states, ips) for result in results]
-    return rank_rows(rows)
+    return choose(rows, space)[0]
+
+
+def choose(rows: list[dict[str, Any]], space: Any) -> tuple[list[dict[str, Any]], str]:
+    """The rows ranked for selection, with what the space asks besides val_acc marked
+    (objectives.mark_choice: feasible, pareto, and the eligible trials first); and a note when
+    the space's `pick` matched no Pareto-optimal trial."""
+    from fer_search.objectives import mark_choice, parse_pick
+
+    pick = parse_pick(space.experiment.pick, "pick", space.pick_metrics())
+    note = mark_choice(rows, selectable(rows), space.objectives, space.constraints, pick)
+    return rank_rows(rows), note
 
 
 def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Candidates first (best val_acc first), then unfinished and failed trials."""
+    """Candidates first (the eligible ones first: objectives.mark_choice; best val_acc first),
+    then unfinished and failed trials."""
     return sorted(
         rows,
         key=lambda r: (
             r["status"] not in ("completed", "pruned"),
+            not r.get("_eligible", True),
             -(r["val_acc"] if not math.isnan(r["val_acc"]) else -1.0),
             r["trial_id"],
         ),

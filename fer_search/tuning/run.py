@@ -30,13 +30,14 @@ from fer_search.tuning.experiment import (
 from fer_search.tuning.options import SearchOptions
 from fer_search.tuning.results import (
     FINAL_STATES,
+    choose,
     saved_search_complete,
     trial_rows,
     trial_states,
     was_interrupted,
     write_leaderboard,
 )
-from fer_search.tuning.study import close_study, record_outcome
+from fer_search.tuning.study import Objectives, close_study, record_outcome
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 __all__ = ["Outcome", "resume_search", "start_search"]
@@ -171,7 +172,9 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     states = saved_or_live_states(trial_states(location), live_trial_states(results))
     rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
-    close_study(exp, rows, space.experiment.metric, space.experiment.scheduler)
+    close_study(
+        exp, rows, space.experiment.metric, space.experiment.scheduler, Objectives.of(space)
+    )
     finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
     write_leaderboard(rows, exp)
     record["wall_time_s"] = time.time() - started + prior_wall
@@ -193,6 +196,8 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     record["wall_time_s"] = wall = time.time() - started + prior_wall
     if ranked is None:
         return interrupted(exp, record, "during the refit")
+    if space.objectives or space.constraints:
+        ranked, record["choice"] = choice_record(ranked, space)
     final = None
     if not options.no_final_eval:
         final = final_evaluation(ranked, data, space, exp, record["resources"], refs)
@@ -204,6 +209,26 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     if location != str(exp):
         upload_driver_files(exp, location)
     return Outcome(path=exp, wall_time_s=wall)
+
+
+def choice_record(rows: list[dict[str, Any]], space: Any) -> tuple[list[dict[str, Any]], dict]:
+    """The rows ranked as the space's objectives, constraints and `pick` say, and what was
+    chosen for best/ (experiment.json's `choice`); a `pick` no Pareto-optimal trial satisfies
+    is said on the console."""
+    import sys
+
+    from fer_search.tuning.results import selectable
+
+    rows, note = choose(rows, space)
+    if note:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    best = next(iter(selectable(rows)), None)
+    chosen = best is not None and best.get("_eligible", False)
+    return rows, {
+        "pick": space.experiment.pick,
+        "trial_id": str(best["trial_id"]) if chosen and best else None,
+        "note": note,
+    }
 
 
 def saved_or_live_states(saved: dict[str, str], live: dict[str, str]) -> dict[str, str]:

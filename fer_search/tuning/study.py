@@ -14,6 +14,11 @@ run the driver reconciles the study with the leaderboard rows instead:
   own RetryFailedTrialCallback's pattern);
 - a trial Optuna handed out that Tune never started is FAIL, `status: not started`.
 
+A multi-objective study (a space's `objectives`) gets the same treatment with its values: a
+completed trial is COMPLETE with its best val_acc and its model's costs, a pruned one PRUNED
+without values (such a study keeps no intermediate values), and with `constraints` every trial
+gets its `constraints` attribute (cost - limit) for the sampler.
+
 Each trial carries user attributes the dashboard shows: `ray_trial_id`, `status`, `stopped_by`
 (the scheduler: asha | hyperband | median; or time budget), `epochs`, `best_epoch`. After the
 refit and the final evaluation the refits' and the test results go on the trials they belong
@@ -28,7 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["StudyHandle", "close_study", "open_study", "record_outcome", "stopped_by"]
+__all__ = [
+    "Objectives",
+    "StudyHandle",
+    "close_study",
+    "open_study",
+    "record_outcome",
+    "stopped_by",
+]
 
 RAY_TRIAL_ID = "ray_trial_id"
 FINAL_KEYS = ("test_acc", "test_acc_ci95", "test_acc_tta", "test_f1", "val_acc")
@@ -92,11 +104,41 @@ def stopped_by(row: dict[str, Any], told: bool, scheduler: str = "asha") -> str:
     return scheduler if told else "time budget"
 
 
+@dataclass(frozen=True)
+class Objectives:
+    """What a study's values are: the metric, then the costs of a multi-objective search; and
+    the constraints whose values each trial carries."""
+
+    names: tuple[str, ...] = ("val_acc",)
+    constraints: tuple[tuple[str, float], ...] = ()
+
+    @classmethod
+    def of(cls, space: Any) -> Objectives:
+        return cls(tuple(space.objective_names), tuple(space.constraints.items()))
+
+    def values(self, row: dict[str, Any], value: float) -> list[float]:
+        from fer_search.objectives import number_or_nan
+
+        return [value, *(number_or_nan(row.get(name)) for name in self.names[1:])]
+
+    def attrs(self, row: dict[str, Any]) -> dict[str, Any]:
+        from fer_search.objectives import constraint_values
+
+        if not self.constraints or row["status"] not in ("completed", "pruned"):
+            return {}
+        return {"constraints": constraint_values(row, dict(self.constraints))}
+
+
 def close_study(
-    exp: Path, rows: list[dict[str, Any]], metric: str, scheduler: str = "asha"
+    exp: Path,
+    rows: list[dict[str, Any]],
+    metric: str,
+    scheduler: str = "asha",
+    objectives: Objectives | None = None,
 ) -> dict[str, int]:
     """Leave no trial RUNNING (see the module's docstring); set `stopped_by` on `rows`
-    (`scheduler`: the search's, config.SCHEDULERS). Returns how many trials it told, recorded
+    (`scheduler`: the search's, config.SCHEDULERS; `objectives`: a multi-objective or
+    constrained search's, Objectives.of(space)). Returns how many trials it told, recorded
     again, and failed as never started."""
     import optuna
     from optuna.trial import TrialState
@@ -105,10 +147,11 @@ def close_study(
     handle = open_study(exp)
     if handle is None:
         return counts
+    objectives = objectives or Objectives((metric,))
     if not handle.study.metric_names:
         with warnings.catch_warnings():  # experimental in Optuna 5, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            handle.study.set_metric_names([metric])
+            handle.study.set_metric_names(list(objectives.names))
     latest = handle.latest()
     for row in rows:
         trial = latest.pop(str(row["trial_id"]), None)
@@ -116,15 +159,16 @@ def close_study(
             continue
         if trial.state == TrialState.RUNNING:
             row["stopped_by"] = stopped_by(row, told=False)
-            handle.set_attrs(trial.number, trial_attrs(row))  # before: finished is read-only
-            tell(handle, trial.number, row)
+            # before the tell: a finished trial's attributes are read-only
+            handle.set_attrs(trial.number, {**trial_attrs(row), **objectives.attrs(row)})
+            tell(handle, trial.number, row, objectives)
             counts["told"] += 1
         else:
             # a pruned trial keeps what an earlier close_study found (a time budget's cut)
             earlier = trial.user_attrs.get("stopped_by") if row["status"] == "pruned" else None
             row["stopped_by"] = earlier or stopped_by(row, True, scheduler)
             if trial.user_attrs.get("status") == "unfinished" and row["status"] != "unfinished":
-                record_resumed(handle, trial, row, exp)
+                record_resumed(handle, trial, row, exp, objectives)
                 counts["resumed"] += 1
     for trial in latest.values():  # asked by the searcher, never run by Tune
         if trial.state == TrialState.RUNNING:
@@ -134,15 +178,18 @@ def close_study(
     return counts
 
 
-def final_state(status: str, value: float, curve: dict[int, float]) -> tuple[Any, Any]:
+def final_state(
+    status: str, value: float, curve: dict[int, float], values: list[float] | None = None
+) -> tuple[Any, Any]:
     """Optuna's state and values for a leaderboard status: completed -> COMPLETE with its best
-    val_acc (FAIL without one), pruned -> PRUNED at its last epoch's value, others FAIL."""
+    val_acc (FAIL without one), pruned -> PRUNED at its last epoch's value, others FAIL.
+    `values`: a multi-objective trial's (val_acc first); its PRUNED state has none."""
     from optuna.trial import TrialState
 
     if status == "completed" and not math.isnan(value):
-        return TrialState.COMPLETE, [value]
+        return TrialState.COMPLETE, values or [value]
     if status == "pruned":
-        return TrialState.PRUNED, [curve[max(curve)]] if curve else None
+        return TrialState.PRUNED, [curve[max(curve)]] if curve and not values else None
     return TrialState.FAIL, None
 
 
@@ -160,27 +207,43 @@ def trial_attrs(row: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-def tell(handle: StudyHandle, number: int, row: dict[str, Any]) -> None:
+def tell(
+    handle: StudyHandle, number: int, row: dict[str, Any], objectives: Objectives | None = None
+) -> None:
     """Finish a RUNNING trial as its row says (PRUNED: Optuna takes its last intermediate
     value, which the searcher reported every epoch)."""
-    state, values = final_state(row["status"], float(row["val_acc"]), {})
-    handle.study.tell(number, values, state=state, skip_if_finished=True)
+    value = float(row["val_acc"])
+    several = objectives is not None and len(objectives.names) > 1
+    values = objectives.values(row, value) if several and objectives else None
+    state, told = final_state(row["status"], value, {}, values)
+    handle.study.tell(number, told, state=state, skip_if_finished=True)
 
 
-def record_resumed(handle: StudyHandle, old: Any, row: dict[str, Any], exp: Path) -> None:
+def record_resumed(
+    handle: StudyHandle, old: Any, row: dict[str, Any], exp: Path, objectives: Objectives
+) -> None:
     """A new finished trial for `old` (left FAIL/unfinished by an interrupted search) that a
-    resumed search has now finished: same parameters, every epoch's value, the final state."""
+    resumed search has now finished: same parameters, every epoch's value (one objective),
+    the final state."""
     import optuna
 
-    curve = epoch_values(exp, row)
-    state, values = final_state(row["status"], float(row["val_acc"]), curve)
+    value = float(row["val_acc"])
+    several = len(objectives.names) > 1
+    curve = {} if several else epoch_values(exp, row)
+    values = objectives.values(row, value) if several else None
+    state, told = final_state(row["status"], value, curve, values)
     trial = optuna.trial.create_trial(
         params=old.params,
         distributions=old.distributions,
-        values=values,
+        values=told,
         state=state,
         intermediate_values=curve,
-        user_attrs={**old.user_attrs, **trial_attrs(row), "resumed_from": old.number},
+        user_attrs={
+            **old.user_attrs,
+            **trial_attrs(row),
+            **objectives.attrs(row),
+            "resumed_from": old.number,
+        },
     )
     handle.study.add_trial(trial)
 

@@ -31,6 +31,7 @@ from fer_search.tuning._ray_compat import QUIET_LOGGERS
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "MEASURE_COST",
     "REFIT_MEMBER",
     "DatasetRefs",
     "run_refit_trial",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
+MEASURE_COST = "measure_cost"  # a trial config's switch: report the model's costs each epoch
 REFIT_MEMBER = "refit_member"  # a refit trial's config: which of the refit's configurations
 FAULT_ENV = "FER_SEARCH_FAULT"
 FAULT_KINDS = ("raise", "kill", "nan")
@@ -159,6 +161,9 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         with checkpoint.as_directory() as directory:
             resume = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
     best = {"val_acc": float(resume["best_val_acc"]) if resume else -1.0}
+    cost: dict[str, float] = {}  # a multi-objective search's model costs (engine.cost)
+    if config.get(MEASURE_COST):
+        cost = engine.measure_cost(cfg, len(data.class_names), int(val_split.images.shape[-1]))
     gpu_ids = ",".join(str(i) for i in ray.get_gpu_ids())
     last: dict[str, Any] = {}
 
@@ -172,6 +177,7 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         metrics.update(
             best_val_acc=best["val_acc"], max_epochs=cfg.epochs, node=node, gpu_ids=gpu_ids
         )
+        metrics.update(cost)
         last.update(metrics)
         if should_checkpoint(stats.epoch, every, cfg.epochs, new_best, pause_at):
             with tempfile.TemporaryDirectory() as directory:

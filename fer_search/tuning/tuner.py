@@ -12,6 +12,7 @@ from fer_search.config import SCHEDULERS
 from fer_search.tuning.experiment import tune_dir
 from fer_search.tuning.schedulers import STEP_ATTR, checkpoint_epochs, make_scheduler
 from fer_search.tuning.storage import is_uri
+from fer_search.tuning.trainable import MEASURE_COST
 
 __all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
 
@@ -20,10 +21,15 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
-    """Seeded multivariate TPE; with several trials at once, the constant liar keeps them from
-    sampling the same point."""
+def default_sampler(
+    seed: int, num_samples: int, concurrent: int, constraints: dict[str, float] | None = None
+) -> Any:
+    """Seeded multivariate TPE (single- or multi-objective, as the study is); with several
+    trials at once, the constant liar keeps them from sampling the same point; a space's
+    `constraints` become its constraints function."""
     import optuna
+
+    from fer_search.tuning.optuna_searcher import TrialConstraints
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.samplers.TPESampler(
@@ -32,6 +38,7 @@ def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
         group=True,
         n_startup_trials=min(10, max(2, num_samples // 3)),
         constant_liar=concurrent > 1,
+        constraints_func=TrialConstraints(len(constraints)) if constraints else None,
     )
 
 
@@ -41,11 +48,15 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
     from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
 
     ex = space.experiment
+    objectives = [o.metric for o in space.objectives]
     return PruningOptunaSearch(
         space=SpaceSampler(space),
-        metric=ex.metric,
-        mode=ex.mode,
-        sampler=sampler or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"]),
+        # a multi-objective study: Ray's OptunaSearch takes lists (one direction each)
+        metric=objectives or ex.metric,
+        mode=[o.mode for o in space.objectives] or ex.mode,
+        sampler=sampler
+        or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"], space.constraints),
+        constraints=space.constraints,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
         study_name=exp.name,
         max_t=ex.epochs,
@@ -66,6 +77,7 @@ def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[st
         "class_set": class_set,
         "checkpoint_every": getattr(ex, "checkpoint_every", 1),
         "checkpoint_at": checkpoint_epochs(space),  # where the scheduler may pause a trial
+        MEASURE_COST: space.measures_cost,
     }
 
 

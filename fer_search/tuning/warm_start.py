@@ -66,6 +66,11 @@ def check_sources(dirs: list[str], space: Any, data: Any) -> list[Source]:
     """The experiments in `dirs`, refused with one line when their values do not compare
     with this search's (another metric, mode or class set)."""
     check_dirs(dirs)
+    if space.objectives:
+        raise UserError(
+            f"--warm-start seeds a single-objective study; {space.source} has `objectives:` "
+            f"(earlier trials have no measured costs to carry over)"
+        )
     ex, sources = space.experiment, []
     for path in dirs:
         try:
