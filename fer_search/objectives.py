@@ -187,18 +187,18 @@ def number_or_nan(value: Any) -> float:
         return float("nan")
 
 
-def constraint_values(row: Mapping[str, Any], limits: Mapping[str, float]) -> list[float]:
-    """Optuna's constraint values for a trial: cost - limit per constraint (<= 0 is feasible),
-    in the order `limits` has them; an unmeasured cost counts as infeasible."""
-    values = []
+def constraint_values(row: Mapping[str, Any], limits: Mapping[str, float]) -> dict[str, float]:
+    """Optuna's constraint values for a trial (Trial.set_constraint): limit name -> cost - limit
+    (<= 0 is feasible); an unmeasured cost counts as infeasible."""
+    values = {}
     for key, limit in limits.items():
         cost = number_or_nan(row.get(LIMITS[key]))
-        values.append(1.0 if math.isnan(cost) else cost - limit)
+        values[key] = 1.0 if math.isnan(cost) else cost - limit
     return values
 
 
 def feasible(row: Mapping[str, Any], limits: Mapping[str, float]) -> bool:
-    return all(value <= 0 for value in constraint_values(row, limits))
+    return all(value <= 0 for value in constraint_values(row, limits).values())
 
 
 def dominates(a: Mapping[str, Any], b: Mapping[str, Any], objectives: Sequence[Objective]) -> bool:

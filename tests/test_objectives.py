@@ -151,8 +151,8 @@ def test_infeasible_trials_are_never_on_the_front_nor_chosen():
         (False, False, False),
         (True, True, True),
     ]
-    assert constraint_values(rows[0], limits) == [4e6]
-    assert constraint_values({"params": float("nan")}, limits) == [1.0]  # unmeasured: infeasible
+    assert constraint_values(rows[0], limits) == {"max_params": 4e6}
+    assert constraint_values({"params": float("nan")}, limits) == {"max_params": 1.0}
 
 
 def test_a_pick_no_front_trial_satisfies_falls_back_to_the_best_and_says_so():
@@ -211,7 +211,7 @@ def test_close_study_tells_a_multi_objective_study_its_values_and_constraints(tm
     done = optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}")
     first, second = done.trials
     assert (first.state, first.values) == (TrialState.COMPLETE, [0.6, 2.0])
-    assert first.user_attrs["constraints"] == [0.5]  # 2.0 ms over a 1.5 ms limit
+    assert first.constraints == {"max_latency_ms": 0.5}  # 2.0 ms over a 1.5 ms limit
     assert (second.state, second.values) == (TrialState.PRUNED, None)
     assert second.user_attrs["stopped_by"] == "time budget"
     assert done.metric_names == ["val_acc", "latency_ms"]
@@ -253,6 +253,6 @@ def test_a_multi_objective_search_writes_its_front_and_makes_the_pick_best(tmp_p
     for trial in study.trials:
         if trial.state.name == "COMPLETE":
             assert len(trial.values) == 2 and not math.isnan(trial.values[1])
-            assert "constraints" in trial.user_attrs
+            assert set(trial.constraints) == {"max_params"}
     assert "## Objectives and constraints" in (exp / "report.md").read_text()
     assert load_space(str(exp / "space.yaml")).objectives  # the saved space resumes as it ran

@@ -434,7 +434,7 @@ def md_pareto(facts: dict[str, Any]) -> str:
         lines.append(
             "\nConstraints: "
             + ", ".join(f"{key} {value:,.6g}" for key, value in limits.items())
-            + f" (Optuna's constraints function; {len(facts.get('infeasible_trials') or [])} "
+            + f" (Optuna trial constraints; {len(facts.get('infeasible_trials') or [])} "
             "scored trials exceed them and are never chosen)."
         )
     lines += ["", ASHA_SENTENCE.format(scheduler=facts["experiment"].get("scheduler", "asha"))]

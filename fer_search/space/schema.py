@@ -109,7 +109,7 @@ class SearchSpace:
     points: tuple[dict[str, Any], ...] = ()
     # a multi-objective search: the metric first, then costs (fer_search.objectives)
     objectives: tuple[Objective, ...] = ()
-    # upper limits on the model's costs ({max_latency_ms: 2}), an Optuna constraints function
+    # upper limits on the model's costs ({max_latency_ms: 2}), Optuna trial constraints
     constraints: dict[str, float] = field(default_factory=dict)
 
     @property

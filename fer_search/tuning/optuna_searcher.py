@@ -9,8 +9,8 @@ scheduler), and one that raised is FAIL.
 A multi-objective search (a space's `objectives`) gets lists for `metric` and `mode`: a
 completed trial is told its best val_acc and its model's costs; a stopped one is PRUNED
 without values (Optuna takes no intermediate values in a multi-objective study). A space's
-`constraints` go on every trial as the user attribute `constraints` (cost - limit, <= 0
-feasible), which TrialConstraints hands to the sampler.
+`constraints` go on every scored trial through Optuna's Trial.set_constraint (cost - limit,
+<= 0 feasible), where its samplers read them.
 The private attributes of OptunaSearch this needs are reached through `_ray_compat`.
 """
 
@@ -28,24 +28,11 @@ from fer_search.objectives import constraint_values, number_or_nan
 from fer_search.space import train_values
 from fer_search.tuning import _ray_compat as compat
 
-__all__ = ["CONSTRAINTS_ATTR", "PruningOptunaSearch", "SpaceSampler", "TrialConstraints"]
+__all__ = ["PruningOptunaSearch", "SpaceSampler"]
 
 log = logging.getLogger(__name__)
 
 DISPLAY_DEFAULTS = ("model", "lr", "dropout")
-CONSTRAINTS_ATTR = "constraints"
-
-
-class TrialConstraints:
-    """Optuna's constraints function (picklable): the values the searcher stored on the trial;
-    a trial without them (never measured) counts as feasible."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __call__(self, trial: optuna.trial.FrozenTrial) -> tuple[float, ...]:
-        values = trial.user_attrs.get(CONSTRAINTS_ATTR)
-        return tuple(values) if values else (0.0,) * self.count
 
 
 class SpaceSampler:
@@ -152,12 +139,15 @@ class PruningOptunaSearch(OptunaSearch):
         if len(self.objectives()) > 1 and value is not None:
             # a cost that was never measured is NaN: Optuna fails the trial rather than guess
             values = [value, *(number_or_nan((result or {}).get(c)) for c in self.objectives()[1:])]
-        constraints = getattr(self, "constraints", {})  # older pickles: none
-        if constraints and result and state != TrialState.FAIL:
-            attrs[CONSTRAINTS_ATTR] = constraint_values(result, constraints)
+        limits = getattr(self, "constraints", {})  # older pickles: none
+        constraints = (
+            constraint_values(result, limits) if result and state != TrialState.FAIL else {}
+        )
         try:
             for key, attr in attrs.items():  # before tell: a finished trial is read-only
                 trials[trial_id].set_user_attr(key, attr)
+            for key, number in (constraints if limits else {}).items():
+                trials[trial_id].set_constraint(key, number)
             compat.optuna_search_study(self).tell(
                 trials[trial_id], values, state=state, skip_if_finished=True
             )

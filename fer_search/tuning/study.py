@@ -17,7 +17,7 @@ run the driver reconciles the study with the leaderboard rows instead:
 A multi-objective study (a space's `objectives`) gets the same treatment with its values: a
 completed trial is COMPLETE with its best val_acc and its model's costs, a pruned one PRUNED
 without values (such a study keeps no intermediate values), and with `constraints` every trial
-gets its `constraints` attribute (cost - limit) for the sampler.
+gets its constraint values (cost - limit, Trial.set_constraint) for the sampler.
 
 Each trial carries user attributes the dashboard shows: `ray_trial_id`, `status`, `stopped_by`
 (the scheduler: asha | hyperband | median; or time budget), `epochs`, `best_epoch`. After the
@@ -62,6 +62,18 @@ class StudyHandle:
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def set_constraints(self, number: int, values: dict[str, float]) -> None:
+        """Constraint values on RUNNING trial `number` (Optuna's Trial.set_constraint)."""
+        import optuna
+
+        if not values:
+            return
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        trial = optuna.trial.Trial(self.study, trial_id)
+        for key, value in values.items():
+            trial.set_constraint(key, value)
 
     def latest(self) -> dict[str, Any]:
         """Ray trial id -> its latest Optuna trial (a resumed one is recorded again)."""
@@ -121,12 +133,13 @@ class Objectives:
 
         return [value, *(number_or_nan(row.get(name)) for name in self.names[1:])]
 
-    def attrs(self, row: dict[str, Any]) -> dict[str, Any]:
+    def constraints_of(self, row: dict[str, Any]) -> dict[str, float]:
+        """Optuna's constraint values of a scored trial (none for others)."""
         from fer_search.objectives import constraint_values
 
         if not self.constraints or row["status"] not in ("completed", "pruned"):
             return {}
-        return {"constraints": constraint_values(row, dict(self.constraints))}
+        return constraint_values(row, dict(self.constraints))
 
 
 def close_study(
@@ -160,7 +173,8 @@ def close_study(
         if trial.state == TrialState.RUNNING:
             row["stopped_by"] = stopped_by(row, told=False)
             # before the tell: a finished trial's attributes are read-only
-            handle.set_attrs(trial.number, {**trial_attrs(row), **objectives.attrs(row)})
+            handle.set_attrs(trial.number, trial_attrs(row))
+            handle.set_constraints(trial.number, objectives.constraints_of(row))
             tell(handle, trial.number, row, objectives)
             counts["told"] += 1
         else:
@@ -241,9 +255,9 @@ def record_resumed(
         user_attrs={
             **old.user_attrs,
             **trial_attrs(row),
-            **objectives.attrs(row),
             "resumed_from": old.number,
         },
+        constraints=objectives.constraints_of(row) or None,
     )
     handle.study.add_trial(trial)
 

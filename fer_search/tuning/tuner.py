@@ -21,15 +21,11 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def default_sampler(
-    seed: int, num_samples: int, concurrent: int, constraints: dict[str, float] | None = None
-) -> Any:
-    """Seeded multivariate TPE (single- or multi-objective, as the study is); with several
-    trials at once, the constant liar keeps them from sampling the same point; a space's
-    `constraints` become its constraints function."""
+def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
+    """Seeded multivariate TPE (single- or multi-objective, as the study is; it reads the
+    constraints the searcher sets on each trial); with several trials at once, the constant
+    liar keeps them from sampling the same point."""
     import optuna
-
-    from fer_search.tuning.optuna_searcher import TrialConstraints
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     return optuna.samplers.TPESampler(
@@ -38,7 +34,6 @@ def default_sampler(
         group=True,
         n_startup_trials=min(10, max(2, num_samples // 3)),
         constant_liar=concurrent > 1,
-        constraints_func=TrialConstraints(len(constraints)) if constraints else None,
     )
 
 
@@ -54,8 +49,7 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
         # a multi-objective study: Ray's OptunaSearch takes lists (one direction each)
         metric=objectives or ex.metric,
         mode=[o.mode for o in space.objectives] or ex.mode,
-        sampler=sampler
-        or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"], space.constraints),
+        sampler=sampler or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"]),
         constraints=space.constraints,
         storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
         study_name=exp.name,
