@@ -13,7 +13,7 @@ from fer_search.space import load_space
 from fer_search.tuning.experiment import RUN_FILE
 from fer_search.tuning.refit import refit_run_names
 from fer_search.tuning.results import write_leaderboard
-from fer_search.tuning.study import close_study, open_study, record_outcome
+from fer_search.tuning.study import Objectives, close_study, open_study, record_outcome
 from fer_search.tuning.tensorboard import (
     LOG_DIR,
     RunNames,
@@ -43,7 +43,9 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     rows = board.to_dict("records")
     space = load_space(str(exp / "space.yaml"))
     record = json.loads((exp / RUN_FILE).read_text())
-    counts = close_study(exp, rows, space.experiment.metric, recorded_scheduler(record))
+    counts = close_study(
+        exp, rows, space.experiment.metric, recorded_scheduler(record), Objectives.of(space)
+    )
     write_leaderboard(rows, exp)
     record = json.loads((exp / RUN_FILE).read_text())
     final = exp / "final.json"
