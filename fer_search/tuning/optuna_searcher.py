@@ -140,13 +140,12 @@ class PruningOptunaSearch(OptunaSearch):
             # a cost that was never measured is NaN: Optuna fails the trial rather than guess
             values = [value, *(number_or_nan((result or {}).get(c)) for c in self.objectives()[1:])]
         limits = getattr(self, "constraints", {})  # older pickles: none
-        constraints = (
-            constraint_values(result, limits) if result and state != TrialState.FAIL else {}
-        )
+        scored = result is not None and state != TrialState.FAIL
+        constraints = constraint_values(result or {}, limits) if scored else {}
         try:
             for key, attr in attrs.items():  # before tell: a finished trial is read-only
                 trials[trial_id].set_user_attr(key, attr)
-            for key, number in (constraints if limits else {}).items():
+            for key, number in constraints.items():
                 trials[trial_id].set_constraint(key, number)
             compat.optuna_search_study(self).tell(
                 trials[trial_id], values, state=state, skip_if_finished=True

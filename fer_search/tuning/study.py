@@ -58,8 +58,7 @@ class StudyHandle:
 
     def set_attrs(self, number: int, attrs: dict[str, Any]) -> None:
         """User attributes on trial `number` (Optuna's storage API: finished trials too)."""
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+        trial_id = self.storage_id(number)
         for key, value in attrs.items():
             self.storage.set_trial_user_attr(trial_id, key, value)
 
@@ -69,11 +68,14 @@ class StudyHandle:
 
         if not values:
             return
-        study_id = self.storage.get_study_id_from_name(self.study.study_name)
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
-        trial = optuna.trial.Trial(self.study, trial_id)
+        trial = optuna.trial.Trial(self.study, self.storage_id(number))
         for key, value in values.items():
             trial.set_constraint(key, value)
+
+    def storage_id(self, number: int) -> int:
+        """The storage's id of trial `number` (what its write calls take)."""
+        study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
     def latest(self) -> dict[str, Any]:
         """Ray trial id -> its latest Optuna trial (a resumed one is recorded again)."""
