@@ -146,7 +146,9 @@ def md_refit(facts: dict[str, Any]) -> list[str]:
     lines = []
     for member in members:
         row = next((r for r in facts["leaderboard"] if r["trial_id"] == member["id"]), None)
-        score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+        score = (
+            f", best {METRIC} {fmt_ci(row[METRIC], row.get(f'{METRIC}_ci95'), True)}" if row else ""
+        )
         lines.append(
             f"- Refit: trial `{member.get('from_trial', '?')}`'s configuration trained again "
             f"from scratch for {member.get('epochs', '?')} epochs as `{member['id']}`"
@@ -224,7 +226,7 @@ def md_leaderboard(facts: dict[str, Any]) -> str:
             str(i),
             f"`{r['trial_id']}`",
             "time budget" if r["trial_id"] in cut else r["status"] or "—",
-            fmt_pct(r[METRIC]),
+            fmt_ci(r[METRIC], r.get(f"{METRIC}_ci95"), percent=True),
             fmt_num(r["val_f1"], 3),
             fmt_value(r["best_epoch"]),
             fmt_value(r["epochs"]),
