@@ -149,3 +149,18 @@ def test_members_val_probabilities_are_those_their_trial_stored(tmp_path):
     engine.save_checkpoint(new / "checkpoint.pt", {**payload, "best_val_probs": marked})
     again = evaluate_members([Saved(new)], val, test, "cpu")
     assert np.array_equal(again[0]["val"], marked.float().numpy())
+
+
+def test_the_selected_ensemble_compares_greedy_bagged_and_top_k_on_val(splits, three):
+    from fer_search.tuning.final import selected_ensemble
+
+    val, test = splits
+    chosen = selected_ensemble(three, val, test, top_k=2)
+    assert "bagged form" in chosen["method"]
+    on_val = {"selection": chosen["selection"]["val_acc"], "bagged": chosen["bagged"]["val_acc"]}
+    on_val["top_k"] = chosen["top_k_val_acc"]
+    assert chosen["val_acc"] == max(on_val.values()) == on_val[chosen["chosen"]]
+    for name in ("selection", "bagged"):  # each scored on test once, reported beside
+        assert set(chosen[name]["members"]) <= {"t0", "t1", "t2"}
+        assert 0 <= chosen[name]["test_acc"] <= 1
+    json.dumps(chosen, allow_nan=False)

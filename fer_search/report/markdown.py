@@ -312,14 +312,22 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
         members = ", ".join(
             f"`{m}` x{w:g}" for m, w in zip(chosen["members"], chosen["weights"], strict=True)
         )
-        picked = "the greedy selection" if chosen["chosen"] == "selection" else "the top-k average"
+        names = {"selection": "the greedy selection", "bagged": "the bagged selection"}
+        picked = names.get(chosen["chosen"], "the top-k average")
         greedy = chosen["selection"]
+        bagged = chosen.get("bagged")  # not in a final.json from before it
+        also = (
+            f"; the bagged selection val {fmt_pct(bagged['val_acc'])}, test "
+            f"{fmt_pct(bagged['test_acc'])}"
+            if bagged
+            else ""
+        )
         sentences.append(
             f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
             f"val {fmt_pct(chosen['val_acc'])}, test "
             f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
             f"The greedy selection scored val {fmt_pct(greedy['val_acc'])}, test "
-            f"{fmt_pct(greedy['test_acc'])}; the top-k average val "
+            f"{fmt_pct(greedy['test_acc'])}{also}; the top-k average val "
             f"{fmt_pct(chosen['top_k_val_acc'])}."
         )
     return sentences

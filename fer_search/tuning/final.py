@@ -276,8 +276,8 @@ def tta_record(choice: dict[str, Any], test: Any) -> dict[str, Any]:
 def selected_ensemble(
     members: list[dict[str, Any]], val: Any, test: Any, top_k: int
 ) -> dict[str, Any]:
-    """Ensemble selection with replacement over the whole pool against the top-k average,
-    chosen on val (fer_search.ensemble); both scored on test, once each."""
+    """Ensemble selection with replacement over the whole pool, and its bagged form, against
+    the top-k average, chosen on val (fer_search.ensemble); each scored on test, once."""
     from fer_search import ensemble, stats
 
     ids = [m["row"]["trial_id"] for m in members]
@@ -302,11 +302,13 @@ def selected_ensemble(
     return {
         "vs_top_k": stats.paired_comparison(test.labels, picked.argmax(1), average.argmax(1)),
         "method": "greedy forward selection with replacement on val (Caruana et al., 2004) "
-        f"over {len(members)} trials, against the top-{min(top_k, len(members))} average; "
-        "the one with the better val_acc is chosen",
+        f"over {len(members)} trials, and its bagged form ({ensemble.BAGS} seeded bags of "
+        f"{ensemble.BAG_FRACTION:.0%} of them, weights averaged), against the "
+        f"top-{min(top_k, len(members))} average; the one with the best val_acc is chosen",
         "chosen": choice["chosen"],
         **scored(choice["weights"]),
         "selection": scored(choice["selection_weights"]),
+        "bagged": scored(choice["bagged_weights"]),
         "top_k_val_acc": choice["top_k_val_acc"],
     }
 
