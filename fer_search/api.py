@@ -138,6 +138,7 @@ def train(
             "message": result.message,
             "best_epoch": result.best_epoch,
             "best_val_acc": result.best_val_acc,
+            "best_val_acc_ci95": result.best_val_acc_ci95,
             "epochs_run": result.epochs_run,
             "data": data.source,
             "history": [dataclasses.asdict(h) for h in result.history],
@@ -417,11 +418,14 @@ class Experiment:
         done = board[board["status"].isin(["completed", "pruned"]) & board["val_acc"].notna()]
         if done.empty:
             return None
+        from fer_search.stats import recorded_interval
+
         row = done.iloc[0]
         found = sorted((self.path / str(row["trial_dir"])).glob("checkpoint_*/checkpoint.pt"))
         return {
             "trial_id": str(row["trial_id"]),
             "val_acc": float(row["val_acc"]),
+            "val_acc_ci95": recorded_interval(row),  # as final.json's; None in older results
             "best_epoch": int(row["best_epoch"]),
             "checkpoint": str(found[-1]) if found else None,
         }

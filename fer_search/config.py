@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -272,3 +273,6 @@ class EpochStats:
     epoch_time: float
     extra: dict[str, float] = field(default_factory=dict)
     precision: str = "fp32"  # what the epoch trained in: "bf16" | "fp16" | "fp32"
+    # val_acc's 95 % interval (fer_search.stats.accuracy_ci); NaN in histories from before it
+    val_acc_ci95_lo: float = math.nan
+    val_acc_ci95_hi: float = math.nan

@@ -9,6 +9,8 @@ the p-value of their accuracy difference.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,8 @@ __all__ = [
     "macro_f1_ci",
     "mcnemar_exact",
     "paired_comparison",
+    "percent",
+    "recorded_interval",
 ]
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -105,3 +109,21 @@ def paired_comparison(labels: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray
         "p_value": mcnemar_exact(correct_a, correct_b),
         "within_noise": interval[0] <= 0.0 <= interval[1],
     }
+
+
+def recorded_interval(record: Mapping[str, Any], key: str = "val_acc") -> list[float] | None:
+    """The 95 % interval of `key` that a leaderboard row or a trial's result holds in two
+    columns, `<key>_ci95_lo` and `<key>_ci95_hi`, as [lo, hi] (final.json's form); None where
+    it holds none (results from before the trials reported one)."""
+    try:
+        low, high = float(record[f"{key}_ci95_lo"]), float(record[f"{key}_ci95_hi"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [low, high] if math.isfinite(low) and math.isfinite(high) else None
+
+
+def percent(value: float, interval: list[float] | None) -> str:
+    """`76.86 % [72.57, 81.14]`: an accuracy and its 95 % interval, as the console shows them
+    (the interval left out when there is none)."""
+    shown = f" [{interval[0] * 100:.2f}, {interval[1] * 100:.2f}]" if interval else ""
+    return f"{value * 100:.2f} %{shown}"

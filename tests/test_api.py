@@ -78,7 +78,10 @@ def test_the_best_model_and_the_final_figures(experiment):
     assert set(tta["val_acc"]) == {"none", "flip", "tencrop"}
     assert tta["val_acc"][tta["chosen"]] == max(tta["val_acc"].values())
     chosen = final["selected_ensemble"]  # chosen on val from every trial with a checkpoint
-    assert chosen["chosen"] in ("selection", "top_k")
+    assert chosen["chosen"] in ("selection", "bagged", "top_k")
+    candidates = (chosen["selection"]["val_acc"], chosen["bagged"]["val_acc"])
+    assert chosen["val_acc"] == max(chosen["top_k_val_acc"], *candidates)  # on val only
+    assert sum(chosen["bagged"]["weights"]) == pytest.approx(1.0, abs=1e-3)
     assert sum(chosen["weights"]) == pytest.approx(1.0, abs=1e-3)
     assert set(chosen["members"]) <= set(experiment.leaderboard["trial_id"])
     assert set(chosen["vs_top_k"]) >= {"difference", "difference_ci95", "p_value"}

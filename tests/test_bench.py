@@ -201,6 +201,14 @@ def test_asha_figure_gives_both_searches_the_same_configurations(tiny_ctx):
     assert figure["same_configs"] is True
     assert figure["epochs_no_asha"] == 3 * 2 and 3 <= figure["epochs_asha"] <= 3 * 2
     assert figure["ratio"] == figure["epochs_no_asha"] / figure["epochs_asha"]
+    for arm in ("no_asha", "asha"):  # each best val_acc with its interval, as printed
+        low, high = figure[f"best_val_acc_{arm}_ci95"]
+        assert low <= figure[f"best_val_acc_{arm}"] <= high
+        shown = f"{figure[f'best_val_acc_{arm}'] * 100:.2f} % [{low * 100:.2f}, "
+        assert shown in figure["summary"]
+    low, high = figure["gap_pp_ci95"]  # paired on the same val images
+    assert low <= figure["gap_pp"] <= high and 0 <= figure["gap_p_value"] <= 1
+    assert figure["gap_within_noise"] == (low <= 0 <= high)
     json.dumps(figure, allow_nan=False)
 
 

@@ -67,6 +67,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "Traceback" not in done.stderr
     assert re.search(r"^epoch +1/1 .*val", done.stdout, re.MULTILINE)
     assert "best val accuracy" in done.stdout and str(out / "best.pt") in done.stdout
+    pct = r"\d+\.\d\d"
+    interval = rf"best val accuracy {pct} % \[{pct}, {pct}\] \(95 % interval\) at epoch 1"
+    assert re.search(interval, done.stdout), done.stdout
     return out
 
 
@@ -146,6 +149,8 @@ def test_train_writes_a_complete_run_directory(run):
     assert metrics["data"] == "demo"
     assert [h["epoch"] for h in metrics["history"]] == [1]
     assert metrics["best_val_acc"] == metrics["history"][0]["val_acc"]
+    low, high = metrics["best_val_acc_ci95"]
+    assert low <= metrics["best_val_acc"] <= high
 
     best = load_checkpoint(run / "best.pt")
     assert best["class_names"] == list(EMOTIONS)

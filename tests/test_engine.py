@@ -190,6 +190,55 @@ def test_same_seed_gives_the_same_history(splits):
     assert learned(first.history) != learned(other.history)
 
 
+@pytest.mark.parametrize("ema", [0.0, 0.9], ids=["plain", "ema"])
+def test_checkpoints_keep_the_best_epochs_val_probabilities(splits, tmp_path, ema):
+    """What the final evaluation reads instead of predicting val again: every checkpoint holds
+    the best epoch's val probabilities, those its best weights predict, in float16."""
+    train_split, val_split = splits
+    cfg = config(epochs=3, ema=ema, lr=0.05)
+    seen: list[tuple[int, int, torch.Tensor]] = []
+
+    def save_each(stats, save):
+        path = tmp_path / f"epoch{stats.epoch}.pt"
+        save(path)
+        payload = load_checkpoint(path)
+        seen.append((stats.epoch, payload["best_epoch"], payload["best_val_probs"]))
+        best = engine.best_state_dict(payload)
+        predicted = predict_probs(
+            model_from_checkpoint({**payload, "state_dict": best}), val_split.images
+        )
+        stored = payload["best_val_probs"]
+        assert stored.dtype == torch.float16 and tuple(stored.shape) == predicted.shape
+        np.testing.assert_allclose(stored.float().numpy(), predicted, atol=1e-3, rtol=1e-3)
+        assert (stored.float().numpy().argmax(1) == predicted.argmax(1)).all()
+
+    result = train(cfg, train_split, val_split, on_epoch=save_each)
+    # an epoch that did not improve carries the earlier best epoch's probabilities on
+    assert [best for _, best, _ in seen][-1] == result.best_epoch
+    for epoch, best, probs in seen:
+        assert torch.equal(probs, seen[best - 1][2]), epoch
+    resumed = train(cfg, *splits, resume=load_checkpoint(tmp_path / "epoch3.pt"))
+    assert resumed.epochs_run == 3  # nothing left to train; the probabilities were restored
+
+
+def test_compact_probs_keep_each_images_predicted_class():
+    probs = np.array([[0.30004, 0.30006, 0.1], [0.9, 0.05, 0.05], [0.2, 0.4, 0.4]], np.float32)
+    assert probs[0, 0].astype(np.float16) == probs[0, 1].astype(np.float16)  # a rounding tie
+    half = engine.compact_probs(probs)
+    assert half.dtype == torch.float16
+    assert half.float().numpy().argmax(1).tolist() == probs.argmax(1).tolist() == [1, 0, 1]
+    np.testing.assert_allclose(half.float().numpy(), probs, atol=1e-3)
+
+
+def test_every_epochs_val_acc_has_its_interval(splits):
+    result = train(config(epochs=2), *splits)
+    for stats in result.history:
+        assert stats.val_acc_ci95_lo <= stats.val_acc <= stats.val_acc_ci95_hi
+        assert stats.val_acc_ci95_hi - stats.val_acc_ci95_lo > 0.05  # 70 images: wide
+    best = result.history[result.best_epoch - 1]
+    assert result.best_val_acc_ci95 == [best.val_acc_ci95_lo, best.val_acc_ci95_hi]
+
+
 def test_ema_decay_warms_up_to_the_configured_decay():
     cfg = config(ema=0.999)
     decays = [engine.ema_decay(cfg, step) for step in range(20000)]

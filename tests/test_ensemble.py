@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fer_search.ensemble import choose_ensemble, greedy_selection, weighted_accuracy
+from fer_search.ensemble import (
+    bagged_selection,
+    choose_ensemble,
+    greedy_selection,
+    weighted_accuracy,
+)
 
 N = 100
 LABELS = np.zeros(N, dtype=np.int64)  # class 0 is right everywhere; two classes
@@ -53,3 +58,26 @@ def test_selection_with_replacement_stops_at_its_best_prefix():
     # later additions that do not raise val accuracy are not kept
     assert acc == weighted_accuracy(pool, weights, LABELS) == 1.0
     assert np.count_nonzero(weights) <= 2
+
+
+def test_bagged_selection_averages_the_greedy_picks_of_seeded_half_pools():
+    pool = constructed_pool()
+    weights, acc = bagged_selection(pool, LABELS)
+    assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
+    assert acc == weighted_accuracy(pool, weights, LABELS)
+    assert weights[2] > 0  # C, the complement, is picked in the bags that hold it
+    again, _ = bagged_selection(pool, LABELS)
+    assert np.array_equal(weights, again)  # seeded: the same ensemble every time
+    # one bag of the whole pool is the plain greedy selection
+    whole, _ = bagged_selection(pool, LABELS, bags=1, fraction=1.0)
+    assert np.allclose(whole, greedy_selection(pool, LABELS)[0])
+
+
+@pytest.mark.parametrize("pool", [constructed_pool(), [model(np.arange(N) < 80, 0.7, 0.3)] * 3])
+def test_the_choice_is_the_best_candidate_on_val(pool):
+    chosen = choose_ensemble(pool, LABELS, top_k=2)
+    scores = {name: chosen[f"{name}_val_acc"] for name in ("top_k", "selection", "bagged")}
+    assert chosen["val_acc"] == max(scores.values())
+    first_best = next(name for name, acc in scores.items() if acc == max(scores.values()))
+    assert chosen["chosen"] == first_best  # a tie keeps the simpler candidate
+    assert np.array_equal(chosen["weights"], chosen[f"{first_best}_weights"])

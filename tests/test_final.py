@@ -103,3 +103,64 @@ def test_one_member_has_no_ensemble_and_nothing_to_compare(splits, three):
     final = final_record(three[:1], val, test)
     assert final["ensemble"] is None and final["comparisons"] == {}
     assert final["best"]["test_acc_ci95"][0] <= final["best"]["test_acc"]
+
+
+class Saved:
+    """A Ray checkpoint as the final evaluation uses one: a directory holding checkpoint.pt."""
+
+    def __init__(self, directory):
+        self.directory = directory
+
+    def as_directory(self):
+        import contextlib
+
+        return contextlib.nullcontext(str(self.directory))
+
+
+def test_members_val_probabilities_are_those_their_trial_stored(tmp_path):
+    import torch
+
+    from fer_search import engine
+    from fer_search.config import TrainConfig
+    from fer_search.data import make_demo
+    from fer_search.tuning.final import evaluate_members
+
+    demo = make_demo(size=0.2)
+    train, val, test = (demo.splits[name] for name in ("train", "val", "test"))
+    new, old = tmp_path / "new", tmp_path / "old"
+    for where in (new, old):
+        where.mkdir()
+    cfg = TrainConfig(epochs=1, width=8, batch_size=32, device="cpu")
+    engine.train(cfg, train, val, on_epoch=lambda _, save: save(new / "checkpoint.pt"))
+    payload = engine.load_checkpoint(new / "checkpoint.pt")
+    stored = payload["best_val_probs"]
+    model = engine.model_from_checkpoint({**payload, "state_dict": engine.best_state_dict(payload)})
+    predicted = engine.predict_probs(model, val.images)
+    # a checkpoint from before they were stored: its model predicts val again
+    engine.save_checkpoint(old / "checkpoint.pt", {**payload, "best_val_probs": None})
+
+    members = evaluate_members([Saved(new), Saved(old)], val, test, "cpu", top_k=2)
+    assert np.array_equal(members[0]["val"], stored.float().numpy())
+    np.testing.assert_allclose(members[0]["val"], predicted, atol=1e-3)
+    np.testing.assert_array_equal(members[1]["val"], predicted)
+    assert "best_val_probs" not in members[0]["payload"]  # best/best.pt stays compact
+    # stored probabilities are what is read: a marked copy comes back as it was stored
+    marked = torch.full_like(stored, 1 / stored.shape[1])
+    engine.save_checkpoint(new / "checkpoint.pt", {**payload, "best_val_probs": marked})
+    again = evaluate_members([Saved(new)], val, test, "cpu")
+    assert np.array_equal(again[0]["val"], marked.float().numpy())
+
+
+def test_the_selected_ensemble_compares_greedy_bagged_and_top_k_on_val(splits, three):
+    from fer_search.tuning.final import selected_ensemble
+
+    val, test = splits
+    chosen = selected_ensemble(three, val, test, top_k=2)
+    assert "bagged form" in chosen["method"]
+    on_val = {"selection": chosen["selection"]["val_acc"], "bagged": chosen["bagged"]["val_acc"]}
+    on_val["top_k"] = chosen["top_k_val_acc"]
+    assert chosen["val_acc"] == max(on_val.values()) == on_val[chosen["chosen"]]
+    for name in ("selection", "bagged"):  # each scored on test once, reported beside
+        assert set(chosen[name]["members"]) <= {"t0", "t1", "t2"}
+        assert 0 <= chosen[name]["test_acc"] <= 1
+    json.dumps(chosen, allow_nan=False)

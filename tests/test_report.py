@@ -508,3 +508,21 @@ def test_the_report_names_the_scheduler_the_search_used(tmp_path, scheduler, wor
         "fifo": "0 pruned, 1 failed, 1 stopped by the time budget",
     }
     assert counts[scheduler] in md
+
+
+def test_the_leaderboard_gives_each_val_acc_its_interval(tmp_path):
+    exp = make_results(tmp_path, final=False, optuna_db=False)
+    board = pd.read_csv(exp / "leaderboard.csv")
+    board.insert(3, "val_acc_ci95_lo", [0.601, 0.556, 0.385, math.nan])
+    board.insert(4, "val_acc_ci95_hi", [0.649, 0.605, 0.436, math.nan])
+    board.to_csv(exp / "leaderboard.csv", index=False)
+    md = build_report(exp).read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| 1 | `a0001`"))
+    assert "| 62.50 % (95 % CI 60.1–64.9) |" in row
+    failed = next(line for line in md.splitlines() if line.startswith("| 4 | `a0004`"))
+    assert "95 % CI" not in failed
+    report = json.loads((exp / "report.json").read_text())
+    first = report["leaderboard"][0]
+    assert first["val_acc_ci95"] == [0.601, 0.649] and "val_acc_ci95_lo" not in first
+    assert list(first)[list(first).index("val_acc") + 1] == "val_acc_ci95"
+    assert report["leaderboard"][3]["val_acc_ci95"] is None

@@ -316,6 +316,9 @@ def test_search_end_to_end_on_demo_data(tmp_path):
     assert sum(int(r["epochs"]) for r in rows) <= 6 * 3
     accs = [float(r["val_acc"]) for r in rows]
     assert accs == sorted(accs, reverse=True)
+    for row in rows:  # each trial's best epoch with its interval (the engine's, reported)
+        assert float(row["val_acc_ci95_lo"]) <= float(row["val_acc"])
+        assert float(row["val_acc"]) <= float(row["val_acc_ci95_hi"])
 
     # Optuna's view agrees with the leaderboard: PRUNED exactly where ASHA stopped a trial
     import optuna
@@ -339,11 +342,17 @@ def test_search_end_to_end_on_demo_data(tmp_path):
     final = json.loads((exp / "final.json").read_text())
     assert final["best"]["trial_id"] == rows[0]["trial_id"]
     assert final["best"]["val_acc"] == pytest.approx(float(rows[0]["val_acc"]), abs=1e-6)
+    # read from the val probabilities the trial stored: the same images right as it reported
+    ci = [float(rows[0]["val_acc_ci95_lo"]), float(rows[0]["val_acc_ci95_hi"])]
+    assert final["best"]["val_acc_ci95"] == pytest.approx(ci, abs=1e-9)
     assert "PublicTest" in final["selection"] and final["ensemble"]["k"] == 2
     assert (exp / "best" / "best.pt").is_file() and (exp / "confusion_test.png").is_file()
     report = (exp / "report.md").read_text()
     assert rows[0]["trial_id"] in report
+    assert f"| 1 | `{rows[0]['trial_id']}` |" in report and "% (95 % CI " in report
     assert "best" in proc.stdout and "report:" in proc.stdout
+    assert f"best {rows[0]['trial_id']} at epoch " in proc.stdout
+    assert "] (95 % interval); results in" in proc.stdout
 
     # the best checkpoint is a plain fer-search checkpoint: `evaluate` reads it
     evaluated = cli(
@@ -522,8 +531,54 @@ def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
     final = json.loads((exp / "final.json").read_text())  # selection still on val only
     assert final["best"]["trial_id"] == rows[0]["trial_id"]
     assert final["best"]["val_acc"] == pytest.approx(float(rows[0]["val_acc"]), abs=1e-6)
+    # read from the val probabilities the trial stored: the same images right as it reported
+    ci = [float(rows[0]["val_acc_ci95_lo"]), float(rows[0]["val_acc_ci95_hi"])]
+    assert final["best"]["val_acc_ci95"] == pytest.approx(ci, abs=1e-9)
     import torch
 
     kept = torch.load(exp / "best" / "best.pt", weights_only=True)  # the selected weights only
     assert kept["config"]["ema"] == 0.9 and "state_dict" in kept
     assert not {"optimizer", "best_state_dict", "ema_state_dict"} & kept.keys()
+
+
+def fake_result(trial_id: str, val_accs: list[float], intervals: bool) -> SimpleNamespace:
+    """A Tune result of a trial that reported `val_accs`, with the engine's per-epoch
+    intervals or (a trial from before them) without."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"epoch": range(1, len(val_accs) + 1), "val_acc": val_accs})
+    frame["val_f1"] = frame["val_acc"] - 0.05
+    if intervals:
+        frame["val_acc_ci95_lo"] = frame["val_acc"] - 0.02
+        frame["val_acc_ci95_hi"] = frame["val_acc"] + 0.03
+    return SimpleNamespace(
+        metrics_dataframe=frame,
+        metrics={"trial_id": trial_id, "time_total_s": 9.0},
+        error=None,
+        path=f"/runs/exp/trial_{trial_id}",
+        config={},
+        checkpoint=None,
+    )
+
+
+def test_the_leaderboard_holds_each_trials_best_epoch_interval(tmp_path):
+    import pandas as pd
+
+    from fer_search.tuning.results import summary_line, trial_row, write_leaderboard
+
+    space = SimpleNamespace(params=(), experiment=SimpleNamespace(epochs=3))
+    new = trial_row(fake_result("new", [0.40, 0.55, 0.50], True), space, tmp_path, {}, {})
+    old = trial_row(fake_result("old", [0.30, 0.45, 0.41], False), space, tmp_path, {}, {})
+    assert (new["val_acc"], new["best_epoch"]) == (0.55, 2)
+    assert (new["val_acc_ci95_lo"], new["val_acc_ci95_hi"]) == pytest.approx((0.53, 0.58))
+    assert old["val_acc"] == 0.45 and pd.isna(old["val_acc_ci95_lo"])
+
+    write_leaderboard([new, old], tmp_path)
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    at = list(board.columns).index("val_acc")
+    assert list(board.columns[at : at + 3]) == ["val_acc", "val_acc_ci95_lo", "val_acc_ci95_hi"]
+    line = summary_line([new, old], tmp_path, 12.0)
+    assert "best new at epoch 2: val_acc 55.00 % [53.00, 58.00] (95 % interval);" in line
+    # a search from before the intervals (or reread from its CSV) still says its best
+    reread = board.iloc[::-1].to_dict("records")
+    assert "best old at epoch 2: val_acc 45.00 %;" in summary_line(reread[:1], tmp_path, 1.0)

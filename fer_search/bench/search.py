@@ -3,8 +3,10 @@
 3. search overhead: N short trials through the search (Ray Tune + Optuna, ASHA off) / the same
    trials in a plain loop of `engine.train`, alternated;
 4. ASHA savings: epochs of the same sampled trials run to max_t / epochs under ASHA, and the
-   best-val_acc gap. Each search gets a fresh `RandomSampler(seed=0)`, so both sample the same
-   configurations whatever the results (TPE would adapt to them).
+   best-val_acc gap: each best val_acc with its 95 % interval, the gap's paired on the same val
+   images from the probabilities the two best trials stored. Each search gets a fresh
+   `RandomSampler(seed=0)`, so both sample the same configurations whatever the results (TPE
+   would adapt to them).
 
 Both sides get the same in-memory data, so neither side's time includes loading it.
 """
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_search import engine
+from fer_search import engine, stats
 from fer_search.bench.measure import goal_met, median
 from fer_search.bench.plan import Context, describe
 from fer_search.data import FERData, FERSplit
@@ -73,6 +75,7 @@ class SearchRun:
     wall_s: float  # the api.search call, as the user waits for it
     rows: list[dict[str, Any]]  # the leaderboard
     name: str
+    best_val_probs: np.ndarray | None = None  # the best trial's at its best epoch (stored)
 
 
 def run_search(ctx: Context, space: dict[str, Any], data: FERData, **options: Any) -> SearchRun:
@@ -97,7 +100,15 @@ def run_search(ctx: Context, space: dict[str, Any], data: FERData, **options: An
     if exp.interrupted or not rows or len(failed) == len(rows):
         what = "was interrupted" if exp.interrupted else "has no finished trial"
         raise RuntimeError(f"search {name} {what}; its log ends:\n{tail(log)}")
-    return SearchRun(wall, rows, name)
+    return SearchRun(wall, rows, name, stored_val_probs((exp.best or {}).get("checkpoint")))
+
+
+def stored_val_probs(checkpoint: str | None) -> np.ndarray | None:
+    """The val probabilities a trial's checkpoint stored for its best epoch (None: none)."""
+    if not checkpoint:
+        return None
+    probs = engine.load_checkpoint(checkpoint).get("best_val_probs")
+    return None if probs is None else probs.float().numpy()
 
 
 def tail(log: Any, chars: int = 1500) -> str:
@@ -210,9 +221,12 @@ def figure_asha(ctx: Context) -> dict[str, Any]:
         for key in ("full", "asha")
     }  # fmt: skip
     epochs = {k: sum(int(r["epochs"]) for r in run.rows) for k, run in runs.items()}
-    best = {k: max(float(r["val_acc"]) for r in run.rows) for k, run in runs.items()}
+    top = {k: best_row(run.rows) for k, run in runs.items()}
+    best = {k: float(row["val_acc"]) for k, row in top.items()}
+    ci = {k: stats.recorded_interval(row) for k, row in top.items()}
     ratio = epochs["full"] / max(1, epochs["asha"])
     gap_pp = (best["full"] - best["asha"]) * 100
+    gap = gap_interval(runs, data.splits["val"].labels)
     return {
         "figure": "ASHA savings",
         "arch": "simple_cnn",
@@ -225,8 +239,11 @@ def figure_asha(ctx: Context) -> dict[str, Any]:
         "epochs_no_asha": epochs["full"],
         "epochs_asha": epochs["asha"],
         "best_val_acc_no_asha": best["full"],
+        "best_val_acc_no_asha_ci95": ci["full"],
         "best_val_acc_asha": best["asha"],
+        "best_val_acc_asha_ci95": ci["asha"],
         "gap_pp": round(gap_pp, 2),
+        **gap,
         "wall_s_no_asha": round(runs["full"].wall_s, 1),
         "wall_s_asha": round(runs["asha"].wall_s, 1),
         "same_configs": leaderboard_configs(runs["full"].rows)
@@ -236,5 +253,34 @@ def figure_asha(ctx: Context) -> dict[str, Any]:
         "ratio": ratio,
         "goal": ">= 3 with gap <= 1 pp",
         "met": goal_met(ratio, 3.0, True) and gap_pp <= 1.0,
-        "summary": f"{epochs['full']} / {epochs['asha']} epochs, best val_acc gap {gap_pp:+.2f} pp",
+        "summary": f"{epochs['full']} / {epochs['asha']} epochs, best val_acc "
+        f"{stats.percent(best['full'], ci['full'])} / {stats.percent(best['asha'], ci['asha'])}, "
+        f"gap {gap_pp:+.2f} pp{fmt_pp_interval(gap.get('gap_pp_ci95'))}",
     }
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The best trial's leaderboard row, as the search selects it (Experiment.best): the best
+    val_acc of the completed and pruned trials; of all scored trials if none of them is."""
+    scored = [r for r in rows if np.isfinite(float(r["val_acc"]))]
+    done = [r for r in scored if r.get("status") in ("completed", "pruned")]
+    return max(done or scored, key=lambda r: float(r["val_acc"]))
+
+
+def gap_interval(runs: dict[str, SearchRun], labels: np.ndarray) -> dict[str, Any]:
+    """The best trials' val_acc difference (no ASHA minus ASHA) paired on the same val images,
+    from the probabilities each stored: its 95 % interval in pp and McNemar's p-value; {} when
+    a best trial stored none."""
+    full, asha = runs["full"].best_val_probs, runs["asha"].best_val_probs
+    if full is None or asha is None or len(full) != len(labels) or len(asha) != len(labels):
+        return {}
+    paired = stats.paired_comparison(labels, full.argmax(1), asha.argmax(1))
+    return {
+        "gap_pp_ci95": [round(v * 100, 2) for v in paired["difference_ci95"]],
+        "gap_p_value": paired["p_value"],
+        "gap_within_noise": paired["within_noise"],
+    }
+
+
+def fmt_pp_interval(interval: list[float] | None) -> str:
+    return f" [{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else ""

@@ -102,10 +102,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = api.train(cfg, data, out, on_epoch=on_epoch, progress=sys.stderr.isatty())
     if result.status == "nan":
         print(f"warning: {result.message}", file=sys.stderr)
-    print(
-        f"best val accuracy {result.best_val_acc * 100:.2f} % at epoch {result.best_epoch}; "
-        f"checkpoint {out / 'best.pt'}"
-    )
+    from fer_search.stats import percent
+
+    interval = result.best_val_acc_ci95
+    best = percent(result.best_val_acc, interval) + (" (95 % interval)" if interval else "")
+    print(f"best val accuracy {best} at epoch {result.best_epoch}; checkpoint {out / 'best.pt'}")
     return 0
 
 
@@ -247,9 +248,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def percent(part: dict[str, Any], key: str = "test_acc") -> str:
     """`76.86 % [72.57, 81.14]`: a figure of final.json with its 95 % interval, if it has one."""
-    ci = part.get(f"{key}_ci95")
-    interval = f" [{ci[0] * 100:.2f}, {ci[1] * 100:.2f}]" if ci else ""
-    return f"{part[key] * 100:.2f} %{interval}"
+    from fer_search import stats
+
+    return stats.percent(part[key], part.get(f"{key}_ci95"))
 
 
 def test_line(final: dict[str, Any]) -> str:

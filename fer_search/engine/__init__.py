@@ -26,7 +26,13 @@ from fer_search.engine.checkpoint import (
 )
 from fer_search.engine.cost import measure_cost, model_cost
 from fer_search.engine.devices import configure_backends, resolve_device, to_device
-from fer_search.engine.inference import as_tensor, epoch_metrics, predict_probs, to_input
+from fer_search.engine.inference import (
+    as_tensor,
+    compact_probs,
+    epoch_metrics,
+    predict_probs,
+    to_input,
+)
 from fer_search.engine.loop import train
 from fer_search.engine.optim import Plateau, ema_decay, lr_factor, make_optimizer
 from fer_search.engine.precision import (
@@ -54,6 +60,7 @@ __all__ = [
     "best_state_dict",
     "build_model",
     "checkpoint_file",
+    "compact_probs",
     "configure_backends",
     "cpu_has_bf16",
     "cuda_has_bf16",

@@ -84,7 +84,8 @@ def resumable_payload(
 ) -> dict[str, Any]:
     """A full checkpoint of `state` after `epoch`: `restore` continues it exactly. When `epoch`
     is the best so far, the best weights are the model's (or the EMA's) weights it holds
-    anyway, so they are not stored twice (`best_is`); `best_state_dict` reads either form."""
+    anyway, so they are not stored twice (`best_is`); `best_state_dict` reads either form.
+    `best_val_probs` are the best epoch's probabilities on val (float16; see compact_probs)."""
     device = state.generator.device
     at_best = state.best_epoch == epoch and state.best_state is not None
     return {
@@ -100,6 +101,7 @@ def resumable_payload(
         "best_is": ("ema" if state.ema is not None else "model") if at_best else None,
         "best_val_acc": state.best_acc,
         "best_epoch": state.best_epoch,
+        "best_val_probs": state.best_val_probs,  # the final evaluation reads these
         "optimizer": state.optimizer.state_dict(),
         "scaler": state.scaler.state_dict(),  # {} unless fp16: the loss scale and its tracker
         "ema_state_dict": None if state.ema is None else state.ema.state_dict(),
@@ -129,6 +131,7 @@ def restore(state: TrainState, resume: dict[str, Any]) -> int:
     state.step = int(resume["step"])
     state.best_acc, state.best_epoch = float(resume["best_val_acc"]), int(resume["best_epoch"])
     state.best_state = best_state_dict(resume) if resume.get("best_epoch") else None
+    state.best_val_probs = resume.get("best_val_probs")  # None from before they were kept
     state.history = [EpochStats(**h) for h in resume.get("history", [])]
     return int(resume["epoch"])
 

@@ -13,7 +13,7 @@ from fer_search import augment
 from fer_search.engine.devices import to_device
 from fer_search.errors import UserError
 
-__all__ = ["as_tensor", "epoch_metrics", "predict_probs", "to_input"]
+__all__ = ["as_tensor", "compact_probs", "epoch_metrics", "predict_probs", "to_input"]
 
 TTA = ("none", "flip", "crops", "tencrop")
 # ten-crop: the four corner crops and the centre crop of the image padded by 2 pixels (each a
@@ -79,6 +79,17 @@ def predict_probs(
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return torch.cat(out).cpu().numpy()  # one device-to-host copy (and sync) per call
+
+
+def compact_probs(probs: np.ndarray) -> torch.Tensor:
+    """Probabilities as float16 (a checkpoint keeps the best epoch's on val), each image's
+    predicted class kept: where rounding ties the top class with a lower-numbered one, the
+    top class is raised one float16 step, so argmax (and accuracy) read the same."""
+    half = probs.astype(np.float16)
+    pred = probs.argmax(1)
+    rows = np.flatnonzero(half.argmax(1) != pred)
+    half[rows, pred[rows]] = np.nextafter(half[rows, pred[rows]], np.float16(np.inf))
+    return torch.from_numpy(half)
 
 
 def epoch_metrics(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float, float]:

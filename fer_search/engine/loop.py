@@ -22,12 +22,19 @@ from fer_search.config import EpochStats, TrainConfig
 from fer_search.data import FERSplit
 from fer_search.engine.checkpoint import restore, resumable_payload, save_checkpoint
 from fer_search.engine.devices import configure_backends, out_of_memory, resolve_device, to_device
-from fer_search.engine.inference import as_tensor, epoch_metrics, predict_probs, to_input
+from fer_search.engine.inference import (
+    as_tensor,
+    compact_probs,
+    epoch_metrics,
+    predict_probs,
+    to_input,
+)
 from fer_search.engine.optim import lr_factor, update_ema
 from fer_search.engine.precision import amp_dtype, precision_name, use_channels_last
 from fer_search.engine.prepare import prepare_data, prepare_state, seed_everything
 from fer_search.engine.state import DeviceData, EpochCallback, TrainResult, TrainState
 from fer_search.errors import UserError
+from fer_search.stats import accuracy_ci
 
 __all__ = ["train"]
 
@@ -74,6 +81,7 @@ def train(
             message = f"non-finite {bad} at epoch {epoch} (lr={cfg.lr:g}); stopped"
             break
         val_loss, val_acc, val_f1 = _select(cfg, state, epoch, probs, val_split.labels)
+        low, high = accuracy_ci(val_split.labels, probs.argmax(1))
         stats = EpochStats(
             epoch=epoch,
             train_loss=train_loss,
@@ -85,6 +93,8 @@ def train(
             images_per_s=seen / train_time,
             epoch_time=time.perf_counter() - t0,
             precision=precision,
+            val_acc_ci95_lo=low,
+            val_acc_ci95_hi=high,
         )
         state.history.append(stats)
 
@@ -187,7 +197,7 @@ def _select(
     cfg: TrainConfig, state: TrainState, epoch: int, probs: np.ndarray, labels: np.ndarray
 ) -> tuple[float, float, float]:
     """Validation (loss, accuracy, macro F1); steps the plateau schedule and keeps a copy of the
-    weights when the epoch is the best so far."""
+    weights, and of the probabilities (float16), when the epoch is the best so far."""
     val_loss, val_acc, val_f1 = epoch_metrics(probs, labels)
     if cfg.schedule == "plateau":
         state.plateau.step(val_acc)
@@ -196,6 +206,7 @@ def _select(
         state.best_state = {
             k: v.detach().cpu().clone() for k, v in state.eval_model.state_dict().items()
         }
+        state.best_val_probs = compact_probs(probs)
     return val_loss, val_acc, val_f1
 
 

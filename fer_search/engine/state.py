@@ -13,6 +13,7 @@ from torch import nn
 
 from fer_search.config import EpochStats
 from fer_search.engine.optim import Plateau
+from fer_search.stats import recorded_interval
 
 __all__ = ["DeviceData", "EpochCallback", "TrainResult", "TrainState"]
 
@@ -31,6 +32,12 @@ class TrainResult:
     model: nn.Module | None = None  # holds the best-by-val weights at the end
     model_args: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"  # what the run trained in: "bf16" | "fp16" | "fp32"
+
+    @property
+    def best_val_acc_ci95(self) -> list[float] | None:
+        """The best epoch's val_acc interval [lo, hi] (None: a history from before them)."""
+        best = [h for h in self.history if h.epoch == self.best_epoch]
+        return recorded_interval(best[-1].__dict__) if best else None
 
 
 @dataclass
@@ -59,6 +66,7 @@ class TrainState:
     best_acc: float = -1.0
     best_epoch: int = 0
     best_state: dict[str, torch.Tensor] | None = None
+    best_val_probs: torch.Tensor | None = None  # the best epoch's on val: float16 (N, C)
     history: list[EpochStats] = field(default_factory=list)
 
     @property

@@ -13,6 +13,7 @@ import pandas as pd
 
 from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id, recorded_scheduler
 from fer_search.report.pareto import pareto_facts
+from fer_search.stats import recorded_interval
 
 __all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
 
@@ -182,7 +183,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "leaderboard_rows": len(board),
             "best_trial_id": best_trial_id(board, final),
             "leaderboard_top": top,
-            "leaderboard": board.head(top).to_dict("records"),
+            "leaderboard": leaderboard_records(board.head(top)),
             # "pruned" trials the scheduler never judged (the time budget ended them)
             "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
             "final": final,
@@ -193,6 +194,26 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             **pareto_facts(exp_dir, board, experiment),
         }
     )
+
+
+def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:
+    """The leaderboard's rows, each trial's val_acc interval in final.json's form: the CSV's
+    two columns `val_acc_ci95_lo`/`_hi` become `val_acc_ci95` [lo, hi] after val_acc (None
+    where a trial reported none; absent for a leaderboard from before intervals)."""
+    records = []
+    for row in board.to_dict("records"):
+        if f"{METRIC}_ci95_lo" not in row:
+            records.append(row)
+            continue
+        interval = recorded_interval(row)
+        record = {}
+        for key, value in row.items():
+            if not key.startswith(f"{METRIC}_ci95_"):
+                record[key] = value
+            if key == METRIC:
+                record[f"{METRIC}_ci95"] = interval
+        records.append(record)
+    return records
 
 
 def json_safe(value: Any) -> Any:

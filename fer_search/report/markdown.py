@@ -147,7 +147,9 @@ def md_refit(facts: dict[str, Any]) -> list[str]:
     lines = []
     for member in members:
         row = next((r for r in facts["leaderboard"] if r["trial_id"] == member["id"]), None)
-        score = f", best {METRIC} {fmt_pct(row[METRIC])}" if row else ""
+        score = (
+            f", best {METRIC} {fmt_ci(row[METRIC], row.get(f'{METRIC}_ci95'), True)}" if row else ""
+        )
         lines.append(
             f"- Refit: trial `{member.get('from_trial', '?')}`'s configuration trained again "
             f"from scratch for {member.get('epochs', '?')} epochs as `{member['id']}`"
@@ -225,7 +227,7 @@ def md_leaderboard(facts: dict[str, Any]) -> str:
             str(i),
             f"`{r['trial_id']}`",
             "time budget" if r["trial_id"] in cut else r["status"] or "—",
-            fmt_pct(r[METRIC]),
+            fmt_ci(r[METRIC], r.get(f"{METRIC}_ci95"), percent=True),
             fmt_num(r["val_f1"], 3),
             fmt_value(r["best_epoch"]),
             fmt_value(r["epochs"]),
@@ -311,14 +313,22 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
         members = ", ".join(
             f"`{m}` x{w:g}" for m, w in zip(chosen["members"], chosen["weights"], strict=True)
         )
-        picked = "the greedy selection" if chosen["chosen"] == "selection" else "the top-k average"
+        names = {"selection": "the greedy selection", "bagged": "the bagged selection"}
+        picked = names.get(chosen["chosen"], "the top-k average")
         greedy = chosen["selection"]
+        bagged = chosen.get("bagged")  # not in a final.json from before it
+        also = (
+            f"; the bagged selection val {fmt_pct(bagged['val_acc'])}, test "
+            f"{fmt_pct(bagged['test_acc'])}"
+            if bagged
+            else ""
+        )
         sentences.append(
             f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
             f"val {fmt_pct(chosen['val_acc'])}, test "
             f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
             f"The greedy selection scored val {fmt_pct(greedy['val_acc'])}, test "
-            f"{fmt_pct(greedy['test_acc'])}; the top-k average val "
+            f"{fmt_pct(greedy['test_acc'])}{also}; the top-k average val "
             f"{fmt_pct(chosen['top_k_val_acc'])}."
         )
     return sentences

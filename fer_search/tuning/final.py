@@ -28,35 +28,55 @@ SELECTION_RULE = (
     "is used once, here, after selection"
 )
 TTA_MODES = ("none", "flip", "tencrop")  # fewest views first: a tie keeps the cheaper one
-RESUME_ONLY = ("optimizer", "best_state_dict", "ema_state_dict", "best_is", "scaler")
+RESUME_ONLY = (
+    "optimizer",
+    "best_state_dict",
+    "ema_state_dict",
+    "best_is",
+    "scaler",
+    "best_val_probs",
+)
 
 
-def load_trial_model(checkpoint: Any, device: Any) -> tuple[dict[str, Any], Any]:
+def load_trial_model(checkpoint: Any, device: Any) -> tuple[dict[str, Any], Any, Any]:
+    """A trial checkpoint's best weights as a compact payload, its model, and the best epoch's
+    val probabilities the trial stored (a float16 tensor; None in checkpoints from before)."""
     from fer_search import engine
     from fer_search.tuning.trainable import CHECKPOINT_FILE
 
     with checkpoint.as_directory() as directory:
         payload = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
     payload["state_dict"] = engine.best_state_dict(payload)
+    stored = payload.get("best_val_probs")
     payload = {k: v for k, v in payload.items() if k not in RESUME_ONLY}
-    return payload, engine.model_from_checkpoint(payload, device)
+    return payload, engine.model_from_checkpoint(payload, device), stored
+
+
+def val_probs(stored: Any, model: Any, val: Any, where: Any) -> np.ndarray:
+    """A member's val probabilities: those its trial stored at its best epoch, else (a
+    checkpoint from before they were kept, or of other val images) its model's, computed."""
+    from fer_search import engine
+
+    if stored is not None and tuple(stored.shape) == (len(val.labels), len(val.class_names)):
+        return stored.float().numpy()
+    return engine.predict_probs(model, val.images, device=where)
 
 
 def evaluate_members(
     checkpoints: list[Any], val: Any, test: Any, device: str, top_k: int = 0
 ) -> list[dict]:
-    """Each checkpoint's probabilities on val and test; for the first `top_k` (the top-k
-    ensemble) also on flipped test; for the first (the best trial) its weights and the TTA
-    mode val picks (`tta_choice`). The others keep only their config."""
+    """Each checkpoint's probabilities on val (those its trial stored: val_probs) and test; for
+    the first `top_k` (the top-k ensemble) also on flipped test; for the first (the best trial)
+    its weights and the TTA mode val picks (`tta_choice`). The others keep only their config."""
     from fer_search import engine
 
     where = engine.resolve_device(device)
     members = []
     for i, checkpoint in enumerate(checkpoints):
-        payload, model = load_trial_model(checkpoint, where)
+        payload, model, stored = load_trial_model(checkpoint, where)
         member: dict[str, Any] = {
             "payload": payload if i == 0 else {"config": payload["config"]},
-            "val": engine.predict_probs(model, val.images, device=where),
+            "val": val_probs(stored, model, val, where),
             "test": engine.predict_probs(model, test.images, device=where),
         }
         if i < max(1, top_k):
@@ -256,8 +276,8 @@ def tta_record(choice: dict[str, Any], test: Any) -> dict[str, Any]:
 def selected_ensemble(
     members: list[dict[str, Any]], val: Any, test: Any, top_k: int
 ) -> dict[str, Any]:
-    """Ensemble selection with replacement over the whole pool against the top-k average,
-    chosen on val (fer_search.ensemble); both scored on test, once each."""
+    """Ensemble selection with replacement over the whole pool, and its bagged form, against
+    the top-k average, chosen on val (fer_search.ensemble); each scored on test, once."""
     from fer_search import ensemble, stats
 
     ids = [m["row"]["trial_id"] for m in members]
@@ -282,11 +302,13 @@ def selected_ensemble(
     return {
         "vs_top_k": stats.paired_comparison(test.labels, picked.argmax(1), average.argmax(1)),
         "method": "greedy forward selection with replacement on val (Caruana et al., 2004) "
-        f"over {len(members)} trials, against the top-{min(top_k, len(members))} average; "
-        "the one with the better val_acc is chosen",
+        f"over {len(members)} trials, and its bagged form ({ensemble.BAGS} seeded bags of "
+        f"{ensemble.BAG_FRACTION:.0%} of them, weights averaged), against the "
+        f"top-{min(top_k, len(members))} average; the one with the best val_acc is chosen",
         "chosen": choice["chosen"],
         **scored(choice["weights"]),
         "selection": scored(choice["selection_weights"]),
+        "bagged": scored(choice["bagged_weights"]),
         "top_k_val_acc": choice["top_k_val_acc"],
     }
 

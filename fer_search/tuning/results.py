@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_search.objectives import COSTS
+from fer_search.stats import percent, recorded_interval
 
 __all__ = [
     "FINAL_STATES",
@@ -118,6 +119,7 @@ def trial_row(
         ),
         "stopped_by": "",  # why a pruned trial stopped: its scheduler | time budget (tuning.study)
         "val_acc": float(frame.loc[best_i, "val_acc"]) if has else float("nan"),
+        **best_interval(frame if has else None, best_i),
         "val_f1": float(frame.loc[best_i, "val_f1"]) if has else float("nan"),
         "best_epoch": int(frame.loc[best_i, "epoch"]) if has else 0,
         "epochs": epochs,
@@ -144,6 +146,15 @@ def trial_row(
         else float("nan")
     )
     return row
+
+
+def best_interval(frame: Any, best_i: Any) -> dict[str, float]:
+    """The best epoch's val_acc interval as the trial reported it (the engine's per-epoch
+    `val_acc_ci95_lo`/`_hi`); NaN for a trial from before they were reported."""
+    names = ("val_acc_ci95_lo", "val_acc_ci95_hi")
+    if frame is None or not all(name in frame for name in names):
+        return dict.fromkeys(names, float("nan"))
+    return {name: float(frame.loc[best_i, name]) for name in names}
 
 
 def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> list[dict]:
@@ -210,7 +221,9 @@ def summary_line(rows: list[dict[str, Any]], exp: Path, wall: float) -> str:
     if not ranked:
         return f"{done} in {wall:.0f} s; no trial finished an epoch; results in {exp}"
     best = ranked[0]
+    interval = recorded_interval(best)  # None for trials from before they reported one
+    val_acc = percent(best["val_acc"], interval) + (" (95 % interval)" if interval else "")
     return (
-        f"{done} in {wall:.0f} s; best {best['trial_id']} val_acc {best['val_acc'] * 100:.2f} % "
-        f"(epoch {best['best_epoch']}); results in {exp}"
+        f"{done} in {wall:.0f} s; best {best['trial_id']} at epoch {best['best_epoch']}: "
+        f"val_acc {val_acc}; results in {exp}"
     )
