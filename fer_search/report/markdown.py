@@ -217,7 +217,10 @@ def table_params(facts: dict[str, Any]) -> list[str]:
 
 def md_leaderboard(facts: dict[str, Any]) -> str:
     rows, params, total = facts["leaderboard"], table_params(facts), facts["leaderboard_rows"]
-    title = f"## Leaderboard (top {len(rows)} of {total}, best {METRIC} first)"
+    order = f"best {METRIC} first"
+    if rows and "eligible" in rows[0]:  # a constrained or picked search ranks what it allows first
+        order = f"the trials the constraints and `pick` allow first, then best {METRIC}"
+    title = f"## Leaderboard (top {len(rows)} of {total}, {order})"
     if not rows:
         return f"{title}\n\nNo trials recorded."
     header = ["#", "trial", "status", "val acc", "val F1", "best epoch", "epochs", "time", *params]
@@ -441,11 +444,12 @@ def md_pareto(facts: dict[str, Any]) -> str:
             "median of 30 batch-1 forward passes on the CPU with one thread."
         )
     if limits:
+        over = len(facts.get("infeasible_trials") or [])
         lines.append(
             "\nConstraints: "
-            + ", ".join(f"{key} {value:,.6g}" for key, value in limits.items())
-            + f" (Optuna trial constraints; {len(facts.get('infeasible_trials') or [])} "
-            "scored trials exceed them and are never chosen)."
+            + ", ".join(f"{key} {fmt_cost(key[4:], value)}" for key, value in limits.items())
+            + f" (Optuna trial constraints; {over} scored trial{'s' if over != 1 else ''} "
+            f"exceed{'s' if over == 1 else ''} them, never on the front nor chosen)."
         )
     lines += ["", ASHA_SENTENCE.format(scheduler=facts["experiment"].get("scheduler", "asha"))]
     front = facts.get("pareto_front") or []
