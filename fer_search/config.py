@@ -22,6 +22,7 @@ SCHEDULERS: dict[str, str] = {
     "asha": "ASHA",
     "hyperband": "HyperBand",
     "median": "the median rule",
+    "pbt": "PBT",
     "fifo": "",
 }
 IMAGE_SIZE = 48

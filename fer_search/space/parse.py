@@ -16,6 +16,7 @@ from typing import Any
 from fer_search.config import TRAIN_FIELDS, TrainConfig, coerce
 from fer_search.errors import UserError, did_you_mean
 from fer_search.space.experiment import experiment_from_file
+from fer_search.space.mutations import check_pbt
 from fer_search.space.schema import KINDS, Param, SearchSpace
 from fer_search.space.values import check_value, number, resolve_path
 
@@ -72,7 +73,9 @@ def load_space_dict(d: dict, source: str = "<dict>") -> SearchSpace:
         raise UserError(f"{source}: missing `params:` (the parameters to search)")
     params = _parse_params(d["params"], source)
     points = _parse_points(d.get("points_to_evaluate"), params, source)
-    return SearchSpace(name, description.strip(), params, experiment, source, points)
+    space = SearchSpace(name, description.strip(), params, experiment, source, points)
+    check_pbt(space, f"{source}: experiment.scheduler")
+    return space
 
 
 def _parse_points(raw: Any, params: tuple[Param, ...], source: str) -> tuple[dict[str, Any], ...]:
