@@ -28,6 +28,7 @@ from fer_search.tuning.experiment import (
     write_json,
 )
 from fer_search.tuning.options import SearchOptions
+from fer_search.tuning.pbt import add_lineage, close_pbt_study
 from fer_search.tuning.results import (
     FINAL_STATES,
     saved_search_complete,
@@ -171,7 +172,11 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     states = saved_or_live_states(trial_states(location), live_trial_states(results))
     rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
-    close_study(exp, rows, space.experiment.metric, space.experiment.scheduler)
+    if space.experiment.scheduler == "pbt":
+        add_lineage(rows, exp, space, location)  # the `lineage` column
+        close_pbt_study(exp, rows, space.experiment.metric)
+    else:
+        close_study(exp, rows, space.experiment.metric, space.experiment.scheduler)
     finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
     write_leaderboard(rows, exp)
     record["wall_time_s"] = time.time() - started + prior_wall
