@@ -289,7 +289,7 @@ def test_pbt_search_end_to_end_records_lineage_and_an_honest_study(tmp_path):
     import csv
 
     import optuna
-    from helpers import run_fer_search, tiny_space
+    from helpers import one_line_error, run_fer_search, tiny_space
 
     space = tmp_path / "tiny.yaml"
     extra = "  weight_decay: {type: loguniform, low: 1e-5, high: 1e-3}\n"
@@ -329,3 +329,5 @@ def test_pbt_search_end_to_end_records_lineage_and_an_honest_study(tmp_path):
         else:
             assert trial.state.name == "COMPLETE"
             assert trial.values[0] == pytest.approx(float(row["val_acc"]))
+    resumed = run_fer_search("--resume", str(exp))  # refused, in one line, before any work
+    assert "--resume of a PBT search is not supported" in one_line_error(resumed)

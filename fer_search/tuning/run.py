@@ -86,6 +86,12 @@ def resume_search(path: str | Path, data: Any = None, options: SearchOptions | N
     options = options or SearchOptions()
     options.validate()
     exp, record = load_experiment(path)
+    if recorded_scheduler(record) == "pbt":
+        raise UserError(
+            f"{exp}: --resume of a PBT search is not supported (Tune would restart PBT with "
+            f"none of its population's scores or copied checkpoints; untested); its trials so "
+            f"far are in {exp / 'leaderboard.csv'}: start a new search to go on"
+        )
     space = load_space(str(exp / "space.yaml"))
     data = data if data is not None else data_from_record(record)
     # the scheduler it ran with (a space.yaml from before `scheduler` says asha for --no-asha)
