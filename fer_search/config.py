@@ -23,6 +23,7 @@ SCHEDULERS: dict[str, str] = {
     "asha": "ASHA",
     "hyperband": "HyperBand",
     "median": "the median rule",
+    "pbt": "PBT",
     "fifo": "",
 }
 IMAGE_SIZE = 48

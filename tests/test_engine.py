@@ -171,6 +171,33 @@ def test_resume_continues_after_the_saved_epoch(splits, tmp_path, ema):
     assert resumed.best_val_acc == max(h.val_acc for h in resumed.history)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_a_run_resumed_with_new_settings_trains_with_them(splits, tmp_path, optimizer):
+    """PBT resumes a trial from another's checkpoint with a perturbed lr, weight decay and
+    augmentation: the optimiser state comes back, the checkpoint's lr and weight decay do not,
+    and the schedule scales the new lr from the step it reached."""
+    old = config(epochs=3, optimizer=optimizer, lr=0.01, weight_decay=1e-4, schedule="cosine")
+    path = tmp_path / "epoch1.pt"
+    train(old, *splits, on_epoch=lambda stats, save: save(path) if stats.epoch == 1 else None)
+    payload = load_checkpoint(path)
+    assert payload["optimizer"]["param_groups"][0]["lr"] != 0.05
+
+    new = dataclasses.replace(old, lr=0.05, weight_decay=3e-3, rotation=10.0)
+    seen: list[tuple[int, float, dict]] = []
+
+    def record(stats, save):
+        save(tmp_path / f"resumed{stats.epoch}.pt")
+        groups = load_checkpoint(tmp_path / f"resumed{stats.epoch}.pt")["optimizer"]["param_groups"]
+        seen.append((stats.epoch, stats.lr, groups))
+
+    train(new, *splits, resume=payload, on_epoch=record)
+    steps = len(splits[0]) // new.batch_size
+    assert [epoch for epoch, _, _ in seen] == [2, 3]
+    for epoch, lr, groups in seen:  # the last step's lr on the new cosine schedule
+        assert lr == pytest.approx(0.05 * lr_factor(new, epoch * steps - 1, 3 * steps, steps))
+        assert [g["weight_decay"] for g in groups] == [3e-3, 0.0]
+
+
 def test_resume_from_a_finished_run_trains_nothing(splits, tmp_path):
     cfg = config()
     path = tmp_path / "last.pt"

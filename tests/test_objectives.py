@@ -107,6 +107,8 @@ def test_pick_needs_objectives_and_metric_must_stay_their_first():
         apply_overrides(load_space_dict(space_dict(objectives=OBJECTIVES)), pick="latncy_ms<=2")
     with pytest.raises(UserError, match="must be the first of"):
         apply_overrides(load_space_dict(space_dict(objectives=OBJECTIVES)), metric="val_loss")
+    with pytest.raises(UserError, match="--scheduler=pbt exploits on one metric"):
+        apply_overrides(load_space_dict(space_dict(objectives=OBJECTIVES)), scheduler="pbt")
 
 
 def test_cli_refuses_a_bad_pick_before_searching(tmp_path):

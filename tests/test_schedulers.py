@@ -207,3 +207,127 @@ def test_only_a_trial_saved_paused_takes_its_live_final_state():
     assert saved_or_live_states(saved, live) == {
         "a": "TERMINATED", "b": "RUNNING", "c": "PAUSED", "d": "TERMINATED"
     }  # fmt: skip
+
+
+# ---------------------------------------------------------------- PBT
+PBT_PARAMS: dict[str, Any] = {
+    "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
+    "lr@sgd": {"type": "loguniform", "low": 0.01, "high": 0.2, "when": {"optimizer": "sgd"}},
+    "lr@adamw": {"type": "loguniform", "low": 1e-4, "high": 3e-3, "when": {"optimizer": "adamw"}},
+    "weight_decay": {"type": "uniform", "low": 0.0, "high": 1e-3},
+    "rotation": {"type": "uniform", "low": 0.0, "high": 20.0, "step": 5.0},  # a grid: not PBT's
+    "mixup": {"type": "uniform", "low": 0.0, "high": 0.4, "when": {"optimizer": "adamw"}},
+    "dropout": {"type": "uniform", "low": 0.0, "high": 0.5},  # not a mutable setting
+}
+
+
+def _pbt_space(params: dict[str, Any] | None = None, **experiment: Any):
+    settings = {"scheduler": "pbt", "epochs": 8, **experiment}
+    return load_space_dict({"experiment": settings, "params": params or PBT_PARAMS}, "s.yaml")
+
+
+def test_pbt_is_rays_with_mutations_derived_from_the_space():
+    from ray.tune.search.sample import Float
+
+    scheduler = make_scheduler(_pbt_space(perturbation_interval=3))
+    assert type(scheduler).__name__ == "PopulationBasedTraining"
+    assert (scheduler._time_attr, scheduler._perturbation_interval) == ("epoch", 3)
+    mutations = scheduler._hyperparam_mutations
+    assert list(mutations) == ["lr", "weight_decay", "mixup"]  # not rotation's grid, not dropout
+    assert all(isinstance(domain, Float) for domain in mutations.values())
+    lr, wd = mutations["lr"], mutations["weight_decay"]
+    assert (lr.lower, lr.upper, type(lr.sampler).__name__) == (1e-4, 0.2, "_LogUniform")
+    assert (wd.lower, wd.upper, type(wd.sampler).__name__) == (0.0, 1e-3, "_Uniform")
+    # a trial checkpoints where PBT may copy it or pause it
+    assert checkpoint_epochs(_pbt_space(perturbation_interval=3)) == [3, 6]
+    assert checkpoint_epochs(_pbt_space()) == [2, 4, 6, 8]  # default: a quarter of the epochs
+
+
+def test_pbt_keeps_a_perturbed_config_inside_the_active_parameters_range():
+    from fer_search.tuning.schedulers import KeepInSpace
+
+    keep = KeepInSpace(_pbt_space())
+    sgd = keep({"optimizer": "sgd", "lr": 0.3, "weight_decay": -1e-4, "mixup": 0.12})
+    # lr@sgd's range; weight_decay's; mixup is not sampled for SGD: back to its default
+    assert (sgd["lr"], sgd["weight_decay"], sgd["mixup"]) == (0.2, 0.0, 0.0)
+    adamw = keep({"optimizer": "adamw", "lr": 0.01, "weight_decay": 5e-4, "mixup": 0.12})
+    assert (adamw["lr"], adamw["weight_decay"], adamw["mixup"]) == (3e-3, 5e-4, 0.12)
+
+
+@pytest.mark.parametrize(
+    ("params", "experiment", "message"),
+    [
+        ({"dropout": {"type": "uniform", "low": 0.0, "high": 0.5}}, {},
+         r"^s\.yaml: experiment\.scheduler=pbt needs a continuous range .* over one of lr, "
+         r"weight_decay, hflip"),
+        ({"lr": {"type": "categorical", "choices": [0.01, 0.1]}}, {},
+         r"this space samples none$"),
+        (None, {"perturbation_interval": 8},
+         r"^s\.yaml: experiment\.perturbation_interval=8 must be < epochs=8"),
+        (None, {"epochs": 1}, r"^s\.yaml: experiment\.epochs=1 leaves PBT no epoch to perturb"),
+        (None, {"max_concurrent": 2}, r"^s\.yaml: experiment\.max_concurrent=2 cannot limit pbt"),
+    ],
+)  # fmt: skip
+def test_pbt_settings_are_checked(params, experiment, message):
+    with pytest.raises(UserError, match=message):
+        _pbt_space(params, **experiment)
+
+
+def test_cli_scheduler_pbt_on_a_space_pbt_cannot_perturb_names_the_flag():
+    space = _space()  # samples lr: fine
+    assert apply_overrides(space, scheduler="pbt").experiment.scheduler == "pbt"
+    fixed = load_space_dict({"params": {"dropout": {"type": "uniform", "low": 0, "high": 0.5}}},
+                            source="s.yaml")  # fmt: skip
+    with pytest.raises(UserError, match=r"^--scheduler=pbt needs a continuous range"):
+        apply_overrides(fixed, scheduler="pbt")
+
+
+def test_pbt_search_end_to_end_records_lineage_and_an_honest_study(tmp_path):
+    """4 trials x 4 epochs, a perturbation every epoch: PBT copies at least one trial; the
+    leaderboard and report say which it copied, when and what changed; optuna.db holds each
+    initial configuration, none RUNNING, an exploited one PRUNED at its first copy."""
+    import csv
+
+    import optuna
+    from helpers import one_line_error, run_fer_search, tiny_space
+
+    space = tmp_path / "tiny.yaml"
+    extra = "  weight_decay: {type: loguniform, low: 1e-5, high: 1e-3}\n"
+    space.write_text(tiny_space("pbt", trials=4, epochs=4, scheduler="pbt",
+                                perturbation_interval=1, params=extra))  # fmt: skip
+    exp = tmp_path / "results" / "pbt"
+    proc = run_fer_search(
+        "--space", str(space), "--data", "demo", "--demo-size", "0.25", "--storage",
+        str(tmp_path / "results"), "--name", "pbt", "--verbose", "1", "--no-final-eval",
+        env={"RAY_DEDUP_LOGS": "0"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with (exp / "leaderboard.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len({r["trial_id"] for r in rows}) == 4 and statuses(rows) == {"completed"}
+    copied = [r for r in rows if r["lineage"]]
+    assert copied, "PBT copied no trial"
+    ids = {r["trial_id"] for r in rows}
+    for row in copied:
+        assert row["lineage"].startswith("copied ") and row["lineage"].split()[1] in ids
+    report = (exp / "report.md").read_text()
+    assert "## PBT lineage" in report and copied[0]["lineage"] in report
+
+    study = optuna.load_study(study_name="pbt", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert {t.state.name for t in study.trials} <= {"COMPLETE", "PRUNED"}  # none RUNNING
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert set(by_id) == ids
+    for row in rows:
+        trial = by_id[row["trial_id"]]
+        assert trial.user_attrs["pbt"] == "initial configuration"
+        if row["lineage"]:  # its initial configuration ran until PBT replaced it
+            first = trial.user_attrs["pbt_exploits"][0]["epoch"]
+            assert (trial.state.name, trial.user_attrs["stopped_by"]) == ("PRUNED", "pbt")
+            assert max(trial.intermediate_values) == first
+            assert trial.user_attrs["pbt_lineage"] == row["lineage"]
+            assert trial.user_attrs["pbt_final_val_acc"] == pytest.approx(float(row["val_acc"]))
+        else:
+            assert trial.state.name == "COMPLETE"
+            assert trial.values[0] == pytest.approx(float(row["val_acc"]))
+    resumed = run_fer_search("--resume", str(exp))  # refused, in one line, before any work
+    assert "--resume of a PBT search is not supported" in one_line_error(resumed)

@@ -566,7 +566,7 @@ def test_the_leaderboard_holds_each_trials_best_epoch_interval(tmp_path):
 
     from fer_search.tuning.results import summary_line, trial_row, write_leaderboard
 
-    space = SimpleNamespace(params=(), experiment=SimpleNamespace(epochs=3))
+    space = SimpleNamespace(params=(), experiment=SimpleNamespace(epochs=3), measures_cost=False)
     new = trial_row(fake_result("new", [0.40, 0.55, 0.50], True), space, tmp_path, {}, {})
     old = trial_row(fake_result("old", [0.30, 0.45, 0.41], False), space, tmp_path, {}, {})
     assert (new["val_acc"], new["best_epoch"]) == (0.55, 2)

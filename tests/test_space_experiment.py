@@ -63,7 +63,7 @@ def test_a_space_saved_before_the_keys_existed_still_loads(tmp_path):
         (
             {"scheduler": "hyperbnd"},
             "s.yaml: experiment.scheduler='hyperbnd' is not one of asha, hyperband, median, "
-            "fifo; did you mean 'hyperband'?",
+            "pbt, fifo; did you mean 'hyperband'?",
         ),
         (
             {"min_samples_required": 0},

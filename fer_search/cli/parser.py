@@ -200,7 +200,9 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         metavar="{" + ",".join(SCHEDULERS) + "}",  # checked with the space (did you mean)
         help="Ray Tune's trial scheduler: asha (the space's default), hyperband (synchronous; "
         "pauses trials at its milestones and resumes them from a checkpoint), median (the "
-        "median stopping rule) or fifo (every trial to max_t)",
+        "median stopping rule), pbt (population based training: copies better trials' "
+        "checkpoints and perturbs lr, weight decay and augmentation) or fifo (every trial to "
+        "max_t)",
     )
     exp.add_argument(
         "--epochs", type=int, default=None, help="epochs per trial = the scheduler's max_t"

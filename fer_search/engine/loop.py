@@ -29,7 +29,7 @@ from fer_search.engine.inference import (
     predict_probs,
     to_input,
 )
-from fer_search.engine.optim import lr_factor, update_ema
+from fer_search.engine.optim import apply_settings, lr_factor, update_ema
 from fer_search.engine.precision import amp_dtype, precision_name, use_channels_last
 from fer_search.engine.prepare import prepare_data, prepare_state, seed_everything
 from fer_search.engine.state import DeviceData, EpochCallback, TrainResult, TrainState
@@ -66,7 +66,10 @@ def train(
     data = prepare_data(cfg, train_split, device)
     val_images = to_device(as_tensor(val_split.images), device)  # once per trial, not per epoch
     state = prepare_state(cfg, len(train_split.class_names), device)
-    start_epoch = restore(state, resume) if resume is not None else 0
+    start_epoch = 0
+    if resume is not None:  # the checkpoint's optimiser state, with this run's settings
+        start_epoch = restore(state, resume)
+        apply_settings(state.optimizer, cfg)
 
     status, message = "completed", f"trained {cfg.epochs} epochs"
     for epoch in range(start_epoch + 1, cfg.epochs + 1):

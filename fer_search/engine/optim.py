@@ -11,7 +11,15 @@ from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from fer_search.config import TrainConfig
 
-__all__ = ["Plateau", "ema_decay", "lr_factor", "make_optimizer", "new_ema", "update_ema"]
+__all__ = [
+    "Plateau",
+    "apply_settings",
+    "ema_decay",
+    "lr_factor",
+    "make_optimizer",
+    "new_ema",
+    "update_ema",
+]
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -32,6 +40,16 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
             groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, fused=fused
         )
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999), fused=fused)
+
+
+def apply_settings(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    """The run's lr and weight decay back on an optimiser that loaded a checkpoint's state: its
+    load_state_dict restores the saved param_groups' settings too, and a run resumed with new
+    ones (PBT perturbs a copied trial's lr and weight decay) must train with them. The groups
+    are make_optimizer's: [decayed, not decayed]; the schedule scales cfg.lr at every step."""
+    for i, group in enumerate(optimizer.param_groups):
+        group["lr"] = cfg.lr
+        group["weight_decay"] = cfg.weight_decay if i == 0 else 0.0
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:

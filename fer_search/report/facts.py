@@ -186,6 +186,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "leaderboard": leaderboard_records(board.head(top)),
             # "pruned" trials the scheduler never judged (the time budget ended them)
             "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
+            "lineage": pbt_lineage(searched),
             "final": final,
             "importances": importances,
             "importances_note": importances_note,
@@ -214,6 +215,16 @@ def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:
                 record[f"{METRIC}_ci95"] = interval
         records.append(record)
     return records
+
+
+def pbt_lineage(board: pd.DataFrame) -> list[dict[str, Any]]:
+    """A PBT search's exploits, one entry per trial PBT changed (its `lineage` column)."""
+    if "lineage" not in board:
+        return []
+    changed = board[board["lineage"].fillna("").astype(str) != ""]
+    return [{"trial_id": t, "lineage": text, "val_acc": v}
+            for t, text, v in zip(changed["trial_id"], changed["lineage"], changed["val_acc"],
+                                  strict=True)]  # fmt: skip
 
 
 def json_safe(value: Any) -> Any:

@@ -88,6 +88,7 @@ def render_markdown(facts: dict[str, Any]) -> str:
         md_header(facts),
         md_leaderboard(facts),
         md_pareto(facts),
+        md_lineage(facts),
         md_final(facts),
         md_per_class(facts),
         md_importances(facts),
@@ -196,6 +197,8 @@ def md_epochs(facts: dict[str, Any]) -> str:
     text = f"{head} of {budget} possible ({decided} trials × {exp.get('max_t')} epochs)"
     if not name:
         return text + "; no early stopping (FIFO)"
+    if scheduler == "pbt":  # stops no trial; see the lineage section
+        return text + f"; PBT perturbs every {exp.get('perturbation_interval') or '?'} epochs"
     settings = {
         "asha": ("grace_period", "reduction_factor"),
         "hyperband": ("reduction_factor",),
@@ -253,6 +256,31 @@ FINAL_HEADER = [
     "test acc, flip TTA (PrivateTest)",
     "test macro-F1 (PrivateTest)",
 ]
+
+
+def md_lineage(facts: dict[str, Any]) -> str:
+    """PBT: which trials copied which, when, and what changed; how Optuna records them."""
+    if recorded_scheduler(facts["experiment"]) != "pbt":
+        return ""
+    entries = facts.get("lineage") or []
+    lines = [
+        "## PBT lineage",
+        "",
+        "Every trial started from its own configuration, sampled from the Optuna study before "
+        "training. At each perturbation a trial in the bottom quarter copied the weights and "
+        "configuration of one in the top quarter and perturbed its lr, weight decay and "
+        "augmentation strengths (from the copied trial's value -> to the new one). In "
+        "optuna.db a trial PBT never changed is COMPLETE with its best val_acc; one it changed "
+        "is PRUNED at the epoch of its first copy (`stopped_by: pbt`), its lineage and final "
+        "result in user attributes (`pbt_lineage`, `pbt_final_val_acc`).",
+        "",
+    ]
+    if not entries:
+        return "\n".join([*lines, "PBT copied no trial in this search."])
+    rows = [
+        [str(e["trial_id"]), md_cell(str(e["lineage"])), fmt_pct(e["val_acc"])] for e in entries
+    ]
+    return "\n".join([*lines, md_table(["trial", "lineage", "val_acc"], "llr", rows)])
 
 
 def md_final(facts: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from fer_search.config import SCHEDULERS
 from fer_search.errors import UserError, did_you_mean
 from fer_search.objectives import parse_pick
+from fer_search.space.mutations import check_pbt, perturbation_interval
 from fer_search.space.schema import METRICS, Experiment, SearchSpace
 from fer_search.space.values import number
 
@@ -31,6 +32,7 @@ AT_LEAST: dict[str, int] = {
     "checkpoint_every": 1,
     "max_failures": 0,
     "min_samples_required": 1,
+    "perturbation_interval": 0,
 }
 # Choices: setting -> what it may be.
 CHOICES: dict[str, Any] = {"metric": METRICS, "scheduler": SCHEDULERS}
@@ -80,12 +82,15 @@ def _check(exp: Experiment, label: Label) -> None:
         raise UserError(
             f"{label('grace_period')}={exp.grace_period} must be <= epochs={exp.epochs}"
         )
-    if exp.scheduler == "hyperband" and exp.max_concurrent:
+    if exp.scheduler in ("hyperband", "pbt") and exp.max_concurrent:
+        what = "a bracket never fills" if exp.scheduler == "hyperband" else "PBT's population"
         raise UserError(
-            f"{label('max_concurrent')}={exp.max_concurrent} cannot limit hyperband (Tune would "
-            f"count its paused trials and a bracket never fills); leave it 0: the resources "
+            f"{label('max_concurrent')}={exp.max_concurrent} cannot limit {exp.scheduler} (Tune "
+            f"would count its paused trials and {what} never fills); leave it 0: the resources "
             f"per trial bound the trials at once"
         )
+    if exp.scheduler == "pbt":
+        _check_pbt(exp, label)
     if exp.time_budget and exp.refit_budget >= exp.time_budget:
         raise UserError(
             f"{label('refit_budget')}={exp.refit_budget:g} must be less than "
@@ -98,6 +103,20 @@ def _check(exp: Experiment, label: Label) -> None:
         raise UserError(
             f"{label('gpus_per_trial')} must be in (0, 1] (a trial trains on one GPU), "
             f"got {gpus!r} (leave it out to let the search decide)"
+        )
+
+
+def _check_pbt(exp: Experiment, label: Label) -> None:
+    """PBT perturbs a trial between epochs: it needs a point before the last epoch."""
+    interval = perturbation_interval(exp.epochs, exp.perturbation_interval)
+    if exp.epochs < 2:
+        raise UserError(
+            f"{label('epochs')}={exp.epochs} leaves PBT no epoch to perturb at; use >= 2"
+        )
+    if interval >= exp.epochs:
+        raise UserError(
+            f"{label('perturbation_interval')}={interval} must be < epochs={exp.epochs} (PBT "
+            f"perturbs a trial every this many epochs, before its last)"
         )
 
 
@@ -138,6 +157,7 @@ def apply_overrides(space: SearchSpace, **overrides: Any) -> SearchSpace:
 
     space = dataclasses.replace(space, experiment=build_experiment(values, label))
     check_pick(space, label("pick"))
+    check_pbt(space, label("scheduler"))
     return space
 
 

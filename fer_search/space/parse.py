@@ -17,6 +17,7 @@ from fer_search.config import TRAIN_FIELDS, TrainConfig, coerce
 from fer_search.errors import UserError, did_you_mean
 from fer_search.objectives import parse_constraints, parse_objectives
 from fer_search.space.experiment import check_pick, experiment_from_file
+from fer_search.space.mutations import check_pbt
 from fer_search.space.schema import KINDS, Param, SearchSpace
 from fer_search.space.values import check_value, number, resolve_path
 
@@ -92,6 +93,7 @@ def load_space_dict(d: dict, source: str = "<dict>") -> SearchSpace:
         constraints=parse_constraints(d.get("constraints"), source),
     )
     check_pick(space, f"{source}: experiment.pick")
+    check_pbt(space, f"{source}: experiment.scheduler")
     return space
 
 

@@ -56,13 +56,16 @@ class Param:
 class Experiment:
     """How the search runs: its scheduler, trial count, resources. CLI flags override these."""
 
-    # Ray Tune's trial scheduler: asha | hyperband | median | fifo (config.SCHEDULERS)
+    # Ray Tune's trial scheduler: asha | hyperband | median | pbt | fifo (config.SCHEDULERS)
     scheduler: str = "asha"
     epochs: int = 10  # each trial's epochs = the scheduler's max_t
     grace_period: int = 1  # epochs before ASHA or the median rule may stop a trial
     reduction_factor: int = 3  # ASHA's and HyperBand's (eta)
     # the median rule judges a trial against at least this many others' running means
     min_samples_required: int = 3
+    # PBT: epochs between a trial's perturbations (exploit + explore); 0 = a quarter of the
+    # epochs, at least 1 (space.mutations.perturbation_interval)
+    perturbation_interval: int = 0
     num_samples: int = 10
     seed: int = 0
     metric: str = "val_acc"

@@ -16,10 +16,21 @@ the attribute when a release removes or renames one of them; fix it here, nowher
   PAUSED after it ended, when `CheckpointConfig(num_to_keep)` is set (it only re-serialises
   trials marked for it); the ResultGrid `fit()` returns holds the live trials, in the private
   `_experiment_analysis`, with their true final status (run.saved_or_live_states).
+- PopulationBasedTraining logs each exploit as one JSON line of `pbt_global.txt` in the
+  experiment directory (ray/tune/schedulers/pbt.py, `_log_config_on_step`): [target trial's
+  original experiment tag, donor's tag, target's training_iteration, donor's
+  training_iteration, donor's config, the target's new config]. The tag is the one the trial
+  was created with (Tune appends `@perturbed[...]` to a trial's experiment_tag when it is
+  exploited). `pbt_exploits` reads it for the lineage (tuning.pbt). BasicVariantGenerator
+  tags the trials it makes from `points_to_evaluate` with their index, in order ("0", "1",
+  ...; then "_" and any sampled variables): `pbt_point_index`.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -31,12 +42,67 @@ __all__ = [
     "optuna_search_completed",
     "optuna_search_study",
     "optuna_search_trials",
+    "pbt_exploits",
+    "pbt_original_tag",
+    "pbt_point_index",
     "restored_run_config",
 ]
 
 CHECKED_ON = {"ray": "2.60.0", "optuna": "5.1.0"}
 QUIET_LOGGERS = ("ray.train._internal.storage",)  # one INFO line per checkpoint
 OPTUNA_SEARCH_ATTRS = ("_ot_trials", "_ot_study", "_completed_trials")
+PBT_LOG = "pbt_global.txt"
+PBT_PERTURBED = "@perturbed"  # what PBT appends to an exploited trial's experiment_tag
+
+
+@dataclass(frozen=True)
+class PBTExploit:
+    """One exploit PBT logged: `target` took `donor`'s checkpoint and `new_config`."""
+
+    target_tag: str
+    donor_tag: str
+    target_iteration: int
+    donor_iteration: int
+    donor_config: dict[str, Any]
+    new_config: dict[str, Any]
+
+
+def pbt_exploits(experiment_dir: Path | str) -> list[PBTExploit]:
+    """Every exploit of a PBT search, in order, from its `pbt_global.txt` ([] when none); a line
+    that is not the 6-item list Ray 2.60 writes raises ValueError naming it."""
+    path = Path(experiment_dir) / PBT_LOG
+    if not path.is_file():
+        return []
+    exploits = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        if not (
+            isinstance(item, list) and len(item) == 6 and all(isinstance(x, dict) for x in item[4:])
+        ):
+            raise ValueError(
+                f"{path}:{number}: not Ray {CHECKED_ON['ray']}'s PBT log line "
+                f"[target tag, donor tag, target iteration, donor iteration, donor config, "
+                f"new config]: {line[:200]}"
+            )
+        target, donor, target_it, donor_it, donor_config, new_config = item
+        exploits.append(
+            PBTExploit(str(target), str(donor), int(target_it), int(donor_it), donor_config,
+                       new_config)
+        )  # fmt: skip
+    return exploits
+
+
+def pbt_point_index(experiment_tag: str) -> int | None:
+    """The index in points_to_evaluate of the point a trial was made from (its tag's counter)."""
+    head = pbt_original_tag(experiment_tag).partition("_")[0]
+    return int(head) if head.isdigit() else None
+
+
+def pbt_original_tag(experiment_tag: str) -> str:
+    """A trial's experiment tag as it was created (the one PBT's log names it by)."""
+    return experiment_tag.partition(PBT_PERTURBED)[0]
 
 
 def optuna_search_trials(searcher: Any) -> dict[str, Any]:
@@ -99,6 +165,17 @@ def missing_internals() -> list[str]:
 
     if "self._experiment_analysis" not in inspect.getsource(ResultGrid.__init__):
         problems.append("ray.tune.ResultGrid no longer keeps its trials in _experiment_analysis")
+    from ray.tune.schedulers import pbt
+
+    source = inspect.getsource(pbt.PopulationBasedTraining._log_config_on_step)
+    if f'"{PBT_LOG}"' not in source or "trial_to_clone.config" not in source:
+        problems.append(f"ray.tune.schedulers.pbt no longer logs exploits to {PBT_LOG}")
+    if f'"{{}}{PBT_PERTURBED}[{{}}]"' not in inspect.getsource(pbt._make_experiment_tag):
+        problems.append(f"ray's PBT no longer marks an exploited trial's tag with {PBT_PERTURBED}")
+    from ray.tune.search.basic_variant import _TrialIterator
+
+    if "experiment_tag = str(self.counter)" not in inspect.getsource(_TrialIterator.create_trial):
+        problems.append("ray's BasicVariantGenerator no longer tags a trial with its counter")
     services = importlib.import_module("ray._private.services")
     if not callable(getattr(services, "canonicalize_bootstrap_address", None)):
         problems.append("ray._private.services.canonicalize_bootstrap_address is gone")

@@ -110,6 +110,7 @@ def new_record(
     options: Any, exp: Path, space: Any, data: Any, plan: dict[str, Any]
 ) -> dict[str, Any]:
     """experiment.json: how the search was started; `--resume` and the report read it."""
+    from fer_search.space.mutations import perturbation_interval
     from fer_search.tuning.results import searched_settings
 
     ex = space.experiment
@@ -124,6 +125,7 @@ def new_record(
         "grace_period": ex.grace_period,
         "reduction_factor": ex.reduction_factor,
         "min_samples_required": ex.min_samples_required,
+        "perturbation_interval": perturbation_interval(ex.epochs, ex.perturbation_interval),
         "num_samples": ex.num_samples,
         # read by fer-search releases from before `scheduler` (--resume, report)
         "asha": ex.scheduler == "asha",

@@ -28,6 +28,7 @@ from fer_search.tuning.experiment import (
     write_json,
 )
 from fer_search.tuning.options import SearchOptions
+from fer_search.tuning.pbt import add_lineage, close_pbt_study
 from fer_search.tuning.results import (
     FINAL_STATES,
     choose,
@@ -86,6 +87,12 @@ def resume_search(path: str | Path, data: Any = None, options: SearchOptions | N
     options = options or SearchOptions()
     options.validate()
     exp, record = load_experiment(path)
+    if recorded_scheduler(record) == "pbt":
+        raise UserError(
+            f"{exp}: --resume of a PBT search is not supported (Tune would restart PBT with "
+            f"none of its population's scores or copied checkpoints; untested); its trials so "
+            f"far are in {exp / 'leaderboard.csv'}: start a new search to go on"
+        )
     space = load_space(str(exp / "space.yaml"))
     data = data if data is not None else data_from_record(record)
     # the scheduler it ran with (a space.yaml from before `scheduler` says asha for --no-asha)
@@ -172,9 +179,13 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     states = saved_or_live_states(trial_states(location), live_trial_states(results))
     rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
-    close_study(
-        exp, rows, space.experiment.metric, space.experiment.scheduler, Objectives.of(space)
-    )
+    if space.experiment.scheduler == "pbt":  # single-objective (space.mutations.check_pbt)
+        add_lineage(rows, exp, space, location)  # the `lineage` column
+        close_pbt_study(exp, rows, space.experiment.metric)
+    else:
+        close_study(
+            exp, rows, space.experiment.metric, space.experiment.scheduler, Objectives.of(space)
+        )
     finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
     write_leaderboard(rows, exp)
     record["wall_time_s"] = time.time() - started + prior_wall

@@ -15,6 +15,15 @@ tests/test_search.py drives Ray's scheduler and fails when its pauses leave thes
 
 The median stopping rule would pause a trial too, to yield to pending ones while it lacks
 samples; `min_time_slice=max_t` turns that off, so it only ever stops trials.
+
+PBT (asynchronous PopulationBasedTraining) looks at a trial every `perturbation_interval`
+epochs: one in the bottom quarter goes on from the checkpoint a top-quarter trial last
+reported there, with that trial's configuration perturbed (space.mutations: lr, weight decay
+and augmentation strengths, kept inside the space's ranges by `KeepInSpace`). So a trial
+checkpoints at every multiple of the interval, and it may also be paused there so that
+pending trials get their turn. It never stops a trial: every trial runs to max_t. It cannot
+run with a searcher (Ray refuses any Searcher with PBT): the tuner hands Tune the initial
+population, sampled from the Optuna study beforehand (tuning.pbt).
 """
 
 from __future__ import annotations
@@ -23,7 +32,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["STEP_ATTR", "checkpoint_epochs", "hyperband_milestones", "make_scheduler"]
+from fer_search.space.mutations import keep_in_space, mutable_params, perturbation_interval
+
+__all__ = [
+    "STEP_ATTR",
+    "KeepInSpace",
+    "checkpoint_epochs",
+    "hyperband_milestones",
+    "make_scheduler",
+    "pbt_mutations",
+]
 
 STEP_ATTR = "epoch"
 
@@ -34,6 +52,7 @@ def make_scheduler(space: Any) -> Any:
         FIFOScheduler,
         HyperBandScheduler,
         MedianStoppingRule,
+        PopulationBasedTraining,
     )
 
     ex = space.experiment
@@ -55,9 +74,42 @@ def make_scheduler(space: Any) -> Any:
             min_samples_required=ex.min_samples_required,
             min_time_slice=ex.epochs,  # never pause a trial to yield (see the docstring)
         )
+    if ex.scheduler == "pbt":
+        return PopulationBasedTraining(
+            time_attr=STEP_ATTR,
+            perturbation_interval=perturbation_interval(ex.epochs, ex.perturbation_interval),
+            hyperparam_mutations=pbt_mutations(space),
+            custom_explore_fn=KeepInSpace(space),
+        )
     if ex.scheduler == "fifo":
         return FIFOScheduler()
     raise ValueError(f"unknown scheduler {ex.scheduler!r}")  # the space checked it: a bug
+
+
+def pbt_mutations(space: Any) -> dict[str, Any]:
+    """PBT's hyperparam_mutations: each mutable setting's range as a Tune domain (log where the
+    space samples it in log). A setting two parameters sample (`lr@sgd`, `lr@adamw`) resamples
+    from the span of both; KeepInSpace then clips it to the range of the active one."""
+    from ray import tune
+
+    mutations = {}
+    for setting, params in mutable_params(space).items():
+        low = min(float(p.low or 0.0) for p in params)  # a range always has low and high
+        high = max(float(p.high or 0.0) for p in params)
+        log = all(p.kind == "loguniform" for p in params)
+        mutations[setting] = tune.loguniform(low, high) if log else tune.uniform(low, high)
+    return mutations
+
+
+class KeepInSpace:
+    """PBT's custom_explore_fn (picklable: Tune saves the scheduler with the experiment): the
+    perturbed config back inside the space (space.mutations.keep_in_space)."""
+
+    def __init__(self, space: Any) -> None:
+        self.space = space
+
+    def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
+        return keep_in_space(self.space, config)
 
 
 def hyperband_milestones(max_t: int, eta: int) -> list[int]:
@@ -82,4 +134,7 @@ def checkpoint_epochs(space: Any) -> list[int]:
     ex = space.experiment
     if ex.scheduler == "hyperband":
         return hyperband_milestones(ex.epochs, ex.reduction_factor)
+    if ex.scheduler == "pbt":  # where it exploits, perturbs or pauses
+        interval = perturbation_interval(ex.epochs, ex.perturbation_interval)
+        return list(range(interval, ex.epochs + 1, interval))
     return []

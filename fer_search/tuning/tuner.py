@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fer_search.config import SCHEDULERS
+from fer_search.space.mutations import perturbation_interval
 from fer_search.tuning.experiment import tune_dir
 from fer_search.tuning.schedulers import STEP_ATTR, checkpoint_epochs, make_scheduler
 from fer_search.tuning.storage import is_uri
@@ -58,6 +59,34 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
         scheduler=ex.scheduler,
         points_to_evaluate=[dict(point) for point in space.points] or None,
     )
+
+
+def pbt_population(
+    exp: Path, space: Any, sampler: Any, constants: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """PBT's search algorithm, Tune's BasicVariantGenerator running the population the Optuna
+    study sampled (tuning.pbt; Ray refuses a Searcher with PBT), and the param_space for it:
+    Tune takes a point's keys only where the param_space has them."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from fer_search.tuning.pbt import initial_population
+
+    ex = space.experiment
+    sampler = sampler or default_sampler(ex.seed, ex.num_samples, 1)  # asked all at once
+    population = initial_population(exp, space, sampler)
+    keys = {key: None for point in population for key in point}
+    return BasicVariantGenerator(points_to_evaluate=population), {**keys, **constants}
+
+
+def checkpoints_kept(space: Any) -> int:
+    """Checkpoints Tune keeps per trial: the last one; under PBT also those since the trial's
+    last perturbation epoch, whose checkpoint a worse trial may still copy (a trial reports at
+    most one checkpoint per epoch, and PBT takes a donor's checkpoint from its last
+    perturbation)."""
+    ex = space.experiment
+    if ex.scheduler != "pbt":
+        return 1
+    return perturbation_interval(ex.epochs, ex.perturbation_interval) + 1
 
 
 def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[str, Any]:
@@ -110,18 +139,26 @@ def build_tuner(
         )
         return console_on_restore(tuner, callbacks, options.verbose)
     tb.write_experiment_config(exp / tb.LOG_DIR, space)
+    param_space = trial_constants(space, plan, class_set)
+    if ex.scheduler == "pbt":
+        search_alg, param_space = pbt_population(exp, space, options.sampler, param_space)
+    else:
+        search_alg = make_searcher(exp, space, plan, options.sampler)
     return tune.Tuner(
         trainable,
-        param_space=trial_constants(space, plan, class_set),
+        param_space=param_space,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(exp, space, plan, options.sampler),
+            search_alg=search_alg,
             scheduler=make_scheduler(space),
             metric=ex.metric,
             mode=ex.mode,
             num_samples=ex.num_samples,
             # HyperBand: resources bound the trials running at once; Tune's limit would count
             # paused trials, so a bracket could never fill (tuning.schedulers)
-            max_concurrent_trials=None if ex.scheduler == "hyperband" else plan["max_concurrent"],
+            # (PBT's population, likewise: it pauses trials for pending ones)
+            max_concurrent_trials=None
+            if ex.scheduler in ("hyperband", "pbt")
+            else plan["max_concurrent"],
             time_budget_s=ex.search_budget or None,
             reuse_actors=True,
             trial_dirname_creator=trial_dirname,
@@ -130,7 +167,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=exp.name,
             storage_path=storage_uri if is_uri(storage_uri) else str(exp.parent),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(space)),
             # retries are for workers and nodes that died; a trial's own deterministic failure
             # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
             failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),
