@@ -66,6 +66,10 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "onecycle"
+    # epochs after which the cosine or one-cycle schedule has run its course and starts again
+    # ("1,3": annealed by the end of epochs 1, 3 and `epochs`), e.g. a search's ASHA rungs
+    # (experiment.rung_anneal); "" = one schedule over all the epochs
+    anneal_at: str = ""
     warmup_epochs: float = 0.0
     grad_clip: float = 0.0  # 0 = off
     label_smoothing: float = 0.0
@@ -179,6 +183,7 @@ class TrainConfig:
                 raise UserError(f"{source}: {name} must be >= 0, got {getattr(self, name)!r}")
         if self.blocks:
             parse_blocks(self.blocks, source=source)
+        parse_anneal_at(self.anneal_at, self.epochs, source=source)
 
 
 def parse_blocks(blocks: str, *, source: str = "simple_cnn") -> tuple[int, ...]:
@@ -193,6 +198,22 @@ def parse_blocks(blocks: str, *, source: str = "simple_cnn") -> tuple[int, ...]:
             "(e.g. 1,1,2,2)"
         )
     return counts
+
+
+def parse_anneal_at(text: str, epochs: int, *, source: str = "config") -> tuple[int, ...]:
+    """ "1,3" -> (1, 3): increasing epochs in [1, epochs) where the schedule restarts; "" -> ()."""
+    if not str(text).strip():
+        return ()
+    try:
+        at = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        at = ()
+    if not at or list(at) != sorted(set(at)) or at[0] < 1 or at[-1] >= epochs:
+        raise UserError(
+            f"{source}: anneal_at={text!r} is not a comma-separated list of increasing epochs "
+            f"in [1, {epochs}) (epochs={epochs}), e.g. 1,3"
+        )
+    return at
 
 
 _BOOL_WORDS = {

@@ -13,7 +13,7 @@ from fer_search.errors import UserError, did_you_mean
 __all__ = ["DATA_ARGS", "FIGURE_GROUPS", "BenchOptions"]
 
 # `--only` takes these
-FIGURE_GROUPS = ("data", "pipeline", "overhead", "asha", "memory", "checkpoint")
+FIGURE_GROUPS = ("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs")
 DATA_ARGS = ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
 DEFAULT_OUT = Path("results/benchmarks")
 

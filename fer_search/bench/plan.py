@@ -35,6 +35,8 @@ class Plan:
     asha_train_fraction: float  # ASHA's trials train on this stratified share of train
     repeats: int  # CSV parse and --help repeats
     skipped: tuple[str, ...] = ()
+    # rung fairness: configurations, max_t, reduction factor (grace period 1), on ASHA's data
+    rungs: tuple[int, int, int] = (6, 4, 2)
 
 
 def make_plan(quick: bool, device: torch.device) -> Plan:
@@ -54,8 +56,9 @@ def make_plan(quick: bool, device: torch.device) -> Plan:
     # ASHA on the real data: 32 trials x 16 epochs at Ray's default reduction factor 4 (rungs at
     # 1, 4 and 16 epochs), on a fifth of the training images (val is all of PublicTest), so the
     # 512 epochs of the run to max_t take about as long as 100 full epochs
+    # Rung fairness: 16 configurations x 9 epochs twice at reduction factor 3 (rungs at 1, 3, 9)
     return Plan(False, archs, steps, 4, workers, (6, 2), 2, (32, 16, 4), None, 0.2, 5,
-                skipped)  # fmt: skip
+                skipped, (16, 9, 3))  # fmt: skip
 
 
 def describe(data: FERData) -> str:

@@ -50,6 +50,8 @@ TRAIN_HELP = {
     "momentum": "SGD momentum (AdamW beta1)",
     "weight_decay": "weight decay (not applied to biases and norms)",
     "schedule": f"LR schedule: {', '.join(SCHEDULES)}",
+    "anneal_at": "epochs by which the cosine/one-cycle schedule anneals and then restarts, "
+    "e.g. 1,3 (a search's ASHA rungs under --rung-anneal)",
     "warmup_epochs": "linear warm-up epochs",
     "grad_clip": "clip the gradient norm to this (0 = off)",
     "label_smoothing": "label smoothing",
@@ -214,6 +216,13 @@ def add_experiment_flags(parser: argparse.ArgumentParser) -> None:
         "--reduction-factor", type=int, default=None, help="ASHA's and HyperBand's (eta)"
     )
     exp.add_argument(
+        "--rung-anneal",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="anneal each trial's cosine or one-cycle learning rate by every ASHA rung and "
+        "start it again after (trials are compared at rungs annealed, as at the end)",
+    )
+    exp.add_argument(
         "--min-samples-required",
         type=int,
         default=None,
@@ -336,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint"),
+        choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs"),
         help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
     )
     add_data_args(p)

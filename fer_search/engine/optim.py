@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from fer_search.config import TrainConfig
+from fer_search.config import TrainConfig, parse_anneal_at
 
 __all__ = [
     "Plateau",
@@ -53,15 +53,31 @@ def apply_settings(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Learning-rate multiplier at an optimiser step: linear warm-up, then the schedule."""
+    """Learning-rate multiplier at an optimiser step: linear warm-up, then the schedule.
+
+    With `cfg.anneal_at` the cosine and one-cycle schedules run once per segment between those
+    epochs (and the last), reaching 0 at each segment's end and starting again at 1 (a cosine
+    with warm restarts whose ends are the ASHA rungs: a trial is judged at a rung with its
+    learning rate annealed, as at the end); one-cycle warms up over a quarter of the first
+    segment. Constant and plateau have nothing to anneal and ignore it."""
+    first_end = total_steps
+    bounds = [e * steps_per_epoch for e in parse_anneal_at(cfg.anneal_at, cfg.epochs)]
+    if bounds and cfg.schedule in ("cosine", "onecycle"):
+        first_end = bounds[0]
     warmup = int(cfg.warmup_epochs * steps_per_epoch)
     if cfg.schedule == "onecycle" and warmup == 0:
-        warmup = int(0.25 * total_steps)  # one-cycle: ramp up for the first quarter
+        warmup = int(0.25 * first_end)  # one-cycle: ramp up for the first quarter
     if step < warmup:
         start = 0.04 if cfg.schedule == "onecycle" else 0.0
         return start + (1.0 - start) * (step + 1) / warmup
     if cfg.schedule in ("cosine", "onecycle"):
-        progress = (step - warmup) / max(1, total_steps - warmup)
+        begin, end = warmup, total_steps
+        for bound in bounds:
+            if step < bound:
+                end = bound
+                break
+            begin = max(warmup, bound)
+        progress = (step - begin) / max(1, end - begin)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return 1.0  # constant; plateau scales separately
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
-from fer_search.config import SCHEDULERS
+from fer_search.config import SCHEDULERS, coerce
 from fer_search.errors import UserError, did_you_mean
 from fer_search.objectives import parse_pick
 from fer_search.space.mutations import check_pbt, perturbation_interval
@@ -68,6 +68,11 @@ def _coerce(key: str, value: Any, label: Label) -> Any:
         if not isinstance(value, str):
             raise UserError(f"{label(key)}={value!r} must be text such as 'latency_ms<=2'")
         return value.strip()
+    if EXPERIMENT_TYPES[key] == "bool":
+        try:
+            return coerce(key, value, "bool")
+        except UserError:
+            raise UserError(f"{label(key)}={value!r} is not true or false") from None
     if key == "gpus_per_trial":
         return None if value is None else number(value, "float", label(key))
     return number(value, "int" if EXPERIMENT_TYPES[key] == "int" else "float", label(key))
@@ -91,6 +96,11 @@ def _check(exp: Experiment, label: Label) -> None:
         )
     if exp.scheduler == "pbt":
         _check_pbt(exp, label)
+    if exp.rung_anneal and exp.scheduler != "asha":
+        raise UserError(
+            f"{label('rung_anneal')}=true anneals each trial's learning rate at ASHA's rungs; "
+            f"scheduler {exp.scheduler!r} has none (use asha)"
+        )
     if exp.time_budget and exp.refit_budget >= exp.time_budget:
         raise UserError(
             f"{label('refit_budget')}={exp.refit_budget:g} must be less than "

@@ -66,6 +66,10 @@ class Experiment:
     # PBT: epochs between a trial's perturbations (exploit + explore); 0 = a quarter of the
     # epochs, at least 1 (space.mutations.perturbation_interval)
     perturbation_interval: int = 0
+    # ASHA: each trial's cosine or one-cycle learning-rate schedule anneals by every rung and
+    # starts again after it (TrainConfig.anneal_at), so trials are compared at rungs with their
+    # learning rate annealed, as at the end; the refit trains one schedule
+    rung_anneal: bool = False
     num_samples: int = 10
     seed: int = 0
     metric: str = "val_acc"

@@ -34,6 +34,7 @@ SPACE_OVERRIDES = (
     "max_failures",
     "min_samples_required",
     "pick",
+    "rung_anneal",
 )
 
 
@@ -62,6 +63,7 @@ class SearchOptions:
     checkpoint_every: int | None = None
     max_failures: int | None = None
     min_samples_required: int | None = None
+    rung_anneal: bool | None = None  # anneal each trial's schedule by every ASHA rung
     seed: int | None = None
     top_k: int | None = None
     # which Pareto-optimal trial becomes best/, e.g. "latency_ms<=2" (objectives.parse_pick)

@@ -203,6 +203,8 @@ def plan_refit(
             )
             continue
         config = {key: v for key, v in row["_config"].items() if key != "trial_number"}
+        if config.get("anneal_at"):  # one schedule over its epochs: the search's rungs are not its
+            config["anneal_at"] = ""
         if resources:
             config["threads"] = max(1, int(resources["cpu"]))
         members.append(

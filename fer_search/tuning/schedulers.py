@@ -37,6 +37,8 @@ from fer_search.space.mutations import keep_in_space, mutable_params, perturbati
 __all__ = [
     "STEP_ATTR",
     "KeepInSpace",
+    "anneal_epochs",
+    "asha_milestones",
     "checkpoint_epochs",
     "hyperband_milestones",
     "make_scheduler",
@@ -110,6 +112,24 @@ class KeepInSpace:
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
         return keep_in_space(self.space, config)
+
+
+def asha_milestones(max_t: int, grace_period: int, eta: int) -> list[int]:
+    """The epochs at which Ray's ASHAScheduler(max_t, grace_period, eta) (one bracket) judges a
+    trial: grace_period * eta**k, as many as its _Bracket makes (ray/tune/schedulers/
+    async_hyperband.py on ray 2.60.0; tests/test_schedulers.py checks against Ray's)."""
+    rungs = int(np.log(max_t / grace_period) / np.log(eta) + 1)
+    return [grace_period * eta**k for k in range(rungs)]
+
+
+def anneal_epochs(space: Any) -> str:
+    """A trial's TrainConfig.anneal_at: its ASHA rungs before the last epoch when the space asks
+    for `rung_anneal`, else ""."""
+    ex = space.experiment
+    if not ex.rung_anneal or ex.scheduler != "asha":
+        return ""
+    rungs = asha_milestones(ex.epochs, ex.grace_period, ex.reduction_factor)
+    return ",".join(str(epoch) for epoch in rungs if epoch < ex.epochs)
 
 
 def hyperband_milestones(max_t: int, eta: int) -> list[int]:

@@ -11,7 +11,12 @@ from typing import Any
 from fer_search.config import SCHEDULERS
 from fer_search.space.mutations import perturbation_interval
 from fer_search.tuning.experiment import tune_dir
-from fer_search.tuning.schedulers import STEP_ATTR, checkpoint_epochs, make_scheduler
+from fer_search.tuning.schedulers import (
+    STEP_ATTR,
+    anneal_epochs,
+    checkpoint_epochs,
+    make_scheduler,
+)
 from fer_search.tuning.storage import is_uri
 from fer_search.tuning.trainable import MEASURE_COST
 
@@ -100,6 +105,7 @@ def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[st
         "class_set": class_set,
         "checkpoint_every": getattr(ex, "checkpoint_every", 1),
         "checkpoint_at": checkpoint_epochs(space),  # where the scheduler may pause a trial
+        "anneal_at": anneal_epochs(space),  # the rungs its schedule anneals by (rung_anneal)
         MEASURE_COST: space.measures_cost,
     }
 
