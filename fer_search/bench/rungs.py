@@ -117,6 +117,7 @@ def figure_rungs(ctx: Context) -> dict[str, Any]:
     """The figure: both arms over the same configurations, the first rung at epoch 1."""
     trials, max_t, eta = ctx.plan.rungs
     configs, anneal_at = sampled_configs(trials, max_t, eta)
+    rungs = [int(r) for r in anneal_at.split(",") if r]
     data, data_words, fraction = asha_data(ctx)
     curves = {
         ARMS[0]: train_arm(ctx, data, configs, max_t, ""),
@@ -129,6 +130,10 @@ def figure_rungs(ctx: Context) -> dict[str, Any]:
         arm: {
             **taus[arm],
             **rung_summary(rung[arm], final[arm], eta),
+            "tau_by_rung": {  # every rung before max_t, without intervals
+                str(r): kendall_tau(np.array([c[r - 1] for c in curves[arm]]), final[arm])
+                for r in rungs
+            },
             "mean_final_val_acc": float(final[arm].mean()),
             "best_final_val_acc": float(final[arm].max()),
             "val_acc_per_epoch": [[round(v, 4) for v in c] for c in curves[arm]],
