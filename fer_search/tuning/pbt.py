@@ -184,7 +184,7 @@ def close_pbt_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[
     import optuna
     from optuna.trial import TrialState
 
-    from fer_search.tuning.study import open_study
+    from fer_search.tuning.study import fail_not_started, open_study
 
     counts = {"told": 0, "resumed": 0, "not_started": 0}
     handle = open_study(exp)
@@ -225,11 +225,7 @@ def close_pbt_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[
                 )
             )  # fmt: skip
             counts["resumed"] += 1
-    for trial in latest.values():  # asked for the population, never started by Tune
-        if trial.state == TrialState.RUNNING:
-            handle.set_attrs(trial.number, {"status": "not started"})
-            handle.study.tell(trial.number, state=TrialState.FAIL)
-            counts["not_started"] += 1
+    counts["not_started"] = fail_not_started(handle, latest.values())  # population, not run
     return counts
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "Objectives",
     "StudyHandle",
     "close_study",
+    "fail_not_started",
     "open_study",
     "record_outcome",
     "stopped_by",
@@ -186,12 +188,22 @@ def close_study(
             if trial.user_attrs.get("status") == "unfinished" and row["status"] != "unfinished":
                 record_resumed(handle, trial, row, exp, objectives)
                 counts["resumed"] += 1
-    for trial in latest.values():  # asked by the searcher, never run by Tune
+    counts["not_started"] = fail_not_started(handle, latest.values())  # asked, never run
+    return counts
+
+
+def fail_not_started(handle: StudyHandle, trials: Iterable[Any]) -> int:
+    """Close the trials still RUNNING (asked of the study, never started by Tune) as FAIL with
+    `status: not started`; how many there were."""
+    from optuna.trial import TrialState
+
+    closed = 0
+    for trial in trials:
         if trial.state == TrialState.RUNNING:
             handle.set_attrs(trial.number, {"status": "not started"})
             handle.study.tell(trial.number, state=TrialState.FAIL)
-            counts["not_started"] += 1
-    return counts
+            closed += 1
+    return closed
 
 
 def final_state(
