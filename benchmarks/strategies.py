@@ -392,7 +392,7 @@ def run_ray_optuna(args: argparse.Namespace, data: Any, runs: Path, train_s: flo
         checkpoint = best.get_best_checkpoint("val_acc", "max") if best.metrics else None
         if checkpoint is None:
             raise RuntimeError("ray-optuna: no trial reported an epoch within the budget")
-        _, model = load_trial_model(checkpoint, "cpu")
+        _, model, _ = load_trial_model(checkpoint, "cpu")
     frame = results.get_dataframe()
     record = winner_record(
         model,
@@ -606,6 +606,43 @@ def main(argv: list[str] | None = None) -> int:
     load_start = [round(x, 2) for x in os.getloadavg()]
     arms: dict[str, dict[str, Any]] = {}
     failed: dict[str, dict[str, Any]] = {}
+
+    def write() -> dict[str, Any]:
+        """The figures so far, to OUT: rewritten after every arm, so that one arm's crash
+        keeps the others'."""
+        paired = paired_against_fer_search(arms, data)
+        report = {
+            "command": command,
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "data": describe(data),
+            "machine": machine(),
+            "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
+            "budget": {
+                "minutes": args.minutes,
+                "budget_s": budget_s,
+                "reserve_s": reserve,
+                "train_s": train_s,
+                "refit_share": args.refit_share,
+            },
+            "space": args.space,
+            "seed": args.seed,
+            "ci_method": stats.METHOD,
+            "runs": str(runs),
+            "arms": {
+                a: {k: v for k, v in r.items() if not k.startswith("_")} for a, r in arms.items()
+            },
+            "failed": failed,
+            "arms_described": {arm: ARM_WORDS[arm] for arm in args.arms},
+            "paired": paired,
+            "verdict": verdict(arms, {a: c["val"] for a, c in paired.items()}),
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "strategies.json").write_text(
+            json.dumps(report, indent=2, default=float) + "\n"
+        )
+        (args.out / "strategies.md").write_text(markdown(report))
+        return report
+
     for arm in args.arms:
         print(f"{arm}: {train_s:.0f} s of training ...", flush=True)
         start = time.perf_counter()
@@ -622,33 +659,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{pct(r['test_acc'])}, {r['epochs']} epochs, {minutes(r['wall_s'])}",
             flush=True,
         )
-    paired = paired_against_fer_search(arms, data)
-    report = {
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "data": describe(data),
-        "machine": machine(),
-        "load_average": {"start": load_start, "end": [round(x, 2) for x in os.getloadavg()]},
-        "budget": {
-            "minutes": args.minutes,
-            "budget_s": budget_s,
-            "reserve_s": reserve,
-            "train_s": train_s,
-            "refit_share": args.refit_share,
-        },
-        "space": args.space,
-        "seed": args.seed,
-        "ci_method": stats.METHOD,
-        "runs": str(runs),
-        "arms": {a: {k: v for k, v in r.items() if not k.startswith("_")} for a, r in arms.items()},
-        "failed": failed,
-        "arms_described": {arm: ARM_WORDS[arm] for arm in args.arms},
-        "paired": paired,
-        "verdict": verdict(arms, {a: c["val"] for a, c in paired.items()}),
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "strategies.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
-    (args.out / "strategies.md").write_text(markdown(report))
+        write()
+    report = write()
     print(table(report))
     print(report["verdict"])
     return 0
