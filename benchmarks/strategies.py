@@ -394,14 +394,15 @@ def run_ray_optuna(args: argparse.Namespace, data: Any, runs: Path, train_s: flo
             raise RuntimeError("ray-optuna: no trial reported an epoch within the budget")
         _, model, _ = load_trial_model(checkpoint, "cpu")
     frame = results.get_dataframe()
+    metrics = best.metrics or {}
     record = winner_record(
         model,
         data,
         {
             "trials": len(results),
             "epochs": int(frame["training_iteration"].fillna(0).sum()),
-            "winner": f"{best.metrics.get('trial_id', '?')}, best of "
-            f"{best.metrics.get('training_iteration', '?')} epochs",
+            "winner": f"{metrics.get('trial_id', '?')}, best of "
+            f"{metrics.get('training_iteration', '?')} epochs",
             "plan": {
                 "time_budget_s": train_s,
                 "max_t": epochs,

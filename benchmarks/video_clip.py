@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     args = parser.parse_args()
     faces = private_test_faces(args.csv, 1 + args.frames // 50 + 1)
-    writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(args.out, cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
     for i in range(args.frames):
         frame = np.full((HEIGHT, WIDTH), 128, dtype=np.uint8)
         x = 60 + i % 100
