@@ -246,3 +246,15 @@ def test_the_api_takes_one_folder_or_a_list_and_names_a_bad_one(tmp_path):
         UserError, match=r"'.*exp1' is not a fer-search experiment \(no optuna.db\)"
     ):
         SearchOptions.from_overrides({"warm_start": [str(exp1)]})
+
+
+def test_one_file_reached_by_two_paths_is_the_same_data(tmp_path, monkeypatch):
+    from fer_search.tuning.warm_start import same_source
+
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    (tmp_path / "main").mkdir()
+    monkeypatch.chdir(tmp_path / "main")
+    assert same_source(str(tmp_path / "shared" / "fer2013.csv"), "../shared/fer2013.csv")
+    assert not same_source(str(tmp_path / "shared" / "fer2013.csv"), "../shared/other.csv")
+    assert not same_source("demo", "../shared/fer2013.csv") and same_source("demo", "demo")

@@ -30,7 +30,15 @@ from typing import Any
 from fer_search.config import WARM_START_ATTR as FROM_ATTR
 from fer_search.errors import UserError
 
-__all__ = ["FROM_ATTR", "Source", "check_dirs", "check_sources", "seed_study", "summary_line"]
+__all__ = [
+    "FROM_ATTR",
+    "Source",
+    "check_dirs",
+    "check_sources",
+    "same_source",
+    "seed_study",
+    "summary_line",
+]
 
 RECORD = "experiment.json"
 DB = "optuna.db"
@@ -90,12 +98,23 @@ def check_sources(dirs: list[str], space: Any, data: Any) -> list[Source]:
                 f"--warm-start {path!r} classified {len(classes)} classes ({', '.join(classes)}), "
                 f"this search {len(data.class_names)}; its trials' values do not compare"
             )
-        if source.record.get("data") != data.source:
+        if not same_source(source.record.get("data"), data.source):
             source.notes.append(f"{source.name} searched other data ({source.record.get('data')})")
         if source.record.get("max_t") != ex.epochs:
             source.notes.append(f"{source.name} trained {source.record.get('max_t')} epochs")
         sources.append(source)
     return sources
+
+
+def same_source(before: Any, now: Any) -> bool:
+    """Whether two data sources name the same data: equal, or one file or folder reached by two
+    paths (`../shared/x.csv.gz` from one folder, `/work/shared/x.csv.gz` from another)."""
+    if before == now:
+        return True
+    if not isinstance(before, str) or not isinstance(now, str):
+        return False
+    first, second = Path(before).expanduser(), Path(now).expanduser()
+    return first.exists() and second.exists() and first.resolve() == second.resolve()
 
 
 def seed_study(exp: Path, space: Any, sources: list[Source]) -> dict[str, Any]:
