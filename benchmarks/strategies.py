@@ -653,6 +653,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_ray()
             failed[arm] = {"error": str(exc), "wall_s": time.perf_counter() - start}
             print(f"{arm}: failed: {exc}", file=sys.stderr, flush=True)
+            report = write()
             continue
         r = arms[arm]
         print(
@@ -660,8 +661,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{pct(r['test_acc'])}, {r['epochs']} epochs, {minutes(r['wall_s'])}",
             flush=True,
         )
-        write()
-    report = write()
+        report = write()
     print(table(report))
     print(report["verdict"])
     return 0
