@@ -5,21 +5,26 @@
     python benchmarks/strategies.py --minutes 10 --data ../shared/data/fer2013/fer2013.csv.gz
     python benchmarks/strategies.py --minutes 0.5 --only fer-search,default-recipe   # demo data
 
-Each arm gets the same wall-clock budget of M minutes, one arm after the other on the same
-machine: `reserve` seconds of it (10 %, 5-120 s) are kept for start-up and the arm's final
-evaluation, the rest is its training time. The data is loaded once, before the arms, and no
-arm's time includes loading it. An arm's wall time runs from its start to its winner's
-PrivateTest predictions (Ray's start-up and the search's own final evaluation and report
-included; Ray's shutdown after it is not). Every arm picks its winner on PublicTest (val);
-PrivateTest (test) is predicted once per winner, without test-time augmentation.
+The arms run one after the other on the same machine, fer-search first. fer-search gets M
+minutes: `reserve` seconds of them (15 %, 5-180 s) are kept for Ray's start-up and its final
+evaluation and report, the rest is its search's time budget. Its measured wall time W then is
+every other arm's budget, so that the arms get the same wall time whatever fer-search's final
+evaluation took: random search gets fer-search's own time budget (the same machinery), the
+default recipe W less 10 s for its winner's predictions, Ray's OptunaSearch W less 30 s for
+Ray's start-up and its winner's predictions. Without the fer-search arm, every arm gets M
+minutes. The data is loaded once, before the arms, and no arm's time includes loading it. An
+arm's wall time runs from its start to its winner's PrivateTest predictions (Ray's start-up and
+the search's own final evaluation and report included; Ray's shutdown after it is not). Every
+arm picks its winner on PublicTest (val); PrivateTest (test) is predicted once per winner,
+without test-time augmentation.
 
 - fer-search: `fer_search.search(space, ...)` with the space's sampler (seeded TPE), scheduler,
   hand-tuned start point and refit, its time budget = the training time; the refit gets
   `--refit-share` of it, and the trial length (epochs = ASHA's max_t), grace period and refit
   size are scaled from the space's by the budget (`search_plan`).
 - default-recipe: `TrainConfig()` as `fer-search train` uses it, for as many epochs as fit in
-  the training time (two epochs timed on a tenth of the train split first, inside the budget; the
-  second counts).
+  the training time: one epoch on a tenth of the train split warms up, one whole epoch is timed,
+  both inside the budget, then the recipe trains from scratch.
 - random: the fer-search arm's search with `optuna.samplers.RandomSampler(seed)` and without
   the hand-tuned start point (random search knows none); the same scheduler, refit and budget.
 - ray-optuna: `tune.Tuner` with `OptunaSearch(seed=)` (Optuna's default TPE), `ASHAScheduler`
@@ -56,13 +61,31 @@ ARMS = ("fer-search", "default-recipe", "random", "ray-optuna")
 BASELINES = {"default-recipe": "(a)", "random": "(b)", "ray-optuna": "(c)"}
 REFIT_SHARE = 0.4
 MARGIN_PP = 1.0  # the issue's bar: fer-search ahead of the default recipe by >= 1 pp
-PROBE_FRACTION = 0.1  # the default recipe times one epoch on this share of train
+PROBE_FRACTION = 0.1  # the default recipe warms up with one epoch on this share of train
+# seconds of an arm's budget kept for what follows its training when it runs after fer-search:
+# its winner's predictions, and for Ray's OptunaSearch Ray's start-up (27 s in all at 10 min)
+AFTER_TRAINING_S = {"default-recipe": 10.0, "ray-optuna": 30.0}
 
 
 # ---------------------------------------------------------------- plans (pure)
 def reserve_seconds(budget_s: float) -> float:
-    """The part of an arm's budget kept for start-up and its final evaluation."""
-    return min(120.0, max(5.0, 0.1 * budget_s))
+    """The part of fer-search's budget kept for Ray's start-up and its final evaluation and
+    report (179 s of a 10-minute budget on FER2013 here, so 15 %, at most 180 s)."""
+    return min(180.0, max(5.0, 0.15 * budget_s))
+
+
+def training_seconds(
+    arm: str, budget_s: float, reserve_s: float, ours: dict[str, Any] | None
+) -> tuple[float, float]:
+    """An arm's (budget, training time) in seconds. fer-search's, and every arm's when it did
+    not run (`ours` None): `budget_s` less `reserve_s`. After it, its measured wall time is the
+    budget: random search trains as long as it did, the others that less what follows their
+    training (AFTER_TRAINING_S)."""
+    if arm == "fer-search" or ours is None:
+        return budget_s, budget_s - reserve_s
+    if arm == "random":
+        return ours["wall_s"], ours["train_s"]
+    return ours["wall_s"], ours["wall_s"] - AFTER_TRAINING_S[arm]
 
 
 def search_plan(ex: Any, train_s: float, refit_share: float = REFIT_SHARE) -> dict[str, Any]:
@@ -85,15 +108,6 @@ def search_plan(ex: Any, train_s: float, refit_share: float = REFIT_SHARE) -> di
         refit_scale = refit_s / ex.refit_budget if ex.time_budget else 1.0
         plan["refit_top_k"] = max(1, min(ex.refit_top_k, round(ex.refit_top_k * refit_scale)))
     return plan
-
-
-def epoch_seconds(
-    images_per_s: float, probe_epoch_s: float, probe_seen: int, n_train: int
-) -> float:
-    """A whole epoch's seconds from a probe epoch on part of train: its training part scales
-    with the images, its validation part (the probe's epoch time less its training) does not."""
-    validation_s = max(0.0, probe_epoch_s - probe_seen / images_per_s)
-    return n_train / images_per_s + validation_s
 
 
 def epochs_that_fit(seconds: float, per_epoch_s: float) -> int:
@@ -221,8 +235,9 @@ def run_search_arm(arm: str, args: argparse.Namespace, data: Any, runs: Path, tr
 
 
 def run_default_recipe(args: argparse.Namespace, data: Any, runs: Path, train_s: float):
-    """TrainConfig() for as many epochs as fit, timed by two epochs on a tenth of train (the
-    second one counts: the first warms up)."""
+    """TrainConfig() for as many epochs as fit, timed by one whole epoch (after one on a tenth
+    of train that warms up): a part of train times its training but not validation, and real
+    epochs ran 10 % slower than one planned from it."""
     from fer_search import engine
     from fer_search.bench.search import stratified_share
     from fer_search.config import TrainConfig
@@ -230,13 +245,12 @@ def run_default_recipe(args: argparse.Namespace, data: Any, runs: Path, train_s:
     start = time.perf_counter()
     train, val = data.splits["train"], data.splits["val"]
     fraction = min(1.0, max(PROBE_FRACTION, 4 * TrainConfig().batch_size / len(train)))
-    probe_cfg = TrainConfig(epochs=2, seed=args.seed)
-    probe_train = stratified_share(data, fraction).splits["train"]
-    stats = engine.train(probe_cfg, probe_train, val).history[-1]  # the first one warms up
-    batch = min(probe_cfg.batch_size, len(probe_train))
-    seen = max(1, len(probe_train) // batch) * batch  # the engine drops the ragged last batch
-    per_epoch = epoch_seconds(stats.images_per_s, stats.epoch_time, seen, len(train))
-    left = train_s - (time.perf_counter() - start)
+    probe_cfg = TrainConfig(epochs=1, seed=args.seed)
+    with logged(runs / "default-recipe-probe.log"):
+        engine.train(probe_cfg, stratified_share(data, fraction).splits["train"], val)
+        per_epoch = engine.train(probe_cfg, train, val).history[-1].epoch_time
+    probe_s = time.perf_counter() - start
+    left = train_s - probe_s
     cfg = TrainConfig(epochs=epochs_that_fit(left, per_epoch), seed=args.seed)
     deadline = start + train_s
     last = {"t": time.perf_counter()}
@@ -256,9 +270,9 @@ def run_default_recipe(args: argparse.Namespace, data: Any, runs: Path, train_s:
             "epochs": result.epochs_run,
             "planned_epochs": cfg.epochs,
             "probe": {
-                "train_fraction": round(fraction, 3),
-                "epoch_s": round(stats.epoch_time, 2),
-                "planned_epoch_s": round(per_epoch, 2),
+                "warm_up_train_fraction": round(fraction, 3),
+                "epoch_s": round(per_epoch, 2),
+                "seconds": round(probe_s, 1),
             },
             "winner": f"epoch {result.best_epoch} of {result.epochs_run} ({result.status})",
             "config": "TrainConfig() defaults (fer-search train): "
@@ -328,7 +342,8 @@ def run_ray_optuna(args: argparse.Namespace, data: Any, runs: Path, train_s: flo
     from fer_search.tuning.final import load_trial_model
 
     space = fer_search.api.as_space(args.space)
-    plan = search_plan(space.experiment, train_s, args.refit_share)
+    # fer-search's trial length and grace period, whatever this arm's own training time
+    plan = search_plan(space.experiment, args.search_train_s, args.refit_share)
     ex = space.experiment
     param_space = {p.name: tune_distribution(p) for p in space.params}
     conditions = {p.name: p.when for p in space.params if p.when}
@@ -478,15 +493,16 @@ def minutes(seconds: float) -> str:
 
 def table(report: dict[str, Any]) -> str:
     lines = [
-        "| arm | trials | epochs | wall time | PublicTest (val) | 95 % CI | PrivateTest (test) "
-        "| 95 % CI | winner |",
-        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
+        "| arm | trials | epochs | budget | wall time | PublicTest (val) | 95 % CI "
+        "| PrivateTest (test) | 95 % CI | winner |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
     for arm, r in report["arms"].items():
         trials = f"{r['trials']}" + (f" + {r['refits']} refit" if r.get("refits") else "")
         lines.append(
             f"| {' '.join(filter(None, (arm, BASELINES.get(arm))))} | {trials} | {r['epochs']} | "
-            f"{minutes(r['wall_s'])} | {pct(r['val_acc'])} | {ci(r['val_acc_ci95'])} | "
+            f"{minutes(r['budget_s'])} | {minutes(r['wall_s'])} | {pct(r['val_acc'])} | "
+            f"{ci(r['val_acc_ci95'])} | "
             f"{pct(r['test_acc'])} | {ci(r['test_acc_ci95'])} | {r['winner']} |"
         )
     for arm, f in report.get("failed", {}).items():
@@ -501,9 +517,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"- command: `{report['command']}`",
         f"- date: {report['date']}; data: {report['data']}",
-        f"- budget: {b['minutes']:g} min per arm ({b['budget_s']:.0f} s), of which "
-        f"{b['reserve_s']:.0f} s kept for start-up and the final evaluation and "
-        f"{b['train_s']:.0f} s of training time; arms run one after the other",
+        f"- budget: fer-search {b['minutes']:g} min ({b['budget_s']:.0f} s), of which "
+        f"{b['reserve_s']:.0f} s kept for Ray's start-up and its final evaluation and report, "
+        f"{b['train_s']:.0f} s its search's time budget; arms run one after the other, "
+        "fer-search first, and each other arm's budget is fer-search's wall time (random "
+        "search: fer-search's time budget; the default recipe and Ray's OptunaSearch: the wall "
+        "time less "
+        + " and ".join(f"{s:g} s" for s in b["after_training_s"].values())
+        + " for what follows training)",
         f"- machine: {m['platform']}, {m['cpu_count']} CPUs ({m['processor']}), {m['device']}; "
         f"torch {m['torch']}, ray {m['ray']}, optuna {m['optuna']}; load average "
         f"{report['load_average']['start']} at the start, {report['load_average']['end']} at "
@@ -543,8 +564,9 @@ ARM_WORDS = {
     "fer-search": "`fer_search.search` with the space's seeded TPE, ASHA, hand-tuned start "
     "point, refit and final evaluation; its time budget is the training time, the refit's share "
     "and the trial length scaled from the space (`plan`).",
-    "default-recipe": "`TrainConfig()` (what `fer-search train` trains), two epochs on a "
-    "tenth of train (the second timed), then as many epochs as fit; the best epoch on PublicTest.",
+    "default-recipe": "`TrainConfig()` (what `fer-search train` trains): one epoch on a tenth "
+    "of train warms up, one whole epoch is timed, then as many epochs as fit are trained from "
+    "scratch; the best epoch on PublicTest.",
     "random": "the fer-search arm's search with `RandomSampler(seed)` and no start point.",
     "ray-optuna": "`tune.Tuner` with Ray's `OptunaSearch(seed=)` and `ASHAScheduler` (the "
     "fer-search arm's max_t, grace period, reduction factor), `time_budget_s` = the training "
@@ -556,7 +578,12 @@ ARM_WORDS = {
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="demo", help="FER2013 file or folder (default demo)")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per arm")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=10.0,
+        help="fer-search's wall-clock budget (the other arms get its wall time)",
+    )
     parser.add_argument("--space", default="reference", help="search space (default reference)")
     parser.add_argument("--out", type=Path, default=ROOT / "results/benchmarks")
     parser.add_argument("--only", default=",".join(ARMS), help="arms to run, comma-separated")
@@ -572,7 +599,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="per arm, kept for start-up and final evaluation (default 10 %%, 5-120 s)",
+        help="of fer-search's budget, kept for start-up and final evaluation "
+        "(default 15 %%, 5-180 s)",
     )
     args = parser.parse_args(argv)
     args.arms = [arm.strip() for arm in args.only.split(",") if arm.strip()]
@@ -598,8 +626,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     budget_s = args.minutes * 60
     reserve = reserve_seconds(budget_s) if args.reserve is None else args.reserve
-    train_s = budget_s - reserve
-    if train_s <= 0:
+    args.search_train_s = budget_s - reserve
+    if args.search_train_s <= 0:
         raise SystemExit(f"--reserve {reserve:g} s leaves no training time in {budget_s:g} s")
     data = fer_search.load_data(args.data)
     runs = Path(tempfile.mkdtemp(prefix="fer-strategies-"))
@@ -622,7 +650,8 @@ def main(argv: list[str] | None = None) -> int:
                 "minutes": args.minutes,
                 "budget_s": budget_s,
                 "reserve_s": reserve,
-                "train_s": train_s,
+                "train_s": args.search_train_s,
+                "after_training_s": AFTER_TRAINING_S,
                 "refit_share": args.refit_share,
             },
             "space": args.space,
@@ -644,11 +673,16 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "strategies.md").write_text(markdown(report))
         return report
 
-    for arm in args.arms:
-        print(f"{arm}: {train_s:.0f} s of training ...", flush=True)
+    for arm in sorted(args.arms, key=ARMS.index):  # fer-search first: it sets the budget
+        arm_budget, train_s = training_seconds(arm, budget_s, reserve, arms.get("fer-search"))
+        print(f"{arm}: {arm_budget:.0f} s, {train_s:.0f} s of training ...", flush=True)
         start = time.perf_counter()
         try:
-            arms[arm] = RUNNERS[arm](args, data, runs, train_s)
+            arms[arm] = {
+                **RUNNERS[arm](args, data, runs, train_s),
+                "budget_s": arm_budget,
+                "train_s": train_s,
+            }
         except RuntimeError as exc:  # one arm's failure must not lose the others' figures
             stop_ray()
             failed[arm] = {"error": str(exc), "wall_s": time.perf_counter() - start}
