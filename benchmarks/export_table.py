@@ -4,7 +4,7 @@ tabulate its check (max |dprob|, accuracy PyTorch vs exported) and latency on th
     python benchmarks/export_table.py                         # shared fer2013.csv.gz, PrivateTest
     python benchmarks/export_table.py --models simple_cnn --images 256 --runs 5
 
-The trained row is `--reference` (default results/reference-run4/best/best.pt) on the whole
+The trained row is `--reference` (default results/reference/best/best.pt) on the whole
 split; the other rows are random-init models (the registry's defaults, 7 classes, seed 0,
 BatchNorm statistics from 256 train images) checked on the first `--images` images of the
 split (parity needs no trained weights, and DenseNet169 or ResNet101 on all 3,589 images takes
@@ -46,7 +46,7 @@ from fer_search.data import FERData  # noqa: E402
 from fer_search.models import create_model, list_models  # noqa: E402
 
 SHARED_CSV = ROOT.parent / "shared/data/fer2013/fer2013.csv.gz"
-REFERENCE = ROOT / "results/reference-run4/best/best.pt"
+REFERENCE = ROOT / "results/reference/best/best.pt"
 
 
 def random_checkpoint(path: Path, name: str, class_names: list[str], images: np.ndarray) -> Path:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer-export-") as tmp_dir:
         tmp = Path(tmp_dir)
-        jobs = [(args.reference, data, "trained (reference-run4)")] if args.reference else []
+        jobs = [(args.reference, data, "trained (reference)")] if args.reference else []
         for name in args.models:
             (tmp / name).mkdir()
             train = data.splits["train"].images[:256]

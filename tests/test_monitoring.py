@@ -184,9 +184,9 @@ def test_upgrade_closes_an_old_study_and_rebuilds_tensorboard(tmp_path):
     its study: `report --upgrade` brings it up to date (the committed reference run)."""
     import shutil
 
-    source = Path(__file__).resolve().parents[1] / "results" / "reference-run4"
+    source = Path(__file__).resolve().parents[1] / "results" / "reference"
     if not (source / "optuna.db").is_file():
-        pytest.skip("results/reference-run4 is not in this checkout")
+        pytest.skip("results/reference is not in this checkout")
     exp = tmp_path / "reference-run4"
     shutil.copytree(source, exp, ignore=shutil.ignore_patterns("tensorboard", "*.png", "best"))
     proc = run_fer_search("report", str(exp), "--upgrade", timeout=300)

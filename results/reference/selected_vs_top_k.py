@@ -2,7 +2,7 @@
 (fer_search.stats: bootstrap interval, McNemar's exact p). Run after the search from the
 experiment folder, which still holds the trial checkpoints (they are not committed):
 
-    PYTHONPATH=. python results/reference-run4/selected_vs_top_k.py /tmp/exp/reference-run4
+    PYTHONPATH=. python results/reference/selected_vs_top_k.py /tmp/exp/reference-run4
 
 Both ensembles were chosen and scored by the search's final evaluation (final.json); this only
 compares their predictions on the same test images, as final.json now does for new searches.
