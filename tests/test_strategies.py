@@ -41,6 +41,14 @@ def test_search_plan_of_a_space_without_budget_or_refit() -> None:
     assert plan == {"time_budget": 30.0, "refit_budget": 0.0, "epochs": 5, "grace_period": 1}
 
 
+def test_refit_share_defaults_to_the_space_own() -> None:
+    assert strategies.space_refit_share(load_space("reference").experiment) == 2580 / 3420
+    assert strategies.space_refit_share(Experiment()) == 0.0  # no refit
+    assert strategies.space_refit_share(Experiment(refit_budget=60.0)) == strategies.REFIT_SHARE
+    assert strategies.parse_args([]).refit_share == 2580 / 3420
+    assert strategies.parse_args(["--refit-share", "0.4"]).refit_share == 0.4
+
+
 def test_default_recipe_epoch_planning() -> None:
     assert strategies.epochs_that_fit(100.0, 21.48) == 4
     assert strategies.epochs_that_fit(5.0, 21.48) == 1  # at least one epoch
