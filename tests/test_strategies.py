@@ -36,6 +36,14 @@ def test_search_plan_never_exceeds_the_space() -> None:
     assert plan["refit_top_k"] == ex.refit_top_k
 
 
+def test_search_plan_without_a_refit_keeps_the_space_trial_length() -> None:
+    ex = load_space("reference").experiment
+    plan = strategies.search_plan(ex, 1320.0, refit_share=0.0)  # Ray's stock arm at 25 minutes
+    assert (plan["epochs"], plan["grace_period"], plan["refit_budget"]) == (8, 2, 0.0)
+    scaled = strategies.search_plan(ex, 1320.0, refit_share=2580 / 3420)
+    assert scaled["epochs"] < plan["epochs"]
+
+
 def test_search_plan_of_a_space_without_budget_or_refit() -> None:
     plan = strategies.search_plan(Experiment(epochs=5, grace_period=1), 30.0)
     assert plan == {"time_budget": 30.0, "refit_budget": 0.0, "epochs": 5, "grace_period": 1}
@@ -52,6 +60,10 @@ def test_refit_share_defaults_to_the_space_own() -> None:
 def test_default_recipe_epoch_planning() -> None:
     assert strategies.epochs_that_fit(100.0, 21.48) == 4
     assert strategies.epochs_that_fit(5.0, 21.48) == 1  # at least one epoch
+    # 25 minutes here: a timed 54 s epoch, 1380 s left; the epochs ran 57 s
+    assert strategies.epochs_that_fit(1380.0, 54.0) == 25
+    planned = strategies.epochs_that_fit(1380.0, 54.0, strategies.EPOCH_SLACK)
+    assert planned * 57.0 <= 1380.0
 
 
 def test_reserve_is_fifteen_percent_within_bounds() -> None:
