@@ -247,9 +247,9 @@ def run_search_arm(arm: str, args: argparse.Namespace, data: Any, runs: Path, tr
 
 
 def run_default_recipe(args: argparse.Namespace, data: Any, runs: Path, train_s: float):
-    """TrainConfig() for as many epochs as fit, timed by one whole epoch (after one on a tenth
-    of train that warms up) and EPOCH_SLACK: a part of train times its training but not
-    validation, and real epochs ran 10 % slower than one planned from it."""
+    """TrainConfig() for as many epochs as fit, each planned EPOCH_SLACK times one timed whole
+    epoch (after one on a tenth of train that warms up; a tenth alone times no validation and
+    under-planned)."""
     from fer_search import engine
     from fer_search.bench.search import stratified_share
     from fer_search.config import TrainConfig
@@ -579,7 +579,8 @@ ARM_WORDS = {
     "and the trial length scaled from the space (`plan`).",
     "default-recipe": "`TrainConfig()` (what `fer-search train` trains): one epoch on a tenth "
     "of train warms up, one whole epoch is timed, then as many epochs as fit are trained from "
-    "scratch (planned 10 % slower than the timed epoch); the best epoch on PublicTest.",
+    f"scratch (planned {round((EPOCH_SLACK - 1) * 100)} % slower than the timed epoch); the "
+    "best epoch on PublicTest.",
     "random": "the fer-search arm's search with `RandomSampler(seed)` and no start point.",
     "ray-optuna": "`tune.Tuner` with Ray's `OptunaSearch(seed=)` and `ASHAScheduler` (max_t, "
     "grace period and reduction factor from the space, scaled to the whole training time as "
