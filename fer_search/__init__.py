@@ -25,7 +25,7 @@ _API = (  # fer_search.api.__all__, kept here so `import fer_search` stays light
     "train",
     "upgrade",
 )
-__all__ = ["TrainConfig", "UserError", *_API]
+__all__ = ["SimulatedTrainer", "TrainConfig", "UserError", *_API]
 
 
 def __getattr__(name: str) -> Any:
@@ -33,6 +33,10 @@ def __getattr__(name: str) -> Any:
         from fer_search import api
 
         return getattr(api, name)
+    if name == "SimulatedTrainer":
+        from fer_search.tuning.simulated import SimulatedTrainer
+
+        return SimulatedTrainer
     if name == "TrainConfig":
         from fer_search.config import TrainConfig
 

@@ -5,9 +5,9 @@
     result = fer_search.train({"model": "simple_cnn", "epochs": 2}, data=data, out="runs/one")
     metrics = fer_search.evaluate("runs/one/best.pt", data=data, split="test", tta="flip")
     exported = fer_search.export("runs/one/best.pt", "onnx", "model.onnx", data=data)
-    diff = fer_search.compare("runs/one", "runs/two", data=data, split="val")
-    exp = fer_search.tuning("demo", data="demo", num_samples=4, epochs=2, storage="runs")
+    exp = fer_search.search("demo", data="demo", num_samples=2, epochs=1, storage="runs")
     print(exp.leaderboard)
+    diff = fer_search.compare("runs/one", exp.path, data=data, split="val")  # vs the search's best
 
 A mistake a user can make raises `fer_search.UserError` with the one-line message the CLI
 prints (the CLI exits 2 with it). Heavy libraries are imported inside the functions.
@@ -446,8 +446,9 @@ def search(space: Any, data: DataArg = "demo", **overrides: Any) -> Experiment:
     """Search `space` (a shipped name such as "demo", a YAML path, a dict of the YAML's
     content, or a SearchSpace) on `data`. `overrides` are the search flags' names
     (num_samples=, epochs=, storage=, name=, gpus=, gpus_per_trial=, time_budget=, ...,
-    warm_start=[earlier experiment folders] to seed TPE with their finished trials) and
-    `sampler=` (an Optuna sampler in place of the seeded TPE)."""
+    warm_start=[earlier experiment folders] to seed TPE with their finished trials),
+    `sampler=` (an Optuna sampler in place of the seeded TPE) and `trainer=` (what the trials
+    run: `fer_search.SimulatedTrainer(epoch_s=1)` simulates them, for scale tests)."""
     from fer_search.tuning import SearchOptions, start_search
 
     options = SearchOptions.from_overrides(overrides)
@@ -460,7 +461,7 @@ def resume(path: str | Path, data: DataArg = None, **overrides: Any) -> Experime
     defaults to what the search was started on; `overrides`: address=, cpus=, verbose=."""
     from fer_search.tuning import SearchOptions, resume_search
 
-    allowed = {"address", "cpus", "gpus", "verbose", "command"}
+    allowed = {"address", "cpus", "gpus", "verbose", "command", "trainer"}
     for key in overrides:
         if key not in allowed:
             raise UserError(f"resume takes no option {key!r} (only {', '.join(sorted(allowed))})")

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import one_line_error, run_fer_search
 from torch import nn
 
 from fer_search.errors import UserError
@@ -22,7 +23,6 @@ from fer_search.objectives import (
 )
 from fer_search.space import load_space, load_space_dict
 from fer_search.space.experiment import apply_overrides
-from helpers import one_line_error, run_fer_search
 
 OBJECTIVES = [{"metric": "val_acc", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}]
 MO = tuple(parse_objectives(OBJECTIVES, "val_acc", "s.yaml"))

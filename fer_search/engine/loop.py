@@ -101,9 +101,10 @@ def train(
         )
         state.history.append(stats)
 
-        def save(path: Path, _epoch: int = epoch) -> None:
+        def save(path: Path, _epoch: int = epoch) -> dict[str, Any]:
             payload = resumable_payload(cfg, state, train_split.class_names, _epoch)
             save_checkpoint(path, payload)
+            return payload
 
         if on_epoch is not None and on_epoch(stats, save):
             status, message = "stopped", f"stopped after epoch {epoch} by the caller"

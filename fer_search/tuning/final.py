@@ -13,6 +13,8 @@ val and test images (fer_search.stats; `ci_method` says how).
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,14 @@ import numpy as np
 from fer_search.tuning.experiment import write_json
 from fer_search.tuning.results import selectable
 
-__all__ = ["SELECTION_RULE", "evaluate_members", "final_evaluation", "remote_evaluation"]
+__all__ = [
+    "SELECTION_RULE",
+    "Member",
+    "evaluate_members",
+    "final_evaluation",
+    "load_trial_model",
+    "remote_evaluation",
+]
 
 SELECTION_RULE = (
     "trials ranked by best val_acc on PublicTest (the val split); PrivateTest (the test split) "
@@ -38,68 +47,123 @@ RESUME_ONLY = (
 )
 
 
-def load_trial_model(checkpoint: Any, device: Any) -> tuple[dict[str, Any], Any, Any]:
-    """A trial checkpoint's best weights as a compact payload, its model, and the best epoch's
-    val probabilities the trial stored (a float16 tensor; None in checkpoints from before)."""
+def load_trial_model(directory: Path | str, device: Any) -> tuple[dict[str, Any], Any, Any]:
+    """A trial checkpoint's best weights (the directory holding its checkpoint.pt) as a compact
+    payload, its model, and the best epoch's val probabilities stored inside it (a float16
+    tensor; None in checkpoints from before)."""
     from fer_search import engine
     from fer_search.tuning.trainable import CHECKPOINT_FILE
 
-    with checkpoint.as_directory() as directory:
-        payload = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+    payload = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
     payload["state_dict"] = engine.best_state_dict(payload)
     stored = payload.get("best_val_probs")
     payload = {k: v for k, v in payload.items() if k not in RESUME_ONLY}
     return payload, engine.model_from_checkpoint(payload, device), stored
 
 
-def val_probs(stored: Any, model: Any, val: Any, where: Any) -> np.ndarray:
-    """A member's val probabilities: those its trial stored at its best epoch, else (a
-    checkpoint from before they were kept, or of other val images) its model's, computed."""
-    from fer_search import engine
+def fits(probs: np.ndarray | None, split: Any) -> bool:
+    """Stored probabilities are of this split's images (a checkpoint of other val data is not)."""
+    return probs is not None and tuple(probs.shape) == (len(split.labels), len(split.class_names))
 
-    if stored is not None and tuple(stored.shape) == (len(val.labels), len(val.class_names)):
-        return stored.float().numpy()
-    return engine.predict_probs(model, val.images, device=where)
+
+@dataclass
+class Member:
+    """One trial of the pool as the final evaluation holds it: its val probabilities (stored by
+    its trial, or computed when it had to be loaded), and for a loaded member its test ones."""
+
+    index: int  # its place in the pool (0: the best trial)
+    val: np.ndarray
+    test: np.ndarray | None = None
+    test_tta: np.ndarray | None = None
+    tta: dict[str, Any] | None = None  # the best trial's TTA choice (tta_choice)
+    loaded: Any = None  # the best trial's LoadedModel (best/best.pt is written from it)
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reads:
+    """What the final evaluation read: val-probability files, and whole checkpoints loaded."""
+
+    val_prob_files: int = 0
+    val_prob_bytes: int = 0
+    checkpoints: int = 0
+    checkpoint_bytes: int = 0
+
+    def add(self, other: Reads) -> None:
+        for name in ("val_prob_files", "val_prob_bytes", "checkpoints", "checkpoint_bytes"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def record(self, pool: int) -> dict[str, Any]:
+        return {
+            "pool": pool,
+            "val_prob_files": self.val_prob_files,
+            "checkpoints_loaded": self.checkpoints,
+            "bytes_read": self.val_prob_bytes + self.checkpoint_bytes,
+            "checkpoint_bytes": self.checkpoint_bytes,
+        }
+
+
+def stored_val_probs(checkpoints: list[Any], val: Any) -> tuple[list[np.ndarray | None], Reads]:
+    """Each checkpoint's best-epoch val probabilities from the small file beside its weights
+    (None where there is none, or of other images: that member must be loaded)."""
+    from fer_search.tuning.trainers import read_val_probs
+
+    reads, found = Reads(), []
+    for checkpoint in checkpoints:
+        probs, size = read_val_probs(checkpoint)
+        reads.val_prob_files += size > 0
+        reads.val_prob_bytes += size
+        found.append(probs.astype(np.float32) if probs is not None and fits(probs, val) else None)
+    return found, reads
 
 
 def evaluate_members(
-    checkpoints: list[Any], val: Any, test: Any, device: str, top_k: int = 0
-) -> list[dict]:
-    """Each checkpoint's probabilities on val (those its trial stored: val_probs) and test; for
-    the first `top_k` (the top-k ensemble) also on flipped test; for the first (the best trial)
-    its weights and the TTA mode val picks (`tta_choice`). The others keep only their config."""
-    from fer_search import engine
+    trainer: Any,
+    checkpoints: dict[int, Any],
+    val: Any,
+    test: Any,
+    device: str,
+    top_k: int = 0,
+) -> tuple[dict[int, Member], Reads]:
+    """Load each checkpoint (by pool index) and predict: val (unless its trial stored it) and
+    test; for the top-k ensemble (index < top_k) also flipped test; for the best trial (index 0)
+    the TTA mode val picks (`tta_choice`), and its model is kept for best/best.pt."""
+    members, reads = {}, Reads()
+    for index, checkpoint in sorted(checkpoints.items()):
+        loaded = trainer.load(checkpoint, device)
+        reads.checkpoints += 1
+        reads.checkpoint_bytes += loaded.bytes_read
+        stored = loaded.stored_val_probs
+        member = Member(
+            index=index,
+            val=stored.astype(np.float32)
+            if stored is not None and fits(stored, val)
+            else trainer.predict(loaded, val, device),
+            test=trainer.predict(loaded, test, device),
+            config=dict(loaded.payload.get("config") or {}),
+        )
+        if index < max(1, top_k):
+            member.test_tta = trainer.predict(loaded, test, device, tta="flip")
+        if index == 0:
+            member.tta = tta_choice(trainer, loaded, val, test, device, member.val)
+            # best/best.pt is written from the payload; the model (on a worker's GPU) stays there
+            member.loaded = dataclasses.replace(loaded, model=None)
+        members[index] = member
+        del loaded
+    return members, reads
 
-    where = engine.resolve_device(device)
-    members = []
-    for i, checkpoint in enumerate(checkpoints):
-        payload, model, stored = load_trial_model(checkpoint, where)
-        member: dict[str, Any] = {
-            "payload": payload if i == 0 else {"config": payload["config"]},
-            "val": val_probs(stored, model, val, where),
-            "test": engine.predict_probs(model, test.images, device=where),
-        }
-        if i < max(1, top_k):
-            member["test_tta"] = engine.predict_probs(model, test.images, device=where, tta="flip")
-        if i == 0:
-            member["tta"] = tta_choice(model, val, test, where, member["val"])
-        members.append(member)
-        del model
-    return members
 
-
-def tta_choice(model: Any, val: Any, test: Any, where: Any, plain: np.ndarray) -> dict:
+def tta_choice(
+    trainer: Any, loaded: Any, val: Any, test: Any, device: str, plain: np.ndarray
+) -> dict[str, Any]:
     """The test-time augmentation PublicTest picks for the best model (none, flip or
     ten-crop; ties go to fewer views) and its test probabilities: test is read once, with
     the chosen mode."""
-    from fer_search import engine
-
     val_acc = {"none": accuracy(plain, val.labels)}
     for mode in TTA_MODES[1:]:
-        probs = engine.predict_probs(model, val.images, device=where, tta=mode)
-        val_acc[mode] = accuracy(probs, val.labels)
+        val_acc[mode] = accuracy(trainer.predict(loaded, val, device, tta=mode), val.labels)
     chosen = max(TTA_MODES, key=lambda mode: (val_acc[mode], -TTA_MODES.index(mode)))
-    probs = engine.predict_probs(model, test.images, device=where, tta=chosen)
+    probs = trainer.predict(loaded, test, device, tta=chosen)
     return {"chosen": chosen, "val_acc": val_acc, "test_probs": probs}
 
 
@@ -112,8 +176,8 @@ def evaluated_here(device: str) -> dict[str, Any]:
 
 
 def remote_evaluation(
-    checkpoints: list[Any], refs: Any, test: Any, top_k: int
-) -> tuple[list[dict], dict]:
+    trainer: Any, checkpoints: dict[int, Any], refs: Any, test: Any, top_k: int
+) -> tuple[dict[int, Member], Reads, dict[str, Any]]:
     """`evaluate_members` as a Ray task with one GPU (on a worker); the test split is put in the
     object store for it alone and released after."""
     import ray
@@ -122,8 +186,8 @@ def remote_evaluation(
 
     @ray.remote(num_gpus=1, num_cpus=1, max_retries=1)
     def evaluate(
-        checkpoints: list[Any], refs: Any, test_images: Any, labels: Any
-    ) -> tuple[list, dict]:
+        checkpoints: dict[int, Any], refs: Any, test_images: Any, labels: Any, names: Any
+    ) -> tuple[dict[int, Member], Reads, dict[str, Any]]:
         from types import SimpleNamespace
 
         import ray as _ray
@@ -132,26 +196,30 @@ def remote_evaluation(
 
         device = device_for_gpu_work()
         val = refs.get("val")
-        test = SimpleNamespace(images=test_images, labels=labels)
-        members = evaluate_members(checkpoints, val, test, device, top_k)
+        test = SimpleNamespace(images=test_images, labels=labels, class_names=names)
+        members, reads = evaluate_members(trainer, checkpoints, val, test, device, top_k)
         where = {
             "node": _ray.get_runtime_context().get_node_id(),
             "device": device,
             "gpu_ids": [str(i) for i in _ray.get_gpu_ids()],
         }
-        return members, where
+        return members, reads, where
 
     try:
-        return ray.get(evaluate.remote(checkpoints, refs, test_ref, test.labels))
+        return ray.get(evaluate.remote(checkpoints, refs, test_ref, test.labels, test.class_names))
     finally:
         del test_ref
 
 
-def needs_a_worker(plan: dict[str, Any]) -> bool:
+def needs_a_worker(plan: dict[str, Any], trainer: Any) -> bool:
     """Trials ran on GPUs and this process has no CUDA device: evaluate on a GPU worker."""
+    if plan.get("device") != "cuda":
+        return False
+    if trainer.kind != "engine":  # a simulated model runs anywhere, but goes where a real one would
+        return True
     import torch
 
-    return plan.get("device") == "cuda" and not torch.cuda.is_available()
+    return not torch.cuda.is_available()
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -159,70 +227,131 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def final_evaluation(
-    rows: list[dict[str, Any]], data: Any, space: Any, exp: Path, plan: dict[str, Any], refs: Any
+    rows: list[dict[str, Any]],
+    data: Any,
+    space: Any,
+    exp: Path,
+    plan: dict[str, Any],
+    refs: Any,
+    trainer: Any = None,
 ) -> dict[str, Any] | None:
     """Evaluate the best trial, the top-k ensemble and the ensemble selected from every trial
     with a checkpoint (the pool) on the test split, once; write best/best.pt, final.json and
-    the test confusion matrix."""
-    from fer_search import engine
+    the test confusion matrix. The ensemble is selected from the val probabilities each trial
+    stored beside its checkpoint; only the checkpoints of the models used are loaded (and those
+    of trials that stored none), and final.json's `reads` counts them."""
+    from fer_search import ensemble
+    from fer_search.tuning.trainers import EngineTrainer
 
+    trainer = trainer or EngineTrainer()
     pool = [r for r in selectable(rows) if r["_checkpoint"] is not None]
     if not pool or "test" not in data.splits:
         return None
     top_k = space.experiment.top_k
     val, test = data.splits["val"], data.splits["test"]
     checkpoints = [row["_checkpoint"] for row in pool]
-    if needs_a_worker(plan):
-        members, where = remote_evaluation(checkpoints, refs, test, top_k)
-    else:
-        device = engine.resolve_device("auto").type
-        members = evaluate_members(checkpoints, val, test, device, top_k)
-        where = evaluated_here(device)
-    for row, member in zip(pool, members, strict=True):
-        member["row"] = row
+    stored, reads = stored_val_probs(checkpoints, val)
+    # trials that stored no val probabilities are loaded first: selection needs every member's
+    members, loaded_reads, where = evaluate(
+        trainer, plan, refs, val, test, top_k,
+        {i: checkpoints[i] for i, probs in enumerate(stored) if probs is None},
+    )  # fmt: skip
+    reads.add(loaded_reads)
+    val_probs = [members[i].val if probs is None else probs for i, probs in enumerate(stored)]
+    choice = ensemble.choose_ensemble(val_probs, val.labels, top_k)
+    used = models_used(choice, top_k, len(pool))
+    more, more_reads, where = evaluate(
+        trainer, plan, refs, val, test, top_k,
+        {i: checkpoints[i] for i in used if i not in members},
+    )  # fmt: skip
+    members.update(more)
+    reads.add(more_reads)
+    for index, member in members.items():
+        member.val = val_probs[index]
+    best = members[0]
     (exp / "best").mkdir(exist_ok=True)
-    engine.save_checkpoint(exp / "best" / "best.pt", members[0]["payload"])
-    final = final_record(members[:top_k], val, test)
-    final["tta"] = tta_record(members[0]["tta"], test)
-    final["selected_ensemble"] = selected_ensemble(members, val, test, top_k)
+    saved = trainer.save_best(best.loaded, exp / "best")
+    ranked = [members[i] for i in range(min(top_k, len(pool)))] or [best]
+    final = final_record(ranked, pool, val, test)
+    final["best"]["checkpoint"] = f"best/{saved}"
+    final["tta"] = tta_record(best.tta or {}, test)
+    final["selected_ensemble"] = selected_ensemble(choice, members, pool, val, test, top_k)
     final["evaluated_on"] = where
+    final["reads"] = reads.record(len(pool))
     write_json(exp / "final.json", final)
     write_confusion(exp, final, test.class_names)
     return final
 
 
-def final_record(members: list[dict[str, Any]], val: Any, test: Any) -> dict[str, Any]:
+def models_used(choice: dict[str, Any], top_k: int, pool: int) -> list[int]:
+    """Pool indices whose test predictions final.json needs: the best trial, the top-k and
+    every member any candidate ensemble gives weight (each candidate is scored on test)."""
+    used = set(range(min(max(1, top_k), pool)))
+    for name in ("weights", "selection_weights", "bagged_weights", "top_k_weights"):
+        used.update(int(i) for i in np.flatnonzero(choice[name]))
+    return sorted(used)
+
+
+def evaluate(
+    trainer: Any,
+    plan: dict[str, Any],
+    refs: Any,
+    val: Any,
+    test: Any,
+    top_k: int,
+    checkpoints: dict[int, Any],
+) -> tuple[dict[int, Member], Reads, dict[str, Any]]:
+    """evaluate_members where the GPUs are (remote_evaluation) or here."""
+    if not checkpoints:
+        return {}, Reads(), {}
+    if needs_a_worker(plan, trainer):
+        return remote_evaluation(trainer, checkpoints, refs, test, top_k)
+    device = trainer.evaluation_device()
+    members, reads = evaluate_members(trainer, checkpoints, val, test, device, top_k)
+    return members, reads, evaluated_here(device)
+
+
+def final_record(
+    members: list[Member], pool: list[dict[str, Any]], val: Any, test: Any
+) -> dict[str, Any]:
     """final.json's figures: the best member, the ensemble of all members (when more than one)
-    and their paired comparisons, each accuracy with its 95 % interval (fer_search.stats)."""
+    and their paired comparisons, each accuracy with its 95 % interval (fer_search.stats).
+    `pool[member.index]` is a member's leaderboard row."""
     from fer_search import stats
     from fer_search.evaluation import classification_metrics
 
     best = members[0]
-    metrics = classification_metrics(best["test"], test.labels, test.class_names)
+    probs = [as_probs(m) for m in members]
+    metrics = classification_metrics(probs[0]["test"], test.labels, test.class_names)
     final: dict[str, Any] = {
         "selection": SELECTION_RULE,
         "ci_method": stats.METHOD,
         "best": {
-            "trial_id": best["row"]["trial_id"],
-            **scores(best, val, test, metrics),
+            "trial_id": pool[best.index]["trial_id"],
+            **scores(probs[0], val, test, metrics),
             "checkpoint": "best/best.pt",
-            "config": best["payload"]["config"],
+            "config": best.config,
             "metrics": metrics,
         },
         "ensemble": None,
         "comparisons": {},
     }
     if len(members) > 1:
-        mean = {k: np.mean([m[k] for m in members], axis=0) for k in ("val", "test", "test_tta")}
+        mean = {k: np.mean([p[k] for p in probs], axis=0) for k in ("val", "test", "test_tta")}
         ensemble_metrics = classification_metrics(mean["test"], test.labels, test.class_names)
-        ids = [m["row"]["trial_id"] for m in members]
+        ids = [pool[m.index]["trial_id"] for m in members]
         final["ensemble"] = {"k": len(members), "trial_ids": ids}
         final["ensemble"].update(scores(mean, val, test, ensemble_metrics))
         final["comparisons"] = {
-            "best_vs_runner_up": comparison(ids[0], ids[1], best, members[1], val, test),
-            "best_vs_ensemble": comparison(ids[0], ids, best, mean, val, test),
+            "best_vs_runner_up": comparison(ids[0], ids[1], probs[0], probs[1], val, test),
+            "best_vs_ensemble": comparison(ids[0], ids, probs[0], mean, val, test),
         }
     return final
+
+
+def as_probs(member: Member) -> dict[str, np.ndarray]:
+    assert member.test is not None and member.test_tta is not None, "a top-k member is loaded"
+    return {"val": member.val, "test": member.test, "test_tta": member.test_tta}
 
 
 def scores(probs: dict[str, np.ndarray], val: Any, test: Any, metrics: dict) -> dict[str, Any]:
@@ -274,37 +403,42 @@ def tta_record(choice: dict[str, Any], test: Any) -> dict[str, Any]:
 
 
 def selected_ensemble(
-    members: list[dict[str, Any]], val: Any, test: Any, top_k: int
+    choice: dict[str, Any],
+    members: dict[int, Member],
+    pool: list[dict[str, Any]],
+    val: Any,
+    test: Any,
+    top_k: int,
 ) -> dict[str, Any]:
     """Ensemble selection with replacement over the whole pool, and its bagged form, against
-    the top-k average, chosen on val (fer_search.ensemble); each scored on test, once."""
+    the top-k average, chosen on val (fer_search.ensemble.choose_ensemble: `choice`); each
+    scored on test, once, from the members it uses (the only ones loaded)."""
     from fer_search import ensemble, stats
 
-    ids = [m["row"]["trial_id"] for m in members]
-    choice = ensemble.choose_ensemble([m["val"] for m in members], val.labels, top_k)
+    def combined(weights: np.ndarray, split: str) -> np.ndarray:
+        used = np.flatnonzero(weights)
+        probs = [getattr(members[int(i)], split) for i in used]
+        return np.tensordot(weights[used], np.stack(probs), 1)
 
     def scored(weights: np.ndarray) -> dict[str, Any]:
         used = np.flatnonzero(weights)
-        pred = {
-            split: np.tensordot(weights, np.stack([m[split] for m in members]), 1).argmax(1)
-            for split in ("val", "test")
-        }
+        pred = {split: combined(weights, split).argmax(1) for split in ("val", "test")}
         return {
-            "members": [ids[i] for i in used],
+            "members": [pool[int(i)]["trial_id"] for i in used],
             "weights": [round(float(weights[i]), 4) for i in used],
             "val_acc": float((pred["val"] == val.labels).mean()),
             "test_acc": float((pred["test"] == test.labels).mean()),
             "test_acc_ci95": stats.accuracy_ci(test.labels, pred["test"]),
         }
 
-    picked = np.tensordot(choice["weights"], np.stack([m["test"] for m in members]), 1)
-    average = np.tensordot(choice["top_k_weights"], np.stack([m["test"] for m in members]), 1)
+    picked = combined(choice["weights"], "test")
+    average = combined(choice["top_k_weights"], "test")
     return {
         "vs_top_k": stats.paired_comparison(test.labels, picked.argmax(1), average.argmax(1)),
         "method": "greedy forward selection with replacement on val (Caruana et al., 2004) "
-        f"over {len(members)} trials, and its bagged form ({ensemble.BAGS} seeded bags of "
+        f"over {len(pool)} trials, and its bagged form ({ensemble.BAGS} seeded bags of "
         f"{ensemble.BAG_FRACTION:.0%} of them, weights averaged), against the "
-        f"top-{min(top_k, len(members))} average; the one with the best val_acc is chosen",
+        f"top-{min(top_k, len(pool))} average; the one with the best val_acc is chosen",
         "chosen": choice["chosen"],
         **scored(choice["weights"]),
         "selection": scored(choice["selection_weights"]),

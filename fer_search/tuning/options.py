@@ -75,11 +75,14 @@ class SearchOptions:
     warm_start: list[str] | None = None
     # not flags
     sampler: Any = None  # an optuna sampler in place of the seeded TPE (bench: RandomSampler)
+    # what the trials run (tuning.trainers.Trainer): None, the real training (EngineTrainer);
+    # tuning.simulated.SimulatedTrainer for scale tests and benchmarks
+    trainer: Any = None
     command: str | None = None  # how the search was started, for experiment.json
 
     @classmethod
     def from_overrides(cls, overrides: dict[str, Any]) -> SearchOptions:
-        """From `fer_search.tuning(...)`'s keyword arguments; an unknown name is a UserError."""
+        """From `fer_search.search(...)`'s keyword arguments; an unknown name is a UserError."""
         known = {f.name for f in fields(cls)}
         for key in overrides:
             if key not in known:
@@ -97,6 +100,7 @@ class SearchOptions:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["sampler"] = None if self.sampler is None else type(self.sampler).__name__
+        values["trainer"] = None if self.trainer is None else self.trainer.describe()
         return values
 
     def validate(self) -> None:

@@ -101,6 +101,7 @@ def run_refit(
     record: dict[str, Any],
     verbose: int,
     names: Any = None,
+    trainer: Any = None,
 ) -> list[Any] | None:
     """Train the refit's configurations from scratch, at once, as the trials of one Tune run
     under exp/refit (so they checkpoint, log to TensorBoard and resume like any trial).
@@ -111,6 +112,7 @@ def run_refit(
     from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
+    from fer_search.tuning.trainers import EngineTrainer
 
     base = tune_dir(exp, record.get("storage_uri"))
     location = f"{base.rstrip('/')}/{REFIT_DIR}"
@@ -121,7 +123,10 @@ def run_refit(
         "gpu": plan["gpus_per_trial"],
     }
     trainable = tune.with_resources(
-        tune.with_parameters(run_refit_trial, data=refs, members=configs), resources
+        tune.with_parameters(
+            run_refit_trial, data=refs, members=configs, trainer=trainer or EngineTrainer()
+        ),
+        resources,
     )
     callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, names or tb.RunNames(space, []))
     callbacks += console_callbacks(verbose, "refit", space, len(members), members=members)
@@ -230,6 +235,7 @@ def refit_phase(
     rows: list[dict[str, Any]],
     elapsed: float,
     verbose: int,
+    trainer: Any = None,
 ) -> list[dict[str, Any]] | None:
     """Plan (once) and run the refit; the ranked rows with it, or None if it was interrupted."""
     if record.get("refit") is None:
@@ -240,7 +246,7 @@ def refit_phase(
     from fer_search.tuning.tensorboard import LOG_DIR, finish_runs
 
     names = refit_run_names(space, record["refit"], rows)
-    results = run_refit(exp, space, plan, refs, record, verbose, names)
+    results = run_refit(exp, space, plan, refs, record, verbose, names, trainer)
     if results is None:
         return None
     location = tune_dir(exp, record.get("storage_uri"))

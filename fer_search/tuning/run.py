@@ -39,6 +39,7 @@ from fer_search.tuning.results import (
     write_leaderboard,
 )
 from fer_search.tuning.study import Objectives, close_study, record_outcome
+from fer_search.tuning.trainers import EngineTrainer, trainer_from_record
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 __all__ = ["Outcome", "resume_search", "start_search"]
@@ -72,6 +73,7 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
     exp.mkdir(parents=True)
     (exp / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
     record = new_record(options, exp, space, data, plan)
+    record["trainer"] = (options.trainer or EngineTrainer()).describe()
     if sources:  # before the Tuner: its searcher loads the study made here
         record["warm_start"] = seed_study(exp, space, sources)
         print(summary_line(record["warm_start"]), flush=True)
@@ -99,6 +101,7 @@ def resume_search(path: str | Path, data: Any = None, options: SearchOptions | N
     space = apply_overrides(space, scheduler=recorded_scheduler(record))
     options.no_asha = space.experiment.scheduler == "fifo"
     options.storage = record.get("storage_uri")  # None: Tune's state is in `exp` itself
+    options.trainer = options.trainer or trainer_from_record(record)
     check_free_space(exp.parent)
     start_ray(options.address, options.cpus, options.gpus)
     return run(exp, space, data, dataset_refs(data), options, record, restore=True)
@@ -163,7 +166,7 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     started = time.time()
     tuner = build_tuner(
         exp, space, plan, refs, options, class_set=class_set_of(data), storage_uri=uri,
-        restore=restore,
+        restore=restore, trainer=options.trainer or EngineTrainer(),
     )  # fmt: skip
     finished = None if uri else saved_search_complete(exp, space, record.get("started"))
     if restore and finished is not None:
@@ -202,8 +205,9 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     from fer_search.tuning.storage import upload_driver_files
 
     elapsed = record["wall_time_s"]
+    trainer = options.trainer or EngineTrainer()
     ranked = refit_phase(exp, space, record["resources"], refs, record, rows, elapsed,
-                         options.verbose)  # fmt: skip
+                         options.verbose, trainer)  # fmt: skip
     record["wall_time_s"] = wall = time.time() - started + prior_wall
     if ranked is None:
         return interrupted(exp, record, "during the refit")
@@ -211,7 +215,7 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
         ranked, record["choice"] = choice_record(ranked, space)
     final = None
     if not options.no_final_eval:
-        final = final_evaluation(ranked, data, space, exp, record["resources"], refs)
+        final = final_evaluation(ranked, data, space, exp, record["resources"], refs, trainer)
     record_outcome(exp, ranked, record.get("refit"), final)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     write_json(exp / RUN_FILE, record)

@@ -28,6 +28,7 @@ from typing import Any
 from fer_search.config import TRAIN_FIELDS, TrainConfig
 from fer_search.errors import DeterministicError, UserError
 from fer_search.tuning._ray_compat import QUIET_LOGGERS
+from fer_search.tuning.trainers import write_val_probs
 
 __all__ = [
     "CHECKPOINT_FILE",
@@ -36,6 +37,7 @@ __all__ = [
     "DatasetRefs",
     "run_refit_trial",
     "run_trial",
+    "trainer_trial",
     "trial_config",
 ]
 
@@ -63,6 +65,12 @@ class DatasetRefs:
             for name, split in splits.items()
             if name in ("train", "val")  # trials never see the test split
         }
+
+    def labels(self, name: str) -> Any:
+        """A split's labels alone (the images stay in the object store)."""
+        import ray
+
+        return ray.get(self.refs[name]["labels"])
 
     def get(self, name: str):
         import ray
@@ -140,8 +148,7 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
 
     from fer_search import engine
 
-    for name in QUIET_LOGGERS:  # one line per epoch checkpoint is noise in the driver's console
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_ray_loggers()
     node = ray.get_runtime_context().get_node_id()
     every = int(config.get("checkpoint_every", 1))
     pause_at = {int(epoch) for epoch in config.get("checkpoint_at") or ()}
@@ -181,7 +188,9 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         last.update(metrics)
         if should_checkpoint(stats.epoch, every, cfg.epochs, new_best, pause_at):
             with tempfile.TemporaryDirectory() as directory:
-                save(Path(directory) / CHECKPOINT_FILE)
+                payload = save(Path(directory) / CHECKPOINT_FILE)
+                probs = payload.get("best_val_probs")  # the final evaluation reads these alone
+                write_val_probs(Path(directory), None if probs is None else probs.numpy())
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(metrics)
@@ -196,6 +205,11 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
         return
     if result.status == "nan":
         report_failure(result.message, last, node)
+
+
+def quiet_ray_loggers() -> None:
+    for name in QUIET_LOGGERS:  # one line per epoch checkpoint is noise in the driver's console
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def report_failure(message: str, last: dict[str, Any] | None, node: str) -> None:
@@ -230,8 +244,17 @@ def kill_once(epoch: int) -> None:
         os._exit(1)
 
 
-def run_refit_trial(config: dict[str, Any], data: DatasetRefs, members: list[dict[str, Any]]):
+def trainer_trial(config: dict[str, Any], data: DatasetRefs, trainer: Any) -> None:
+    """The Tune trainable of a search: one trial of `trainer` (tuning.trainers.Trainer)."""
+    quiet_ray_loggers()
+    trainer.run_trial(config, data)
+
+
+def run_refit_trial(
+    config: dict[str, Any], data: DatasetRefs, members: list[dict[str, Any]], trainer: Any
+) -> None:
     """One of the refit's trials: config[REFIT_MEMBER] picks its whole trial config from
     `members` (Tune grid-searches the index, so k different configurations run as k trials)."""
     index = config.get(REFIT_MEMBER)
-    run_trial(config if index is None else members[int(index)], data)
+    quiet_ray_loggers()
+    trainer.run_trial(config if index is None else members[int(index)], data)

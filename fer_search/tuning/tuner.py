@@ -120,16 +120,19 @@ def build_tuner(
     class_set: str,
     storage_uri: str | None,
     restore: bool,
+    trainer: Any,
 ) -> Any:
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
-    from fer_search.tuning.trainable import run_trial
+    from fer_search.tuning.trainable import trainer_trial
 
     ex = space.experiment
     resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
-    trainable = tune.with_resources(tune.with_parameters(run_trial, data=refs), resources)
+    trainable = tune.with_resources(
+        tune.with_parameters(trainer_trial, data=refs, trainer=trainer), resources
+    )
     callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space))
     callbacks += console_callbacks(
         options.verbose, "search", space, ex.num_samples,
