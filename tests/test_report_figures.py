@@ -16,13 +16,17 @@ import yaml
 
 from fer_search.report import build_report, load_results
 from fer_search.report.figures import FIGURES, curve_styles, progress_times, refit_boundary
+from fer_search.report.figures_search import TIMELINE_ROWS
 from fer_search.report.load import read_space_params
 from fer_search.report.trials import (
+    OTHERS_COLOUR,
     STATUS_COLOURS,
     Axis,
     axis_positions,
+    pack_lanes,
     param_axes,
     timeline_rows,
+    top_colours,
     trial_table,
 )
 
@@ -218,15 +222,73 @@ def test_timeline_orders_by_start_within_each_node_and_colours_by_status():
 
 def test_many_trials_name_only_the_best_few_in_the_legend():
     table = pd.DataFrame(
-        {"trial_id": [f"t{i}" for i in range(20)], "label": [f"#{i} pruned" for i in range(20)]}
+        {
+            "trial_id": [f"t{i}" for i in range(20)],
+            "label": [f"#{i} pruned" for i in range(20)],
+            "val_acc": [0.9 - i / 100 for i in range(20)],
+        }
     )
     styles = curve_styles(table, best_id="t15")
-    labels = [s["label"] for s in styles.values() if s["label"]]
-    assert labels[0] == "#15 pruned (best)" and len(labels) == 10  # best, top 8, "others"
-    assert "11 other trials" in labels
+    labels = list(dict.fromkeys(s["label"] for s in styles.values()))
+    assert labels[0] == "#15 pruned (best)" and len(labels) == 11  # best, top 9, "others"
+    assert labels[-1] == "10 other trials"
     assert styles["t15"]["linewidth"] > styles["t0"]["linewidth"] > styles["t19"]["linewidth"]
+    coloured = [str(s["color"]) for s in styles.values() if s["label"] != "10 other trials"]
+    assert len(set(coloured)) == 10  # no two of the best alike, none the others' grey
+    assert OTHERS_COLOUR not in coloured
     few = curve_styles(table.head(5), best_id="t0")
     assert len({str(s["color"]) for s in few.values()}) == 5  # every trial its own colour
+
+
+def test_the_best_trials_keep_their_colour_in_every_figure():
+    table = pd.DataFrame({"trial_id": ["a", "b", "c", "d"], "val_acc": [0.7, 0.6, math.nan, 0.5]})
+    colours = top_colours(table, best_id="b", limit=3)
+    assert list(colours) == ["b", "a", "d"]  # the chosen best first; no val_acc, no colour
+    searched = table[table["trial_id"] != "c"]  # the parameter figures leave a refit out
+    assert top_colours(searched, best_id="b", limit=3) == colours
+
+
+def test_lanes_are_as_many_as_the_trials_that_ran_at_once():
+    starts = np.array([0.0, 1.0, 2.0, 5.0, 5.0, 6.0])
+    ends = np.array([5.0, 3.0, 9.0, 8.0, 6.0, 7.0])
+    lanes = pack_lanes(starts, ends)
+    assert list(lanes) == [0, 1, 2, 0, 1, 1]  # a lane is reused once its bar ended
+    for lane in set(lanes):  # no two bars of a lane overlap
+        spans = sorted(zip(starts[lanes == lane], ends[lanes == lane], strict=True))
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    table = pd.DataFrame(
+        {
+            "trial_id": list("abcdef"),
+            "name": [f"#{i}" for i in range(6)],
+            "status": ["completed"] * 6,
+            "node": ["n1", "n1", "n1", "n2", "n2", "n2"],
+            "start": [0.0, 1.0, 9.0, 0.5, 1.0, 2.0],
+            "end": [5.0, 8.0, 12.0, 9.0, 1.5, 3.0],
+        }
+    )
+    rows = timeline_rows(table, lanes=True).set_index("trial_id")
+    assert rows.loc[["a", "b", "c"], "y"].tolist() == [0, 1, 0]  # node n1: lanes 0 and 1
+    assert rows.loc[["d", "e", "f"], "y"].tolist() == [2, 3, 3]  # node n2's lanes below
+
+
+def test_a_search_of_many_trials_draws_the_best_in_colour_and_the_rest_grey(tmp_path):
+    """Past TIMELINE_ROWS trials the timeline packs its bars into lanes; every figure colours
+    the TOP_COLOURED best only (legends name no more) and is still a PNG of a sensible size."""
+    trials = [
+        (f"t{i}", i, "completed" if i % 4 == 0 else "pruned", 4 if i % 4 == 0 else 1,
+         (i // 8) * 40, "sgd" if i % 2 else "adamw", 0.01 + i / 1000, (i % 5) / 10, 8)
+        for i in range(TIMELINE_ROWS + 20)
+    ]  # fmt: skip
+    exp = write_experiment(tmp_path / "exp", trials=trials, refit=False)
+    build_report(exp)
+    results = load_results(exp)
+    rows = timeline_rows(trial_table(results), lanes=True)
+    assert rows["y"].max() + 1 == 8  # eight start together; the next eight when they end
+    for name in DRAWN:
+        png = (exp / name).read_bytes()
+        assert png.startswith(PNG_MAGIC), name
+        height = int.from_bytes(png[20:24], "big")
+        assert height < 1700, (name, height)  # lanes, not a bar per trial
 
 
 def test_the_refit_phase_starts_where_the_first_refit_trial_started(tmp_path):

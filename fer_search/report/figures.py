@@ -4,6 +4,7 @@ matplotlib is imported when a figure is drawn, with the Agg backend (no display 
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,13 @@ from typing import Any
 import pandas as pd
 
 from fer_search.config import METRIC, MODE, is_refit_id
+from fer_search.report.trials import (
+    ALL_COLOURED,
+    OTHERS_COLOUR,
+    TOP_COLOURED,
+    qualitative_colours,
+    top_colours,
+)
 
 __all__ = [
     "FIGURES",
@@ -34,8 +42,9 @@ FIGURES = (
 # The experiment's ISO start time may be naive local time written on another machine; trust it
 # only when it falls shortly before the first trial started.
 MAX_START_GAP_S = 3600.0
-MAX_NAMED = 12  # trials named in the learning curves' legend; past this only the top ones
-NAMED_WHEN_MANY = 8
+# the trials past the coloured ones (trials.ALL_COLOURED, TOP_COLOURED)
+OTHER_STYLE = {"color": OTHERS_COLOUR, "linewidth": 0.6, "alpha": 0.45, "zorder": 2,
+               "markersize": 1.5}  # fmt: skip
 
 
 def pyplot():
@@ -51,8 +60,8 @@ def plot_learning_curves(
     table: pd.DataFrame, curves: dict[str, pd.DataFrame], best_id: str | None, path: Path
 ) -> Path:
     """val_acc and train_loss against epoch, one colour per trial named in the legend
-    (`#7 pruned`); the best trial thick and on top. Past MAX_NAMED trials only the best few
-    keep a colour and a name; the rest are thin grey lines."""
+    (`#7 pruned`); the best trial thick and on top. Past ALL_COLOURED trials only the
+    TOP_COLOURED best keep a colour and a name; the rest are thin grey lines."""
     from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
@@ -84,62 +93,56 @@ def plot_learning_curves(
 
 def curve_styles(table: pd.DataFrame, best_id: str | None) -> dict[str, dict[str, Any]]:
     """trial_id -> line style, in legend order (best first, then by METRIC): a colour of its
-    own and a label for each trial up to MAX_NAMED, else the top NAMED_WHEN_MANY and the best;
-    the rest share one grey "N other trials" entry."""
-    many = len(table) > MAX_NAMED
-    named = set(table["trial_id"].head(NAMED_WHEN_MANY if many else MAX_NAMED))
-    if best_id is not None:
-        named.add(best_id)
-    order = sorted(table.itertuples(), key=lambda r: r.trial_id != best_id)
-    others = len(table) - len(named & set(table["trial_id"]))
+    own and a label for each trial up to ALL_COLOURED, else for the TOP_COLOURED best
+    (top_colours: the colours they have in the other figures); the rest share one thin grey
+    "N other trials" entry."""
+    ids = table["trial_id"].tolist()
+    if len(table) <= ALL_COLOURED:
+        order = sorted(ids, key=lambda t: t != best_id)
+        palette = qualitative_colours()
+        colours = {t: palette[i % len(palette)] for i, t in enumerate(order)}
+    else:
+        colours = top_colours(table, best_id, TOP_COLOURED)
+    labels = dict(zip(ids, table["label"], strict=True))
+    others = len(ids) - len(colours)
     styles: dict[str, dict[str, Any]] = {}
-    colours = iter(qualitative_colours() * (1 + len(table) // 20))
-    grey_named = False
-    for row in order:
-        best = row.trial_id == best_id
-        if row.trial_id in named:
-            style = {
-                "color": next(colours),
+    for trial_id in [*colours, *(t for t in ids if t not in colours)]:
+        best = trial_id == best_id
+        if trial_id in colours:
+            styles[trial_id] = {
+                "color": colours[trial_id],
                 "linewidth": 2.8 if best else 1.3,
                 "alpha": 1.0 if best else 0.85,
                 "zorder": 4 if best else 3,
                 "markersize": 4 if best else 2.5,
-                "label": f"{row.label} (best)" if best else row.label,
+                "label": f"{labels[trial_id]} (best)" if best else labels[trial_id],
             }
         else:
-            style = {
-                "color": "0.6",
-                "linewidth": 0.7,
-                "alpha": 0.5,
-                "zorder": 2,
-                "markersize": 1.5,
-                "label": None if grey_named else f"{others} other trials",
-            }
-            grey_named = True
-        styles[row.trial_id] = style
+            styles[trial_id] = {**OTHER_STYLE, "label": f"{others} other trials"}
     return styles
-
-
-def qualitative_colours() -> list[Any]:
-    """tab10's ten colours, then tab20's lighter ten: the first trials get the most distinct."""
-    from matplotlib import colormaps
-
-    tab20 = [colormaps["tab20"](i) for i in range(20)]
-    return [*tab20[0::2], *tab20[1::2]]
 
 
 def plot_trial_curves(
     ax, curves: dict[str, pd.DataFrame], column: str, scale: float, styles: dict[str, dict]
 ) -> int:
-    """One line per trial that has `column`, in `styles`' order; returns how many were drawn."""
-    drawn = 0
+    """One line per trial that has `column`, in `styles`' order; returns how many were drawn.
+    The grey ones (OTHER_STYLE) are one line broken between trials: a thousand of them draw
+    as fast as one."""
+    drawn, grey_x, grey_y, grey_label = 0, [], [], None
     for trial_id, style in styles.items():
         curve = curves[trial_id]
         if column not in curve or curve[column].notna().sum() == 0:
             continue
+        drawn += 1
+        if style["color"] == OTHER_STYLE["color"]:
+            grey_x += [*curve["epoch"], math.nan]
+            grey_y += [*(curve[column] * scale), math.nan]
+            grey_label = style["label"]
+            continue
         # Markers on every line: a trial ASHA stopped after one epoch is a single point.
         ax.plot(curve["epoch"], curve[column] * scale, marker="o", **style)
-        drawn += 1
+    if grey_x:
+        ax.plot(grey_x, grey_y, marker="o", **{**OTHER_STYLE, "label": grey_label})
     return drawn
 
 

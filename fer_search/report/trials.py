@@ -15,11 +15,17 @@ from fer_search.config import METRIC, is_refit_id
 from fer_search.report.facts import cut_by_time
 
 __all__ = [
+    "ALL_COLOURED",
+    "OTHERS_COLOUR",
     "STATUS_COLOURS",
+    "TOP_COLOURED",
     "Axis",
     "axis_positions",
+    "pack_lanes",
     "param_axes",
+    "qualitative_colours",
     "timeline_rows",
+    "top_colours",
     "trial_table",
 ]
 
@@ -33,6 +39,15 @@ STATUS_COLOURS = {
     "unfinished": "tab:gray",
 }
 OTHER_STATUS_COLOUR = "tab:olive"
+# A search of up to ALL_COLOURED trials gives each trial a colour of its own; a larger one gives
+# colours to its TOP_COLOURED best only, the same in every figure, and draws the rest thin grey.
+ALL_COLOURED = 12
+TOP_COLOURED = 10
+OTHERS_COLOUR = "0.62"
+QUALITATIVE = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
+               "tab:pink", "tab:olive", "tab:cyan")  # fmt: skip
+QUALITATIVE_LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+                     "#f7b6d2", "#dbdb8d", "#9edae5")  # tab20's light ones  # fmt: skip
 
 
 def trial_table(results: dict[str, Any]) -> pd.DataFrame:
@@ -107,17 +122,63 @@ def trial_span(curve: pd.DataFrame | None) -> tuple[float, float]:
     return float(stamps.iloc[0]) - before, float(stamps.iloc[-1])
 
 
-def timeline_rows(table: pd.DataFrame) -> pd.DataFrame:
+def top_colours(table: pd.DataFrame, best_id: str | None, limit: int) -> dict[str, Any]:
+    """trial_id -> colour for the first `limit` trials of `table` (best first) that have a
+    METRIC, `best_id` first whether or not it is among them; the same trial gets the same
+    colour however many others are drawn."""
+    scored = table.loc[table[METRIC].notna(), "trial_id"].tolist()
+    if best_id is not None and best_id in set(table["trial_id"]):
+        scored = [best_id, *(t for t in scored if t != best_id)]
+    palette = qualitative_colours()
+    return {t: palette[i % len(palette)] for i, t in enumerate(scored[:limit])}
+
+
+def qualitative_colours() -> list[str]:
+    """tab10's colours, then tab20's lighter ones, without the greys (the other trials' grey):
+    the first trials get the most distinct."""
+    return [*QUALITATIVE, *QUALITATIVE_LIGHT]
+
+
+def pack_lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """A lane for each bar [start, end], in the order given (sorted by start): the lowest lane
+    free by its start, so the lanes are as many as the most bars that overlap at once (the
+    trials that ran at the same time), and a lane reads as one worker slot's use over time."""
+    import heapq
+
+    free: list[int] = []  # lanes whose last bar ended, by number
+    busy: list[tuple[float, int]] = []  # (end, lane) of the lanes in use
+    lanes = np.zeros(len(starts), dtype=int)
+    for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
+        while busy and busy[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        lane = heapq.heappop(free) if free else len(busy)
+        heapq.heappush(busy, (max(end, start), lane))
+        lanes[i] = lane
+    return lanes
+
+
+def timeline_rows(table: pd.DataFrame, lanes: bool = False) -> pd.DataFrame:
     """The timeline's bars, top to bottom: trials with a start, grouped by node when there are
     several (nodes in order of their first start), each group by start; with y (0 = top), the
-    bar's colour and the node's short name."""
+    bar's colour and the node's short name. With `lanes`, y is a lane instead of a row per
+    trial: each node's bars packed into as many lanes as it ran trials at once (pack_lanes)."""
     rows = table[table["start"].notna()].copy()
     if rows.empty:
         return rows.assign(y=[], colour=[], node_name=[])
     first = rows.groupby("node")["start"].transform("min")
     rows = rows.assign(_first=first).sort_values(["_first", "node", "start"], kind="stable")
     rows = rows.drop(columns="_first").reset_index(drop=True)
-    rows["y"] = np.arange(len(rows))
+    if lanes:
+        rows["y"] = 0
+        offset = 0
+        for node in rows["node"].unique():  # in order of their first start
+            mine = rows["node"] == node
+            ends = rows.loc[mine, "end"].fillna(rows.loc[mine, "start"])
+            packed = pack_lanes(rows.loc[mine, "start"].to_numpy(), ends.to_numpy())
+            rows.loc[mine, "y"] = packed + offset
+            offset += int(packed.max()) + 1
+    else:
+        rows["y"] = np.arange(len(rows))
     rows["colour"] = [STATUS_COLOURS.get(s, OTHER_STATUS_COLOUR) for s in rows["status"]]
     rows["node_name"] = [node[:8] or "?" for node in rows["node"]]
     return rows
