@@ -255,6 +255,25 @@ def test_leaderboard_is_best_first_and_limited_to_top(built, tmp_path):
         build_report(exp, top=0)
 
 
+def test_a_many_trial_leaderboard_shows_the_top_rows_and_links_the_rest(tmp_path):
+    exp = tmp_path / NAME
+    exp.mkdir()
+    write_experiment(exp)
+    trials = [(f"b{i:04d}", "pruned", 0.6 - i / 1000, 0.5, 1, 1, 1e-3, 0.1, "simple_cnn")
+              for i in range(45)]  # fmt: skip
+    write_trials(exp, trials)
+    (exp / "trials/b0003/params.json").write_text('{"trial_number": 17}')
+    md = build_report(exp).read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "`b0" in line]
+    assert [r.split("`")[1] for r in rows] == [f"b{i:04d}" for i in range(20)]
+    assert "## Leaderboard (top 20 of 45," in md
+    assert "25 more trials are not shown: all 45 are in [leaderboard.csv](leaderboard.csv)." in md
+    assert "| 4 | `b0003` #17 |" in md  # named as the figures name it
+    report = json.loads((exp / "report.json").read_text())
+    assert len(report["leaderboard"]) == 20 and report["leaderboard_rows"] == 45
+    assert report["leaderboard"][3]["trial_number"] == 17
+
+
 def test_figures_are_png_and_linked(built):
     md = (built / "report.md").read_text()
     for name in ("learning_curves.png", "best_so_far.png", "confusion_test.png"):

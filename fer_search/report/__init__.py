@@ -37,9 +37,12 @@ __all__ = [
 ]
 
 
-def build_report(exp_dir: Path | str, top: int = 10) -> Path:
+LEADERBOARD_ROWS = 20  # report.md's and report.json's; leaderboard.csv holds every trial
+
+
+def build_report(exp_dir: Path | str, top: int = LEADERBOARD_ROWS) -> Path:
     """Write report.md, report.json and the figures (FIGURES but confusion_test.png, which
-    the final evaluation writes) into exp_dir.
+    the final evaluation writes) into exp_dir; the leaderboard's `top` rows in both reports.
 
     Returns the path of report.md. Rebuilding overwrites only these files.
     """

@@ -183,7 +183,7 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
             "leaderboard_rows": len(board),
             "best_trial_id": best_trial_id(board, final),
             "leaderboard_top": top,
-            "leaderboard": leaderboard_records(board.head(top)),
+            "leaderboard": leaderboard_records(board.head(top), results.get("numbers") or {}),
             # "pruned" trials the scheduler never judged (the time budget ended them)
             "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
             "lineage": pbt_lineage(searched),
@@ -197,12 +197,19 @@ def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str,
     )
 
 
-def leaderboard_records(board: pd.DataFrame) -> list[dict[str, Any]]:
+def leaderboard_records(
+    board: pd.DataFrame, numbers: dict[str, int | None] | None = None
+) -> list[dict[str, Any]]:
     """The leaderboard's rows, each trial's val_acc interval in final.json's form: the CSV's
     two columns `val_acc_ci95_lo`/`_hi` become `val_acc_ci95` [lo, hi] after val_acc (None
-    where a trial reported none; absent for a leaderboard from before intervals)."""
+    where a trial reported none; absent for a leaderboard from before intervals); with
+    `numbers` (load_results'), each trial's Optuna `trial_number` after its trial_id, as the
+    figures name it (`#118`)."""
     records = []
     for row in board.to_dict("records"):
+        if numbers is not None:
+            row = {"trial_id": row["trial_id"], "trial_number": numbers.get(row["trial_id"]),
+                   **row}  # fmt: skip
         if f"{METRIC}_ci95_lo" not in row:
             records.append(row)
             continue

@@ -173,7 +173,7 @@ def md_leaderboard(facts: dict[str, Any]) -> str:
     body = [
         [
             str(i),
-            f"`{r['trial_id']}`",
+            trial_cell(r),
             "time budget" if r["trial_id"] in cut else r["status"] or "—",
             fmt_ci(r[METRIC], r.get(f"{METRIC}_ci95"), percent=True),
             fmt_num(r["val_f1"], 3),
@@ -185,9 +185,22 @@ def md_leaderboard(facts: dict[str, Any]) -> str:
         for i, r in enumerate(rows, 1)
     ]
     table = md_table(header, "rllrrrrr" + "l" * len(params), body)
+    notes = []
+    if total > len(rows):
+        notes.append(
+            f"{total - len(rows)} more trials are not shown: all {total} are in "
+            "[leaderboard.csv](leaderboard.csv)."
+        )
     hidden = len(facts["experiment"].get("params") or []) - len(params)
-    more = f"\n\n{hidden} more parameters are in report.json." if hidden > 0 else ""
-    return f"{title}\n\n{table}{more}"
+    if hidden > 0:
+        notes.append(f"{hidden} more parameters are in report.json.")
+    return "\n\n".join([title, table, *notes])
+
+
+def trial_cell(row: dict[str, Any]) -> str:
+    """`93a3b5dd` #118: Tune's trial id and Optuna's number, as the figures name the trial."""
+    number = row.get("trial_number")
+    return f"`{row['trial_id']}`" + (f" #{number}" if is_number(number) else "")
 
 
 FINAL_HEADER = [
