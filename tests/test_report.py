@@ -274,6 +274,24 @@ def test_a_many_trial_leaderboard_shows_the_top_rows_and_links_the_rest(tmp_path
     assert report["leaderboard"][3]["trial_number"] == 17
 
 
+def test_a_simulated_search_says_so_before_anything_else(tmp_path):
+    exp = make_results(tmp_path, optuna_db=False)
+    md = build_report(exp).read_text()
+    assert "imulated" not in md  # a record from before `trainer`: trained models
+    record = json.loads((exp / "experiment.json").read_text())
+    record["trainer"] = {"kind": "simulated", "epoch_s": 0.05, "checkpoint_mib": 1.0,
+                         "curve": {"peak": 0.7}}  # fmt: skip
+    (exp / "experiment.json").write_text(json.dumps(record))
+    md = build_report(exp).read_text()
+    warning = md.split("```sh")[0]  # above the command
+    assert "**Simulated trials** (simulated trainer: epoch_s 0.05, checkpoint_mib 1, " in warning
+    assert "curve (peak=0.7)" in warning
+    assert "No model was trained" in warning and "not facial-expression recognition" in warning
+    record["trainer"] = {"kind": "engine"}
+    (exp / "experiment.json").write_text(json.dumps(record))
+    assert "imulated" not in build_report(exp).read_text()
+
+
 def test_figures_are_png_and_linked(built):
     md = (built / "report.md").read_text()
     for name in ("learning_curves.png", "best_so_far.png", "confusion_test.png"):

@@ -46,6 +46,7 @@ def md_header(facts: dict[str, Any]) -> str:
     lines = [
         f"# fer-search report: {exp.get('name', '?')}",
         "",
+        *md_simulated(exp.get("trainer")),
         "```sh",
         str(exp.get("command", "(command not recorded)")),
         "```",
@@ -62,6 +63,29 @@ def md_header(facts: dict[str, Any]) -> str:
         "PublicTest (the val split); PrivateTest (test) is never used to select",
     ]
     return "\n".join(lines)
+
+
+def md_simulated(trainer: Any) -> list[str]:
+    """The warning a search with simulated trials opens with (experiment.json's `trainer`)."""
+    if not isinstance(trainer, dict) or trainer.get("kind", "engine") == "engine":
+        return []
+    settings = ", ".join(
+        f"{key} {fmt_setting(value)}" for key, value in trainer.items() if key != "kind"
+    )
+    return [
+        f"> **Simulated trials** ({md_cell(str(trainer['kind']))} trainer: {md_cell(settings)}). "
+        "No model was trained: each trial waited and reported a learning curve computed from "
+        "its configuration, and the final evaluation drew predictions to match. The numbers "
+        "below test the search machinery; they are not facial-expression recognition results.",
+        "",
+    ]
+
+
+def fmt_setting(value: Any) -> str:
+    """A trainer setting in a sentence: numbers short, a curve's parameters as key=value."""
+    if isinstance(value, dict):
+        return "(" + ", ".join(f"{k}={fmt_setting(v)}" for k, v in value.items()) + ")"
+    return f"{value:g}" if is_number(value) else str(value)
 
 
 def md_warm_start(warm: Any) -> list[str]:
