@@ -3,6 +3,7 @@ and the same one-line UserError the CLI prints."""
 
 from __future__ import annotations
 
+import ast
 import math
 
 import pytest
@@ -66,6 +67,14 @@ def test_search_returns_an_experiment_with_its_leaderboard(experiment):
     assert list(board["val_acc"]) == sorted(board["val_acc"], reverse=True)  # best first
     assert {"lr", "dropout", "optimizer", "precision"} <= set(board.columns)
     assert not experiment.interrupted and experiment.path.name == "api"
+
+
+def test_experiment_json_records_the_api_call_that_started_the_search(experiment):
+    # the call a user can copy to repeat the search: fer_search.search, the API function
+    command = experiment.record["command"]
+    call = ast.parse(command, mode="eval").body
+    assert isinstance(call, ast.Call) and ast.unparse(call.func) == "fer_search.search", command
+    assert {k.arg: ast.literal_eval(k.value) for k in call.keywords}["name"] == "api", command
 
 
 def test_the_best_model_and_the_final_figures(experiment):

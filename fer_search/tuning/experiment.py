@@ -152,4 +152,4 @@ def api_call(space: Any, options: Any) -> str:
     if options.sampler is not None:
         given["sampler"] = type(options.sampler).__name__
     args = ", ".join([repr(space.name), *(f"{k}={v!r}" for k, v in given.items())])
-    return f"fer_search.tuning({args})"
+    return f"fer_search.search({args})"
