@@ -16,6 +16,11 @@ the attribute when a release removes or renames one of them; fix it here, nowher
   PAUSED after it ended, when `CheckpointConfig(num_to_keep)` is set (it only re-serialises
   trials marked for it); the ResultGrid `fit()` returns holds the live trials, in the private
   `_experiment_analysis`, with their true final status (run.saved_or_live_states).
+- `TuneController.save_to_dir` writes the experiment state (every trial's latest checkpoint)
+  and then asks each callback for its state (`Callback.get_state`): the moment at which
+  tuning.checkpoint_keeper deletes the checkpoints that state no longer names. With
+  `CheckpointConfig(num_to_keep=N)` Tune instead rewrites the whole state after every N
+  checkpoints of a trial (`_ExperimentCheckpointManager.on_trial_checkpoint`).
 - PopulationBasedTraining logs each exploit as one JSON line of `pbt_global.txt` in the
   experiment directory (ray/tune/schedulers/pbt.py, `_log_config_on_step`): [target trial's
   original experiment tag, donor's tag, target's training_iteration, donor's

@@ -146,10 +146,12 @@ def new_record(
 
 def api_call(space: Any, options: Any) -> str:
     """The Python call that started a search, for experiment.json (the CLI records its argv)."""
-    skip = {"command", "sampler", "verbose", "no_asha", "no_final_eval"}
-    given = {k: v for k, v in options.to_dict().items() if k not in skip and v is not None}
-    given.update({k: True for k in ("no_asha", "no_final_eval") if getattr(options, k)})
+    skip = {"command", "sampler", "trainer", "verbose", "no_asha", "no_final_eval"}
+    given = {k: repr(v) for k, v in options.to_dict().items() if k not in skip and v is not None}
+    given.update({k: "True" for k in ("no_asha", "no_final_eval") if getattr(options, k)})
     if options.sampler is not None:
-        given["sampler"] = type(options.sampler).__name__
-    args = ", ".join([repr(space.name), *(f"{k}={v!r}" for k, v in given.items())])
+        given["sampler"] = f"{type(options.sampler).__name__}(...)"
+    if options.trainer is not None:  # a dataclass: its repr is the call that makes it
+        given["trainer"] = repr(options.trainer)
+    args = ", ".join([repr(space.name), *(f"{k}={v}" for k, v in given.items())])
     return f"fer_search.search({args})"

@@ -284,11 +284,11 @@ def final_evaluation(
 
 
 def models_used(choice: dict[str, Any], top_k: int, pool: int) -> list[int]:
-    """Pool indices whose test predictions final.json needs: the best trial, the top-k and
-    every member any candidate ensemble gives weight (each candidate is scored on test)."""
+    """Pool indices whose test predictions final.json needs: the best trial, the top-k and the
+    members of the ensemble val chose (the candidates it did not choose are scored on val only:
+    a bagged selection over a thousand trials can weight hundreds of them)."""
     used = set(range(min(max(1, top_k), pool)))
-    for name in ("weights", "selection_weights", "bagged_weights", "top_k_weights"):
-        used.update(int(i) for i in np.flatnonzero(choice[name]))
+    used.update(int(i) for i in np.flatnonzero(choice["weights"]))
     return sorted(used)
 
 
@@ -411,8 +411,9 @@ def selected_ensemble(
     top_k: int,
 ) -> dict[str, Any]:
     """Ensemble selection with replacement over the whole pool, and its bagged form, against
-    the top-k average, chosen on val (fer_search.ensemble.choose_ensemble: `choice`); each
-    scored on test, once, from the members it uses (the only ones loaded)."""
+    the top-k average, chosen on val (fer_search.ensemble.choose_ensemble: `choice`); the one
+    chosen is scored on test, once, and compared there with the top-k average; the others
+    on val only (their members are not loaded)."""
     from fer_search import ensemble, stats
 
     def combined(weights: np.ndarray, split: str) -> np.ndarray:
@@ -420,16 +421,20 @@ def selected_ensemble(
         probs = [getattr(members[int(i)], split) for i in used]
         return np.tensordot(weights[used], np.stack(probs), 1)
 
-    def scored(weights: np.ndarray) -> dict[str, Any]:
+    def scored(weights: np.ndarray, on_test: bool = True) -> dict[str, Any]:
         used = np.flatnonzero(weights)
-        pred = {split: combined(weights, split).argmax(1) for split in ("val", "test")}
-        return {
+        val_pred = combined(weights, "val").argmax(1)
+        found = {
             "members": [pool[int(i)]["trial_id"] for i in used],
             "weights": [round(float(weights[i]), 4) for i in used],
-            "val_acc": float((pred["val"] == val.labels).mean()),
-            "test_acc": float((pred["test"] == test.labels).mean()),
-            "test_acc_ci95": stats.accuracy_ci(test.labels, pred["test"]),
+            "val_acc": float((val_pred == val.labels).mean()),
+            "test_acc": None,  # a candidate val did not choose is not loaded, nor tested
         }
+        if on_test:
+            test_pred = combined(weights, "test").argmax(1)
+            found["test_acc"] = float((test_pred == test.labels).mean())
+            found["test_acc_ci95"] = stats.accuracy_ci(test.labels, test_pred)
+        return found
 
     picked = combined(choice["weights"], "test")
     average = combined(choice["top_k_weights"], "test")
@@ -441,8 +446,8 @@ def selected_ensemble(
         f"top-{min(top_k, len(pool))} average; the one with the best val_acc is chosen",
         "chosen": choice["chosen"],
         **scored(choice["weights"]),
-        "selection": scored(choice["selection_weights"]),
-        "bagged": scored(choice["bagged_weights"]),
+        "selection": scored(choice["selection_weights"], choice["chosen"] == "selection"),
+        "bagged": scored(choice["bagged_weights"], choice["chosen"] == "bagged"),
         "top_k_val_acc": choice["top_k_val_acc"],
     }
 

@@ -17,6 +17,7 @@ The private attributes of OptunaSearch this needs are reached through `_ray_comp
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import optuna
@@ -28,11 +29,12 @@ from fer_search.objectives import constraint_values, number_or_nan
 from fer_search.space import train_values
 from fer_search.tuning import _ray_compat as compat
 
-__all__ = ["PruningOptunaSearch", "SpaceSampler"]
+__all__ = ["SUGGEST_MS_ATTR", "PruningOptunaSearch", "SpaceSampler"]
 
 log = logging.getLogger(__name__)
 
 DISPLAY_DEFAULTS = ("model", "lr", "dropout")
+SUGGEST_MS_ATTR = "suggest_ms"  # an Optuna trial's user attribute: its suggestion's latency
 
 
 class SpaceSampler:
@@ -67,10 +69,14 @@ class PruningOptunaSearch(OptunaSearch):
         self._reported: dict[str, set[int]] = {}  # pickled with the searcher, so kept on resume
 
     def suggest(self, trial_id: str) -> dict | None:
+        started = time.perf_counter()
         config = super().suggest(trial_id)
         trials = compat.optuna_search_trials(self)
         if trial_id in trials:
             trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+            # what the sampler took to suggest it (Optuna's ask and the space's define-by-run)
+            suggest_ms = round(1000 * (time.perf_counter() - started), 2)
+            trials[trial_id].set_user_attr(SUGGEST_MS_ATTR, suggest_ms)
         if not isinstance(config, dict):
             return config
         # Tune's config names settings as the engine does ('lr@sgd' -> 'lr'); the columns the

@@ -55,12 +55,13 @@ def initial_population(exp: Path, space: Any, sampler: Any) -> list[dict[str, An
     from fer_search.space import sample_config
     from fer_search.space.mutations import keep_in_space, mutable_params
     from fer_search.tuning.optuna_searcher import DISPLAY_DEFAULTS
+    from fer_search.tuning.study import sqlite_storage
 
     ex = space.experiment
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=exp.name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
+        storage=sqlite_storage(exp / "optuna.db", searching=True),
         sampler=sampler,
         direction="maximize" if ex.mode == "max" else "minimize",
         load_if_exists=True,

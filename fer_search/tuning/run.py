@@ -29,6 +29,7 @@ from fer_search.tuning.experiment import (
 )
 from fer_search.tuning.options import SearchOptions
 from fer_search.tuning.pbt import add_lineage, close_pbt_study
+from fer_search.tuning.phases import Phases
 from fer_search.tuning.results import (
     FINAL_STATES,
     choose,
@@ -38,7 +39,7 @@ from fer_search.tuning.results import (
     was_interrupted,
     write_leaderboard,
 )
-from fer_search.tuning.study import Objectives, close_study, record_outcome
+from fer_search.tuning.study import Objectives, close_study, plain_journal, record_outcome
 from fer_search.tuning.trainers import EngineTrainer, trainer_from_record
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
@@ -169,28 +170,35 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
         restore=restore, trainer=options.trainer or EngineTrainer(),
     )  # fmt: skip
     finished = None if uri else saved_search_complete(exp, space, record.get("started"))
+    phases = Phases()
     if restore and finished is not None:
         results = tuner.get_results()  # nothing left to run: finalise
         record["wall_time_s"] = record.get("wall_time_s") or finished
     else:
-        with without_ray_tensorboard():
+        with without_ray_tensorboard(), phases.step("tune"):
             results = tuner.fit()
     prior_wall = float(record.get("wall_time_s") or 0.0)  # before a --resume
     location = tune_dir(exp, uri)
     if location != str(exp):  # a URI: copy progress.csv & co. here for the report
         fetch_trial_files(location, exp)
-    states = saved_or_live_states(trial_states(location), live_trial_states(results))
-    rows = trial_rows(results, space, exp, states)
+    with phases.step("trial_rows"):
+        states = saved_or_live_states(trial_states(location), live_trial_states(results))
+        rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
-    if space.experiment.scheduler == "pbt":  # single-objective (space.mutations.check_pbt)
-        add_lineage(rows, exp, space, location)  # the `lineage` column
-        close_pbt_study(exp, rows, space.experiment.metric)
-    else:
-        close_study(
-            exp, rows, space.experiment.metric, space.experiment.scheduler, Objectives.of(space)
-        )
-    finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
-    write_leaderboard(rows, exp)
+    with phases.step("close_study"):
+        if space.experiment.scheduler == "pbt":  # single-objective (space.mutations.check_pbt)
+            add_lineage(rows, exp, space, location)  # the `lineage` column
+            close_pbt_study(exp, rows, space.experiment.metric)
+        else:
+            close_study(
+                exp, rows, space.experiment.metric, space.experiment.scheduler,
+                Objectives.of(space),
+            )  # fmt: skip
+    with phases.step("tensorboard"):
+        finish_runs(exp / LOG_DIR, rows, RunNames(space))  # each trial's final status
+    with phases.step("leaderboard"):
+        write_leaderboard(rows, exp)
+    record["phases"] = phases.steps
     record["wall_time_s"] = time.time() - started + prior_wall
     if was_interrupted(states, space, finished or time.time() - started):
         done = sum(state in FINAL_STATES for state in states.values())
@@ -206,20 +214,29 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
 
     elapsed = record["wall_time_s"]
     trainer = options.trainer or EngineTrainer()
-    ranked = refit_phase(exp, space, record["resources"], refs, record, rows, elapsed,
-                         options.verbose, trainer)  # fmt: skip
+    phases = Phases(record.get("phases"))
+    with phases.step("refit"):
+        ranked = refit_phase(exp, space, record["resources"], refs, record, rows, elapsed,
+                             options.verbose, trainer)  # fmt: skip
     record["wall_time_s"] = wall = time.time() - started + prior_wall
     if ranked is None:
         return interrupted(exp, record, "during the refit")
     if space.objectives or space.constraints:
         ranked, record["choice"] = choice_record(ranked, space)
     final = None
-    if not options.no_final_eval:
-        final = final_evaluation(ranked, data, space, exp, record["resources"], refs, trainer)
-    record_outcome(exp, ranked, record.get("refit"), final)
+    with phases.step("final_evaluation"):
+        if not options.no_final_eval:
+            final = final_evaluation(ranked, data, space, exp, record["resources"], refs, trainer)
+    with phases.step("record_outcome"):
+        record_outcome(exp, ranked, record.get("refit"), final)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
+    record["phases"] = phases.steps
     write_json(exp / RUN_FILE, record)
-    build_report(exp)
+    with phases.step("report"):
+        build_report(exp)
+    record["phases"] = phases.steps
+    write_json(exp / RUN_FILE, record)
+    plain_journal(exp / "optuna.db")
     location = tune_dir(exp, record.get("storage_uri"))
     if location != str(exp):
         upload_driver_files(exp, location)

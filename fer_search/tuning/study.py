@@ -27,12 +27,15 @@ to and on the study.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "Objectives",
@@ -92,6 +95,44 @@ class StudyHandle:
         return {ray_id: trial.number for ray_id, trial in self.latest().items()}
 
 
+def sqlite_storage(db: Path, *, searching: bool = False) -> Any:
+    """Optuna's RDBStorage on an SQLite file. `searching`: the search's own connections, which
+    write every trial's intermediate values and attributes while Tune waits on them, run in
+    write-ahead-log mode with `synchronous=NORMAL` (one fsync per WAL checkpoint instead of
+    several per commit; still safe when the process dies, and on power loss it can lose only
+    the last commits, not corrupt the file). Study closing turns the file back into a single
+    rollback-journal database (`plain_journal`) for the tools that read it after."""
+    import optuna
+    from sqlalchemy import event
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    if searching:
+
+        def fast_commits(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        storage.engine.dispose()  # the connection that made the tables: reopened with them
+        event.listen(storage.engine, "connect", fast_commits)
+    return storage
+
+
+def plain_journal(db: Path) -> None:
+    """Back from write-ahead logging to a single-file database (no -wal/-shm beside it), when
+    no other connection holds it; else it stays in WAL mode, which every SQLite reader reads."""
+    import sqlite3
+
+    connection = sqlite3.connect(db, timeout=1.0)
+    try:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    except sqlite3.OperationalError as exc:  # another connection is open (a live searcher)
+        log.debug("optuna.db stays in WAL mode: %s", exc)
+    finally:
+        connection.close()
+
+
 def open_study(exp: Path) -> StudyHandle | None:
     """The experiment's Optuna study (optuna.db in `exp`, named as experiment.json says: the
     folder's name when it was made), or None."""
@@ -105,7 +146,7 @@ def open_study(exp: Path) -> StudyHandle | None:
     record = exp / "experiment.json"
     name = json.loads(record.read_text()).get("name") if record.is_file() else None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{db}")
+    storage = sqlite_storage(db)
     try:
         return StudyHandle(optuna.load_study(study_name=name or exp.name, storage=storage), storage)
     except KeyError:  # a study of another name: not ours to change

@@ -44,9 +44,9 @@ def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
 
 
 def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> Any:
-    import optuna
 
     from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
+    from fer_search.tuning.study import sqlite_storage
 
     ex = space.experiment
     objectives = [o.metric for o in space.objectives]
@@ -57,7 +57,7 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
         mode=[o.mode for o in space.objectives] or ex.mode,
         sampler=sampler or default_sampler(ex.seed, ex.num_samples, plan["max_concurrent"]),
         constraints=space.constraints,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp / 'optuna.db'}"),
+        storage=sqlite_storage(exp / "optuna.db", searching=True),
         study_name=exp.name,
         max_t=ex.epochs,
         step_attr=STEP_ATTR,
@@ -125,6 +125,7 @@ def build_tuner(
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
+    from fer_search.tuning.checkpoint_keeper import LatestCheckpoint
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import trainer_trial
 
@@ -139,6 +140,8 @@ def build_tuner(
         scheduler=SCHEDULERS[ex.scheduler], budget_s=ex.search_budget or None,
     )  # fmt: skip
     if restore:
+        if checkpoints_kept(space) == 1 and not is_uri(storage_uri):
+            callbacks.append(LatestCheckpoint())
         tuner = tune.Tuner.restore(
             tune_dir(exp, storage_uri),
             trainable=trainable,
@@ -148,6 +151,10 @@ def build_tuner(
         )
         return console_on_restore(tuner, callbacks, options.verbose)
     tb.write_experiment_config(exp / tb.LOG_DIR, space)
+    keep: int | None = checkpoints_kept(space)
+    if keep == 1 and not is_uri(storage_uri):  # the latest only, kept without Tune's snapshots
+        keep = None
+        callbacks.append(LatestCheckpoint())
     param_space = trial_constants(space, plan, class_set)
     if ex.scheduler == "pbt":
         search_alg, param_space = pbt_population(exp, space, options.sampler, param_space)
@@ -176,7 +183,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=exp.name,
             storage_path=storage_uri if is_uri(storage_uri) else str(exp.parent),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=checkpoints_kept(space)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
             # retries are for workers and nodes that died; a trial's own deterministic failure
             # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
             failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),

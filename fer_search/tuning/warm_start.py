@@ -122,12 +122,12 @@ def seed_study(exp: Path, space: Any, sources: list[Source]) -> dict[str, Any]:
     what experiment.json records as `warm_start`."""
     import optuna
 
-    from fer_search.tuning.study import open_study
+    from fer_search.tuning.study import open_study, sqlite_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=exp.name,
-        storage=optuna.storages.RDBStorage(f"sqlite:///{exp / DB}"),
+        storage=sqlite_storage(exp / DB, searching=True),
         direction="maximize" if space.experiment.mode == "max" else "minimize",
         load_if_exists=True,
     )
