@@ -327,21 +327,22 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
         picked = names.get(chosen["chosen"], "the top-k average")
         greedy = chosen["selection"]
         bagged = chosen.get("bagged")  # not in a final.json from before it
-        also = (
-            f"; the bagged selection val {fmt_pct(bagged['val_acc'])}, test "
-            f"{fmt_pct(bagged['test_acc'])}"
-            if bagged
-            else ""
-        )
+        also = f"; the bagged selection {candidate_scores(bagged)}" if bagged else ""
         sentences.append(
             f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
             f"val {fmt_pct(chosen['val_acc'])}, test "
             f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
-            f"The greedy selection scored val {fmt_pct(greedy['val_acc'])}, test "
-            f"{fmt_pct(greedy['test_acc'])}{also}; the top-k average val "
-            f"{fmt_pct(chosen['top_k_val_acc'])}."
+            f"The greedy selection scored {candidate_scores(greedy)}{also}; the top-k average "
+            f"val {fmt_pct(chosen['top_k_val_acc'])}."
         )
     return sentences
+
+
+def candidate_scores(candidate: dict[str, Any]) -> str:
+    """An ensemble candidate's val and test accuracy; one val did not choose was not tested."""
+    if candidate.get("test_acc") is None:
+        return f"val {fmt_pct(candidate['val_acc'])} (not chosen, so not tested)"
+    return f"val {fmt_pct(candidate['val_acc'])}, test {fmt_pct(candidate['test_acc'])}"
 
 
 def comparison_sentences(final: dict[str, Any]) -> list[str]:
