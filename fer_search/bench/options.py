@@ -13,7 +13,9 @@ from fer_search.errors import UserError, did_you_mean
 __all__ = ["DATA_ARGS", "FIGURE_GROUPS", "BenchOptions"]
 
 # `--only` takes these
-FIGURE_GROUPS = ("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs")
+FIGURE_GROUPS = ("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs", "scale")
+# a bench with no --only: all but scale (simulated trials at cluster scale: half an hour alone)
+DEFAULT_GROUPS = FIGURE_GROUPS[:-1]
 DATA_ARGS = ("data", "class_set", "ferplus", "ferplus_mode", "demo_size", "no_cache")
 DEFAULT_OUT = Path("results/benchmarks")
 
@@ -74,7 +76,7 @@ class BenchOptions:
 
     @property
     def groups(self) -> tuple[str, ...]:
-        return self.only or FIGURE_GROUPS
+        return self.only or DEFAULT_GROUPS
 
     @property
     def data_is_demo(self) -> bool:

@@ -26,6 +26,7 @@ from fer_search.bench.output import finite, format_table, machine, versions, wri
 from fer_search.bench.pipeline import pipeline_figures
 from fer_search.bench.plan import Context, Plan, describe, make_plan
 from fer_search.bench.rungs import figure_rungs
+from fer_search.bench.scale import scale_figures
 from fer_search.bench.search import figure_asha, figure_search_overhead
 
 __all__ = ["Job", "jobs", "run", "run_options"]
@@ -53,6 +54,7 @@ def jobs(ctx: Context) -> list[Job]:
     out.append(("memory", "memory", lambda: [figure_memory(ctx)]))
     out.append(("checkpoint", "checkpoint MB", partial(checkpoint_figures, ctx)))
     out.append(("rungs", "rung fairness", lambda: [figure_rungs(ctx)]))
+    out.append(("scale", "scale (simulated trials)", partial(scale_figures, ctx)))
     return [(name, job) for group, name, job in out if group in ctx.options.groups]
 
 

@@ -345,8 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs"),
-        help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*",
+        # bench.options.FIGURE_GROUPS (not imported: the bench package imports torch)
+        choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs", "scale"),
+        help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*; "
+        "scale (simulated trials at cluster scale) runs only when named",
     )
     add_data_args(p)
     return parser
