@@ -20,6 +20,11 @@ __all__ = ["bagged_selection", "choose_ensemble", "greedy_selection", "weighted_
 BAGS = 20  # the paper's bag count
 BAG_FRACTION = 0.5  # the share of the pool each bag draws (the paper's p = 0.5)
 SEED = 0
+# At a thousand trials: selection draws from the best LIBRARY models on val (the paper's model
+# library pruning, its section 2.3) in at most MAX_STEPS additions (auto-sklearn's ensemble
+# size); a pool of 25 or fewer is selected from whole, in 2 x its size steps, as before.
+LIBRARY = 100
+MAX_STEPS = 50
 
 
 def weighted_accuracy(probs: list[np.ndarray], weights: np.ndarray, labels: np.ndarray) -> float:
@@ -32,17 +37,19 @@ def greedy_selection(
 ) -> tuple[np.ndarray, float]:
     """Weights over `probs` (they sum to 1: how often each model was picked) and their val
     accuracy. Ties go to the earlier model (the better-ranked trial) and the shorter prefix."""
-    steps = steps or 2 * len(probs)
+    steps = steps or min(2 * len(probs), MAX_STEPS)
+    stacked = np.stack(probs)
     total = np.zeros_like(probs[0], dtype=np.float64)
     counts = np.zeros(len(probs), dtype=np.int64)
     best_counts, best_acc = counts.copy(), -1.0
     for _ in range(steps):
-        scores = [float(((total + p).argmax(1) == labels).mean()) for p in probs]
+        # every candidate at once: (models, images) right answers after adding each
+        scores = ((total + stacked).argmax(2) == labels).mean(1)
         pick = int(np.argmax(scores))  # first of the best
-        total += probs[pick]
+        total += stacked[pick]
         counts[pick] += 1
         if scores[pick] > best_acc:
-            best_acc, best_counts = scores[pick], counts.copy()
+            best_acc, best_counts = float(scores[pick]), counts.copy()
     return best_counts / best_counts.sum(), best_acc
 
 
@@ -69,14 +76,22 @@ def choose_ensemble(probs: list[np.ndarray], labels: np.ndarray, top_k: int) -> 
     """The greedy and the bagged selection against the top-k average (the first `top_k`
     models), on val: {"weights", "val_acc", "chosen": "top_k" | "selection" | "bagged", and each
     candidate's `<name>_weights` and `<name>_val_acc`}; `weights` are the chosen one's (top-k:
-    equal weights on the first k). A candidate must beat those before it to be chosen."""
+    equal weights on the first k). A candidate must beat those before it to be chosen.
+    `probs` are ranked best first: the selections draw from the first LIBRARY of them."""
     k = max(1, min(top_k, len(probs)))
     top = np.zeros(len(probs))
     top[:k] = 1.0 / k
+    library = probs[:LIBRARY]
+
+    def over_pool(found: tuple[np.ndarray, float]) -> tuple[np.ndarray, float]:
+        weights = np.zeros(len(probs))
+        weights[: len(library)] = found[0]
+        return weights, found[1]
+
     candidates = {
-        "top_k": (top, weighted_accuracy(probs, top, labels)),
-        "selection": greedy_selection(probs, labels),
-        "bagged": bagged_selection(probs, labels),
+        "top_k": (top, weighted_accuracy(probs[:k], top[:k], labels)),
+        "selection": over_pool(greedy_selection(library, labels)),
+        "bagged": over_pool(bagged_selection(library, labels)),
     }
     chosen = "top_k"
     for name, (_, acc) in candidates.items():
