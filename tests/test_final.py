@@ -172,7 +172,9 @@ def test_the_selected_ensemble_compares_greedy_bagged_and_top_k_on_val(splits, t
     val, test = splits
     choice = choose_ensemble([m.val for m in three], val.labels, 2)
     members = dict(enumerate(three))
-    chosen = selected_ensemble(choice, members, POOL, val, test, top_k=2)
+    # the members of the candidates val did not choose are not loaded: no test probabilities
+    loaded = {i: m for i, m in members.items() if choice["weights"][i] or i < 2}
+    chosen = selected_ensemble(choice, [m.val for m in three], loaded, POOL, val, test, top_k=2)
     assert "bagged form" in chosen["method"]
     on_val = {"selection": chosen["selection"]["val_acc"], "bagged": chosen["bagged"]["val_acc"]}
     on_val["top_k"] = chosen["top_k_val_acc"]

@@ -275,7 +275,9 @@ def final_evaluation(
     final = final_record(ranked, pool, val, test)
     final["best"]["checkpoint"] = f"best/{saved}"
     final["tta"] = tta_record(best.tta or {}, test)
-    final["selected_ensemble"] = selected_ensemble(choice, members, pool, val, test, top_k)
+    final["selected_ensemble"] = selected_ensemble(
+        choice, val_probs, members, pool, val, test, top_k
+    )
     final["evaluated_on"] = where
     final["reads"] = reads.record(len(pool))
     write_json(exp / "final.json", final)
@@ -349,8 +351,12 @@ def final_record(
     return final
 
 
-def as_probs(member: Member) -> dict[str, np.ndarray]:
-    assert member.test is not None and member.test_tta is not None, "a top-k member is loaded"
+def as_probs(member: Member, tested_only: bool = False) -> dict[str, np.ndarray]:
+    """A loaded member's probabilities (a top-k member's with flipped test too)."""
+    assert member.test is not None, "a member used on test is loaded"
+    if tested_only:
+        return {"val": member.val, "test": member.test}
+    assert member.test_tta is not None, "a top-k member is tested with flips too"
     return {"val": member.val, "test": member.test, "test_tta": member.test_tta}
 
 
@@ -404,6 +410,7 @@ def tta_record(choice: dict[str, Any], test: Any) -> dict[str, Any]:
 
 def selected_ensemble(
     choice: dict[str, Any],
+    val_probs: list[np.ndarray],
     members: dict[int, Member],
     pool: list[dict[str, Any]],
     val: Any,
@@ -418,7 +425,10 @@ def selected_ensemble(
 
     def combined(weights: np.ndarray, split: str) -> np.ndarray:
         used = np.flatnonzero(weights)
-        probs = [getattr(members[int(i)], split) for i in used]
+        if split == "val":  # every trial's, from its file
+            probs = [val_probs[int(i)] for i in used]
+        else:  # only the loaded members have test probabilities
+            probs = [as_probs(members[int(i)], tested_only=True)["test"] for i in used]
         return np.tensordot(weights[used], np.stack(probs), 1)
 
     def scored(weights: np.ndarray, on_test: bool = True) -> dict[str, Any]:
