@@ -68,11 +68,6 @@ def test_the_learning_curve_rises_with_epochs_on_average():
     assert mean == sorted(mean) and mean[-1] - mean[0] > 0.1, mean
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulated_probs: noise logits can outgrow the predicted class's boost, so the "
-    "argmax is right on a few images more or fewer than round(accuracy * N) (issue #31)",
-)
 @pytest.mark.parametrize("n", [35, 200, 3589])
 def test_simulated_probabilities_are_right_on_exactly_the_asked_share(n):
     labels = np.arange(n) % CLASSES

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -26,6 +27,8 @@ from ray.tune import Callback
 __all__ = ["LatestCheckpoint"]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint_"  # Tune's checkpoint directories in a trial's directory
 
 
 class LatestCheckpoint(Callback):
@@ -41,7 +44,12 @@ class LatestCheckpoint(Callback):
         # Tune calls this right after writing its experiment state (_ray_compat): from now on
         # that state names each trial's latest checkpoint, so the older ones can go
         for trial_id, paths in self._written.items():
-            for path in paths[:-1]:
-                shutil.rmtree(path, ignore_errors=True)
-            self._written[trial_id] = paths[-1:]
-        return None  # nothing to restore: a resumed run starts a fresh list
+            if not paths:
+                continue
+            latest = Path(paths[-1])
+            # its older ones, and those a resumed trial made before the search was interrupted
+            for older in latest.parent.glob(f"{CHECKPOINT_PREFIX}*"):
+                if older != latest and older.is_dir():
+                    shutil.rmtree(older, ignore_errors=True)
+            self._written[trial_id] = []
+        return None  # nothing to restore: a resumed run finds the older ones on disk

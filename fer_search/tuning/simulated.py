@@ -135,7 +135,8 @@ def simulated_probs(
     wrong = (labels + rng.integers(1, classes, size=n)) % classes
     predicted = np.where(right, labels, wrong)
     logits = rng.normal(0.0, 0.5, size=(n, classes))
-    logits[np.arange(n), predicted] += rng.uniform(1.0, 3.0, size=n)
+    # the predicted class above every other, by a margin of its own (the model's confidence)
+    logits[np.arange(n), predicted] = logits.max(1) + rng.uniform(0.2, 2.5, size=n)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     return (probs / probs.sum(1, keepdims=True)).astype(np.float32)
 
