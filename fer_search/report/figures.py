@@ -42,6 +42,7 @@ FIGURES = (
 # The experiment's ISO start time may be naive local time written on another machine; trust it
 # only when it falls shortly before the first trial started.
 MAX_START_GAP_S = 3600.0
+MANY_POINTS = 2000  # epoch results in best_so_far.png past which its points shrink and fade
 # the trials past the coloured ones (trials.ALL_COLOURED, TOP_COLOURED)
 OTHER_STYLE = {"color": OTHERS_COLOUR, "linewidth": 0.6, "alpha": 0.45, "zorder": 2,
                "markersize": 1.5}  # fmt: skip
@@ -163,14 +164,15 @@ def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -
     else:
         scale, unit = time_unit(float(points["t"].max()))
         best = points[METRIC].cummax() if maximise else points[METRIC].cummin()
+        many = len(points) > MANY_POINTS  # smaller and fainter, so where they crowd shows
         for refit, colour, name in ((False, "C0", "search"), (True, "C1", "refit")):
             these = points[points["refit"] == refit]
             if len(these):
                 ax.scatter(
                     these["t"] / scale,
                     these[METRIC] * 100,
-                    s=10,
-                    alpha=0.35,
+                    s=5 if many else 10,
+                    alpha=max(0.12, 0.35 * MANY_POINTS / len(points)) if many else 0.35,
                     color=colour,
                     label=f"every epoch of every {name} trial",
                 )

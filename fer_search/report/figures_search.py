@@ -129,7 +129,12 @@ def draw_top_and_rest(
         breaks = np.full((len(rest), 1), math.nan)
         ax.plot(np.tile(np.append(x, math.nan), len(rest)),
                 np.hstack([grid[rest], breaks]).ravel(), color=OTHERS_COLOUR, linewidth=0.5,
-                alpha=0.35, zorder=1, label=f"{len(rest)} other trials")  # fmt: skip
+                alpha=faint(len(rest)), zorder=1, label=f"{len(rest)} other trials")  # fmt: skip
+
+
+def faint(lines: int) -> float:
+    """An alpha for `lines` grey lines drawn over each other: where many cross, darker."""
+    return max(0.06, min(0.35, 30 / max(lines, 1)))
 
 
 def fmt_score(value: float) -> str:
@@ -167,6 +172,7 @@ def plot_param_slices(
     """One panel per sampled setting: val_acc against its value (log x on a log axis;
     categories evenly spaced), each searched trial a point coloured by how it stopped; past
     ALL_COLOURED trials, the TOP_COLOURED best in their colours over the rest small and grey."""
+    from matplotlib.colors import to_rgba
     from matplotlib.lines import Line2D
 
     plt = pyplot()
@@ -192,10 +198,12 @@ def plot_param_slices(
     if many:  # the rest first, the best last (on top)
         scored = scored.assign(_top=scored["trial_id"].isin(top))
         scored = scored.sort_values("_top", kind="stable").drop(columns="_top")
-        colours = [top.get(t, OTHERS_COLOUR) for t in scored["trial_id"]]
+        colours = [to_rgba(top[t], 0.95) if t in top else to_rgba(OTHERS_COLOUR, 0.5)
+                   for t in scored["trial_id"]]  # fmt: skip
         sizes = np.where(scored["trial_id"].isin(top), 34.0, 9.0)
     else:
-        colours = [STATUS_COLOURS.get(s, OTHER_STATUS_COLOUR) for s in scored["status"]]
+        colours = [to_rgba(STATUS_COLOURS.get(s, OTHER_STATUS_COLOUR), 0.85)
+                   for s in scored["status"]]  # fmt: skip
         sizes = np.full(len(scored), 22.0)
     for ax, axis in zip(panels.flat, axes, strict=False):
         draw_slice(ax, axis, scored[axis.name], scored[METRIC] * 100, colours, sizes)
@@ -228,7 +236,9 @@ def draw_slice(
         spread = max(len(axis.choices) - 1, 1)
         x = axis_positions(values, axis) * spread
         # a small fixed offset per point so equal values stay visible, the same on every rebuild
-        x = x + (np.arange(len(x)) * 0.618 % 1 - 0.5) * 0.25
+        # (a wider strip when there are many)
+        spread_x = 0.6 if len(x) > ALL_COLOURED else 0.25
+        x = x + (np.arange(len(x)) * 0.618 % 1 - 0.5) * spread_x
         ax.set_xticks(range(len(axis.choices)), [short_value(c) for c in axis.choices])
         ax.set_xlim(-0.5, len(axis.choices) - 0.5)
     else:
@@ -245,7 +255,7 @@ def draw_slice(
             else:
                 pad = (axis.high - axis.low) * 0.05
                 ax.set_xlim(axis.low - pad, axis.high + pad)
-    ax.scatter(x, scores, c=colours, s=sizes, alpha=0.85, edgecolors="none")
+    ax.scatter(x, scores, c=colours, s=sizes, edgecolors="none")
     ax.set_xlabel(f"{axis.name} (log)" if axis.log else axis.name, fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
