@@ -351,7 +351,7 @@ def run_ray_optuna(args: argparse.Namespace, data: Any, runs: Path, train_s: flo
     from ray.tune.search.optuna import OptunaSearch
 
     import fer_search
-    from fer_search.tuning.final import load_trial_model
+    from fer_search.tuning.engine_trainer import load_trial_model
 
     space = fer_search.api.as_space(args.space)
     # the trial length and grace period a Ray user would take from the space: fer-search's plan

@@ -60,7 +60,7 @@ def test_a_long_table_keeps_the_running_trials_and_the_best():
     rows[3].status = rows[11].status = "running"
     rows[7].best = 0.9
     lines = console.table_lines("search", rows, ["model", "lr"], 30, 61.0, (120, 10))
-    assert len(lines) == 9 and lines[-1] == "… 14 more"  # a line left for the cursor
+    assert len(lines) == 9 and lines[-1] == "… and 14 more finished"  # a line for the cursor
     shown = [line.split()[0] for line in lines[2:-1]]
     assert {"#3", "#11", "#7"} <= set(shown) and "#19" in shown  # running, then the best
     assert lines[0].startswith("search 1:01  trials 20/30 started, 2 running  best #7 90.00 %")
@@ -69,6 +69,39 @@ def test_a_long_table_keeps_the_running_trials_and_the_best():
     assert "lr" not in fits[1].split() and fits[2].endswith("pruned at epoch 1 (ASHA)")
     narrow = console.table_lines("search", rows[:2], ["model", "lr"], 2, 0.0, (30, 40))
     assert all(len(line) < 30 for line in narrow)  # never wraps: the redraw counts lines
+
+
+def test_64_trials_at_once_stay_a_block_of_the_best_running_and_finished():
+    finished = [row(f"#{i}", "completed", best=0.3 + i / 1000, epoch=5) for i in range(100)]
+    running = [row(f"#{100 + i}", best=None if i % 2 else 0.2 + i / 1000, epoch=i % 5)
+               for i in range(64)]  # fmt: skip
+    for height in (24, 80, 200):  # a tall terminal shows no more
+        lines = console.table_lines("search", finished + running, ["model", "lr"], 200, 0.0,
+                                    (120, height))  # fmt: skip
+        assert len(lines) <= min(console.MAX_ROWS, height - 3) + 2, height
+        assert lines[0].endswith("164/200 started, 64 running  best #99 39.90 %")
+    shown = [line.split()[0] for line in lines[2:-1]]
+    assert shown[:4] == ["#96", "#97", "#98", "#99"]  # the best finished ones, then running
+    assert {"#162", "#160", "#158"} <= set(shown[4:])  # the running trials doing best
+    assert lines[-1] == "… and 49 more running, 96 more finished"
+
+
+def test_simulated_trials_are_named_in_the_header_and_the_lines(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")
+    monkeypatch.setenv("LINES", "40")
+    simulated = {"epoch": 1, "val_acc": 0.3, "best_val_acc": 0.3, "precision": "simulated"}
+    for out in (Terminal(), io.StringIO()):
+        view = ConsoleView("search", 2, ["model", "lr"], stream=out)
+        trial = fake_trial("a_00000", 0)
+        view.on_trial_start(1, [trial], trial)
+        view.on_trial_result(2, [trial], trial, {**simulated, "epoch": 1})
+        view.on_trial_result(3, [trial], trial, {**simulated, "epoch": 2})
+        view.on_experiment_end([trial])
+        text = out.getvalue()
+        if isinstance(out, Terminal):
+            assert text.rsplit("\x1b[J", 1)[1].startswith("search (simulated) ")
+        else:
+            assert text.count("simulated") == 1 and "no model is trained" in text
 
 
 def fake_trial(trial_id: str, number: int, last: dict | None = None) -> SimpleNamespace:

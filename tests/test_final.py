@@ -134,8 +134,8 @@ def test_members_val_probabilities_are_those_their_trial_stored(tmp_path):
     from fer_search import engine
     from fer_search.config import TrainConfig
     from fer_search.data import make_demo
+    from fer_search.tuning.engine_trainer import EngineTrainer
     from fer_search.tuning.final import evaluate_members
-    from fer_search.tuning.trainers import EngineTrainer
 
     demo = make_demo(size=0.2)
     train, val, test = (demo.splits[name] for name in ("train", "val", "test"))

@@ -14,7 +14,7 @@ import fer_search
 from fer_search import engine
 from fer_search.errors import RecheckFailed, UserError
 from fer_search.recheck import recheck
-from fer_search.tuning.final import final_record
+from fer_search.tuning.final import Member, final_record
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,14 @@ def make_experiment(root: Path, checkpoint: Path, demo, data_args: dict) -> Path
     payload = engine.load_checkpoint(checkpoint)
     model = engine.model_from_checkpoint(payload)
     val, test = demo.splits["val"], demo.splits["test"]
-    member = {
-        "row": {"trial_id": "t0"},
-        "payload": payload,
-        "val": engine.predict_probs(model, val.images),
-        "test": engine.predict_probs(model, test.images),
-        "test_tta": engine.predict_probs(model, test.images, tta="flip"),
-    }
-    final = final_record([member], val, test)
+    member = Member(
+        index=0,
+        config=payload["config"],
+        val=engine.predict_probs(model, val.images),
+        test=engine.predict_probs(model, test.images),
+        test_tta=engine.predict_probs(model, test.images, tta="flip"),
+    )
+    final = final_record([member], [{"trial_id": "t0"}], val, test)
     (exp / "final.json").write_text(json.dumps(final, default=str))
     return exp
 

@@ -24,8 +24,9 @@ import numpy as np
 import pytest
 
 import fer_search
+from fer_search.tuning.run import trainer_from_record
 from fer_search.tuning.simulated import LearningCurve, SimulatedTrainer, simulated_probs
-from fer_search.tuning.trainers import VAL_PROBS_FILE, trainer_from_record
+from fer_search.tuning.trainers import VAL_PROBS_FILE
 
 CLASSES = 7
 CHECKPOINT_MIB = 0.25

@@ -349,7 +349,8 @@ def test_search_end_to_end_on_demo_data(tmp_path):
     assert (exp / "best" / "best.pt").is_file() and (exp / "confusion_test.png").is_file()
     report = (exp / "report.md").read_text()
     assert rows[0]["trial_id"] in report
-    assert f"| 1 | `{rows[0]['trial_id']}` |" in report and "% (95 % CI " in report
+    number = json.loads((exp / rows[0]["trial_dir"] / "params.json").read_text())["trial_number"]
+    assert f"| 1 | `{rows[0]['trial_id']}` #{number} |" in report and "% (95 % CI " in report
     assert "best" in proc.stdout and "report:" in proc.stdout
     assert f"best {rows[0]['trial_id']} at epoch " in proc.stdout
     assert "] (95 % interval); results in" in proc.stdout

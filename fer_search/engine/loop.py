@@ -106,7 +106,7 @@ def train(
             save_checkpoint(path, payload)
             return payload
 
-        if on_epoch is not None and on_epoch(stats, save):
+        if on_epoch is not None and on_epoch(stats, save) is True:
             status, message = "stopped", f"stopped after epoch {epoch} by the caller"
             break
     return _result(state, status, message, precision)

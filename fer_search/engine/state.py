@@ -17,8 +17,9 @@ from fer_search.stats import recorded_interval
 
 __all__ = ["DeviceData", "EpochCallback", "TrainResult", "TrainState"]
 
-# on_epoch(stats, save) -> True to stop early. `save(path)` writes a full checkpoint of "now"
-# and returns what it wrote (the payload: engine.checkpoint.resumable_payload).
+# on_epoch(stats, save) -> True to stop early (True itself: `lambda s, save: save(p)` goes on).
+# `save(path)` writes a full checkpoint of "now" and returns what it wrote (the payload:
+# engine.checkpoint.resumable_payload).
 EpochCallback = Callable[[EpochStats, Callable[[Path], Any]], "bool | None"]
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from fer_search.config import METRIC, MODE, is_refit_id
+from fer_search.report.plotting import no_data, pyplot, save_figure
 from fer_search.report.trials import (
     ALL_COLOURED,
     OTHERS_COLOUR,
@@ -22,10 +23,8 @@ from fer_search.report.trials import (
 
 __all__ = [
     "FIGURES",
-    "no_data",
     "plot_best_so_far",
     "plot_learning_curves",
-    "save_figure",
     "time_origin",
     "time_unit",
 ]
@@ -46,15 +45,6 @@ MANY_POINTS = 2000  # epoch results in best_so_far.png past which its points shr
 # the trials past the coloured ones (trials.ALL_COLOURED, TOP_COLOURED)
 OTHER_STYLE = {"color": OTHERS_COLOUR, "linewidth": 0.6, "alpha": 0.45, "zorder": 2,
                "markersize": 1.5}  # fmt: skip
-
-
-def pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_learning_curves(
@@ -145,10 +135,6 @@ def plot_trial_curves(
     if grey_x:
         ax.plot(grey_x, grey_y, marker="o", **{**OTHER_STYLE, "label": grey_label})
     return drawn
-
-
-def no_data(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.3")
 
 
 def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -> Path:
@@ -255,13 +241,3 @@ def time_unit(longest_s: float) -> tuple[float, str]:
     if longest_s > 600:
         return 60.0, "min"
     return 1.0, "s"
-
-
-def save_figure(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    if fig.get_layout_engine() is None:
-        fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

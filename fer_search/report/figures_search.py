@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from fer_search.config import METRIC
-from fer_search.report.figures import no_data, pyplot, save_figure, time_origin, time_unit
+from fer_search.report.figures import time_origin, time_unit
+from fer_search.report.plotting import no_data, pyplot, save_figure
 from fer_search.report.trials import (
     ALL_COLOURED,
     OTHER_STATUS_COLOUR,

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from fer_search.config import METRIC, MODE, REFIT_ID, SCHEDULERS, recorded_scheduler
+from fer_search.report.markdown_final import md_final, md_per_class
 from fer_search.report.text import (
     fmt_ci,
     fmt_duration,
     fmt_num,
-    fmt_p,
     fmt_pct,
-    fmt_pp,
     fmt_value,
     is_number,
     md_cell,
@@ -227,16 +225,6 @@ def trial_cell(row: dict[str, Any]) -> str:
     return f"`{row['trial_id']}`" + (f" #{number}" if is_number(number) else "")
 
 
-FINAL_HEADER = [
-    "model",
-    "trials",
-    "val acc (PublicTest, used to select)",
-    "test acc (PrivateTest, used once)",
-    "test acc, flip TTA (PrivateTest)",
-    "test macro-F1 (PrivateTest)",
-]
-
-
 def md_lineage(facts: dict[str, Any]) -> str:
     """PBT: which trials copied which, when, and what changed; how Optuna records them."""
     if recorded_scheduler(facts["experiment"]) != "pbt":
@@ -260,151 +248,6 @@ def md_lineage(facts: dict[str, Any]) -> str:
         [str(e["trial_id"]), md_cell(str(e["lineage"])), fmt_pct(e["val_acc"])] for e in entries
     ]
     return "\n".join([*lines, md_table(["trial", "lineage", "val_acc"], "llr", rows)])
-
-
-def md_final(facts: dict[str, Any]) -> str:
-    final = facts["final"]
-    if not final:
-        return (
-            "## Final evaluation\n\nNot run: no final.json (the search was interrupted or "
-            "ran with --no-final-eval). Test accuracy is not reported."
-        )
-    best, ensemble = final.get("best") or {}, final.get("ensemble")
-    rows = [final_row("best trial", [best.get("trial_id", "?")], best)]
-    if ensemble:
-        name = f"top-{ensemble.get('k', '?')} ensemble"
-        rows.append(final_row(name, ensemble.get("trial_ids") or [], ensemble))
-    lines = [
-        "## Final evaluation",
-        "",
-        f"Selection rule: {final.get('selection', '(not recorded)')}",
-        "",
-        md_table(FINAL_HEADER, "llrrrr", rows),
-    ]
-    sentences = comparison_sentences(final) + choice_sentences(final)
-    if sentences:
-        lines += ["", *(f"- {s}" for s in sentences)]
-    if final.get("ci_method"):
-        lines += ["", f"Intervals: {final['ci_method']}."]
-    if best.get("checkpoint"):
-        lines += ["", f"Best checkpoint: `{best['checkpoint']}`"]
-    if best.get("config"):
-        config = json.dumps(best["config"], indent=2, sort_keys=True)
-        summary = "<details><summary>best trial's config</summary>"
-        lines += ["", summary, "", "```json", config, "```", "", "</details>"]
-    return "\n".join(lines)
-
-
-def final_row(name: str, trial_ids: list[Any], numbers: dict[str, Any]) -> list[str]:
-    return [
-        name,
-        ", ".join(f"`{t}`" for t in trial_ids),
-        fmt_pct(numbers.get("val_acc")),
-        fmt_ci(numbers.get("test_acc"), numbers.get("test_acc_ci95"), percent=True),
-        fmt_ci(numbers.get("test_acc_tta"), numbers.get("test_acc_tta_ci95"), percent=True),
-        fmt_ci(numbers.get("test_f1"), numbers.get("test_f1_ci95"), percent=False),
-    ]
-
-
-def choice_sentences(final: dict[str, Any]) -> list[str]:
-    """How the TTA mode and the selected ensemble were chosen (on val), and what they scored on
-    test; nothing for a final.json from before they existed."""
-    sentences = []
-    tta = final.get("tta")
-    if tta:
-        on_val = ", ".join(f"{m} {fmt_pct(a)}" for m, a in tta["val_acc"].items())
-        sentences.append(
-            f"Test-time augmentation chosen on val: **{tta['chosen']}** ({on_val} on val); "
-            f"the best trial with it scores "
-            f"{fmt_ci(tta['test_acc'], tta.get('test_acc_ci95'), percent=True)} on test."
-        )
-    chosen = final.get("selected_ensemble")
-    if chosen:
-        members = ", ".join(
-            f"`{m}` x{w:g}" for m, w in zip(chosen["members"], chosen["weights"], strict=True)
-        )
-        names = {"selection": "the greedy selection", "bagged": "the bagged selection"}
-        picked = names.get(chosen["chosen"], "the top-k average")
-        greedy = chosen["selection"]
-        bagged = chosen.get("bagged")  # not in a final.json from before it
-        also = f"; the bagged selection {candidate_scores(bagged)}" if bagged else ""
-        sentences.append(
-            f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
-            f"val {fmt_pct(chosen['val_acc'])}, test "
-            f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
-            f"The greedy selection scored {candidate_scores(greedy)}{also}; the top-k average "
-            f"val {fmt_pct(chosen['top_k_val_acc'])}."
-        )
-    return sentences
-
-
-def candidate_scores(candidate: dict[str, Any]) -> str:
-    """An ensemble candidate's val and test accuracy; one val did not choose was not tested."""
-    if candidate.get("test_acc") is None:
-        return f"val {fmt_pct(candidate['val_acc'])} (not chosen, so not tested)"
-    return f"val {fmt_pct(candidate['val_acc'])}, test {fmt_pct(candidate['test_acc'])}"
-
-
-def comparison_sentences(final: dict[str, Any]) -> list[str]:
-    """One sentence per paired comparison on test: how far apart, and whether beyond noise."""
-    comparisons = final.get("comparisons") or {}
-    others = {
-        "best_vs_runner_up": "the runner-up",
-        "best_vs_ensemble": f"the top-{(final.get('ensemble') or {}).get('k', '?')} ensemble",
-    }
-    sentences = []
-    for key, other in others.items():
-        found = comparisons.get(key) or {}
-        if key == "best_vs_runner_up" and found.get("b") is not None:
-            other += f" (`{found['b']}`)"
-        sentence = comparison_sentence(found.get("test") or {}, other)
-        if sentence:
-            sentences.append(sentence)
-    return sentences
-
-
-def comparison_sentence(result: dict[str, Any], other: str) -> str:
-    """ "The best trial is 0.8 pp ahead of <other> on test, within noise (95 % CI ...)", or ""
-    when `result` (stats.paired_comparison's) is incomplete."""
-    difference: Any = result.get("difference")
-    p: Any = result.get("p_value")
-    interval: Any = result.get("difference_ci95")
-    if not (is_number(difference) and is_number(p) and isinstance(interval, list)):
-        return ""
-    if len(interval) != 2 or not all(is_number(v) for v in interval):
-        return ""
-    if difference == 0:
-        where = f"level with {other}"
-    else:
-        side = "ahead of" if difference > 0 else "behind"
-        where = f"{fmt_pp(abs(difference))} pp {side} {other}"
-    noise = "within noise" if result.get("within_noise") else "beyond noise"
-    return (
-        f"The best trial is {where} on test, {noise} "
-        f"(95 % CI {fmt_pp(interval[0])} to {fmt_pp(interval[1])} pp, McNemar {fmt_p(p)})."
-    )
-
-
-def md_per_class(facts: dict[str, Any]) -> str:
-    metrics = ((facts["final"] or {}).get("best") or {}).get("metrics") or {}
-    per_class = metrics.get("per_class") or {}
-    if not per_class:
-        return ""
-    rows = [
-        [
-            md_cell(name),
-            fmt_num(m.get("precision"), 3),
-            fmt_num(m.get("recall"), 3),
-            fmt_num(m.get("f1"), 3),
-            fmt_value(m.get("support")),
-        ]
-        for name, m in per_class.items()
-    ]
-    table = md_table(["class", "precision", "recall", "F1", "support"], "lrrrr", rows)
-    summary = (
-        f"Accuracy {fmt_pct(metrics.get('accuracy'))}, macro-F1 {fmt_num(metrics.get('macro_f1'))}."
-    )
-    return f"## Best model per class (PrivateTest)\n\n{table}\n\n{summary}"
 
 
 def md_importances(facts: dict[str, Any]) -> str:

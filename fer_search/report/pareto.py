@@ -87,7 +87,7 @@ def plot_pareto(board: pd.DataFrame, facts: dict[str, Any], chosen: str | None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fer_search.report.figures import save_figure
+    from fer_search.report.plotting import save_figure
 
     costs = [o["metric"] for o in facts.get("objectives", [])[1:]]
     if not costs:

@@ -47,9 +47,15 @@ class LatestCheckpoint(Callback):
             if not paths:
                 continue
             latest = Path(paths[-1])
+            try:
+                written = latest.stat().st_mtime_ns
+            except FileNotFoundError:  # not ours to judge: leave the trial's directory as it is
+                continue
             # its older ones, and those a resumed trial made before the search was interrupted
+            # (Tune numbers them on from its last snapshot, so not older by number); never one
+            # written after it, which the trial may have made and Tune not yet registered
             for older in latest.parent.glob(f"{CHECKPOINT_PREFIX}*"):
-                if older != latest and older.is_dir():
+                if older != latest and older.is_dir() and older.stat().st_mtime_ns < written:
                     shutil.rmtree(older, ignore_errors=True)
             self._written[trial_id] = []
         return None  # nothing to restore: a resumed run finds the older ones on disk

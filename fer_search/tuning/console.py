@@ -39,6 +39,10 @@ RUNNING, COMPLETED, PRUNED, FAILED, ERROR, STOPPED, RETRYING = (
 MAX_SETTINGS = 4  # sampled settings shown beside the model
 STATUS_ROOM = 24  # the status column's width before settings columns give way
 REDRAW_S = 0.5  # the live table is redrawn at most this often (and on each start and end)
+MAX_ROWS = 20  # trial rows in the live table however tall the terminal (64 at once stay readable)
+FINISHED_ROWS = 4  # of them, kept for the best finished trials while more are running
+SIMULATED = "simulated"  # a simulated trial's `precision` (tuning.simulated)
+SIMULATED_LINE = "the trials are simulated (SimulatedTrainer): no model is trained"
 CLEAR_BELOW = "\x1b[J"
 
 
@@ -162,17 +166,29 @@ def header_line(title: str, rows: list[TrialRow], total: int, elapsed: float) ->
     )
 
 
-def visible_rows(rows: list[TrialRow], limit: int) -> tuple[list[TrialRow], int]:
-    """At most `limit` rows (the last line being "… N more" when some are hidden): every
-    running trial first, then the best of the others; in their starting order."""
+def visible_rows(rows: list[TrialRow], limit: int) -> tuple[list[TrialRow], int, int]:
+    """At most `limit` rows, the last line being "… and N more" when some are hidden: up to
+    FINISHED_ROWS of the best finished trials, then the running ones (those with the best
+    results so far first, then the latest started), then more of the best finished; in their
+    starting order. Also how many running and finished trials are hidden."""
     if len(rows) <= limit:
-        return rows, 0
+        return rows, 0, 0
     room = max(1, limit - 1)
-    running = [r for r in rows if r.status in (RUNNING, RETRYING)][:room]
-    others = sorted((r for r in rows if r not in running), key=lambda r: -(r.best or -1.0))
-    keep = {id(r) for r in running + others[: room - len(running)]}
+    running = [r for r in rows if r.status in (RUNNING, RETRYING)]
+    finished = [r for r in rows if r.status not in (RUNNING, RETRYING)]
+    finished.sort(key=lambda r: -(r.best or -1.0))
+    order = {id(r): i for i, r in enumerate(rows)}
+    running.sort(key=lambda r: (-(r.best if r.best is not None else -1.0), -order[id(r)]))
+    kept_running = running[: room - min(FINISHED_ROWS, room // 4, len(finished))]
+    kept_finished = finished[: room - len(kept_running)]
+    keep = {id(r) for r in kept_running + kept_finished}
     shown = [r for r in rows if id(r) in keep]
-    return shown, len(rows) - len(shown)
+    return shown, len(running) - len(kept_running), len(finished) - len(kept_finished)
+
+
+def hidden_line(running: int, finished: int) -> str:
+    parts = [f"{n} more {what}" for n, what in ((running, "running"), (finished, "finished")) if n]
+    return "… and " + ", ".join(parts)
 
 
 def row_cells(row: TrialRow, columns: list[str]) -> list[str]:
@@ -197,10 +213,11 @@ def table_lines(
     size: tuple[int, int],
 ) -> list[str]:
     """The live view for a terminal of `size` (columns, lines): the header line, the column
-    names and a row per trial, cut to fit: settings while the status has too little room,
-    then the lines themselves (a wrapped line would throw the redraw's count out)."""
+    names and a row per trial, at most MAX_ROWS of them (visible_rows) however many run; cut
+    to fit: settings while the status has too little room, then the rows, then the lines
+    themselves (a wrapped line would throw the redraw's count out)."""
     width, height = size
-    shown, hidden = visible_rows(rows, max(3, height - 3))
+    shown, hidden_running, hidden_finished = visible_rows(rows, min(MAX_ROWS, max(3, height - 3)))
     # settings give way to a status like "pruned at epoch 2 (ASHA)": first those that are the
     # same in every row (they tell the rows nothing apart), then from the right
     same = [c for c in columns if len({number(r.settings.get(c, "")) for r in rows}) == 1]
@@ -212,8 +229,8 @@ def table_lines(
         if body[0].index("status") + STATUS_ROOM < width:
             break
     lines = [header_line(title, rows, total, elapsed), *body]
-    if hidden:
-        lines.append(f"… {hidden} more")
+    if hidden_running or hidden_finished:
+        lines.append(hidden_line(hidden_running, hidden_finished))
     return [line if len(line) < width else line[: max(1, width - 2)] + "…" for line in lines]
 
 
@@ -272,6 +289,7 @@ class ConsoleView(Callback):
         self.drawn_at = 0.0
         self.dirty = False
         self.adopted = False
+        self.simulated = False  # a trial reported simulated results (tuning.simulated)
         self.saved: tuple[Any, Any] | None = None  # sys.stdout and sys.stderr, while live
 
     def __getstate__(self) -> dict[str, Any]:
@@ -319,7 +337,8 @@ class ConsoleView(Callback):
             self.dirty = True
             return
         size = tuple(shutil.get_terminal_size())
-        lines = table_lines(self.title, list(self.rows.values()), self.columns, self.total,
+        title = f"{self.title} ({SIMULATED})" if self.simulated else self.title
+        lines = table_lines(title, list(self.rows.values()), self.columns, self.total,
                             self.elapsed(), (size[0], size[1]))  # fmt: skip
         self.interleave(True)
         self.out().write(redraw(self.height, lines))
@@ -349,6 +368,10 @@ class ConsoleView(Callback):
     def update(self, row: TrialRow, result: dict[str, Any] | None) -> None:
         if not result or result.get("failure"):
             return
+        if result.get("precision") == SIMULATED and not self.simulated:
+            self.simulated = True
+            if not self.is_live():
+                self.out().write(f"[{clock(self.elapsed())}] {SIMULATED_LINE}\n")
         row.epoch = int(result.get("epoch", row.epoch) or 0)
         row.max_t = int(result.get("max_epochs", row.max_t) or row.max_t)
         row.val_acc = result.get("val_acc", row.val_acc)

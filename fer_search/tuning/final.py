@@ -28,7 +28,6 @@ __all__ = [
     "Member",
     "evaluate_members",
     "final_evaluation",
-    "load_trial_model",
     "remote_evaluation",
 ]
 
@@ -37,28 +36,6 @@ SELECTION_RULE = (
     "is used once, here, after selection"
 )
 TTA_MODES = ("none", "flip", "tencrop")  # fewest views first: a tie keeps the cheaper one
-RESUME_ONLY = (
-    "optimizer",
-    "best_state_dict",
-    "ema_state_dict",
-    "best_is",
-    "scaler",
-    "best_val_probs",
-)
-
-
-def load_trial_model(directory: Path | str, device: Any) -> tuple[dict[str, Any], Any, Any]:
-    """A trial checkpoint's best weights (the directory holding its checkpoint.pt) as a compact
-    payload, its model, and the best epoch's val probabilities stored inside it (a float16
-    tensor; None in checkpoints from before)."""
-    from fer_search import engine
-    from fer_search.tuning.trainable import CHECKPOINT_FILE
-
-    payload = engine.load_checkpoint(Path(directory) / CHECKPOINT_FILE)
-    payload["state_dict"] = engine.best_state_dict(payload)
-    stored = payload.get("best_val_probs")
-    payload = {k: v for k, v in payload.items() if k not in RESUME_ONLY}
-    return payload, engine.model_from_checkpoint(payload, device), stored
 
 
 def fits(probs: np.ndarray | None, split: Any) -> bool:
@@ -241,7 +218,7 @@ def final_evaluation(
     stored beside its checkpoint; only the checkpoints of the models used are loaded (and those
     of trials that stored none), and final.json's `reads` counts them."""
     from fer_search import ensemble
-    from fer_search.tuning.trainers import EngineTrainer
+    from fer_search.tuning.engine_trainer import EngineTrainer
 
     trainer = trainer or EngineTrainer()
     pool = [r for r in selectable(rows) if r["_checkpoint"] is not None]

@@ -111,8 +111,8 @@ def run_refit(
 
     from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
+    from fer_search.tuning.engine_trainer import EngineTrainer
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
-    from fer_search.tuning.trainers import EngineTrainer
 
     base = tune_dir(exp, record.get("storage_uri"))
     location = f"{base.rstrip('/')}/{REFIT_DIR}"

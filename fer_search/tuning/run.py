@@ -18,6 +18,7 @@ from typing import Any
 from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.tuning._ray_compat import live_trial_states
+from fer_search.tuning.engine_trainer import EngineTrainer
 from fer_search.tuning.experiment import (
     RUN_FILE,
     check_free_space,
@@ -39,8 +40,9 @@ from fer_search.tuning.results import (
     was_interrupted,
     write_leaderboard,
 )
+from fer_search.tuning.simulated import SimulatedTrainer
 from fer_search.tuning.study import Objectives, close_study, plain_journal, record_outcome
-from fer_search.tuning.trainers import EngineTrainer, trainer_from_record
+from fer_search.tuning.trainers import Trainer
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 __all__ = ["Outcome", "resume_search", "start_search"]
@@ -80,6 +82,15 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
         print(summary_line(record["warm_start"]), flush=True)
     write_json(exp / RUN_FILE, record)
     return run(exp, space, data, refs, options, record, restore=False)
+
+
+def trainer_from_record(record: dict[str, Any]) -> Trainer:
+    """The trainer an experiment ran with (experiment.json's `trainer`; none: the engine)."""
+    described = dict(record.get("trainer") or {"kind": "engine"})
+    kind = described.pop("kind", "engine")
+    if kind == "simulated":
+        return SimulatedTrainer.from_description(described)
+    return EngineTrainer()
 
 
 def resume_search(path: str | Path, data: Any = None, options: SearchOptions | None = None):

@@ -1,11 +1,12 @@
 """What a search's trials run: a `Trainer`. The search passes one to Tune as the trainable and
 asks it again for the final evaluation's model inference.
 
-`EngineTrainer` (the default) trains for real with fer_search.engine. `SimulatedTrainer`
-(tuning.simulated) keeps everything but the training, for scale tests and benchmarks; it is
-passed as an argument (`fer_search.search(..., trainer=SimulatedTrainer())`), never switched on
-by the environment. experiment.json records which one ran (`trainer`), so `--resume` and the
-report know a simulated search for what it is.
+This module is the interface only. `EngineTrainer` (tuning.engine_trainer, the default)
+trains for real with fer_search.engine. `SimulatedTrainer` (tuning.simulated) keeps everything
+but the training, for scale tests and benchmarks; it is passed as an argument
+(`fer_search.search(..., trainer=SimulatedTrainer())`), never switched on by the environment.
+experiment.json records which one ran (`trainer`; tuning.run.trainer_from_record rebuilds it),
+so `--resume` and the report know a simulated search for what it is.
 
 A trial directory's checkpoint holds the trainer's files, and beside the weights the best
 epoch's val probabilities as a small file of their own (VAL_PROBS_FILE), so that the final
@@ -23,11 +24,9 @@ import numpy as np
 
 __all__ = [
     "VAL_PROBS_FILE",
-    "EngineTrainer",
     "LoadedModel",
     "Trainer",
     "read_val_probs",
-    "trainer_from_record",
     "write_val_probs",
 ]
 
@@ -73,57 +72,6 @@ class Trainer(Protocol):
     def save_best(self, loaded: LoadedModel, directory: Path) -> str:
         """Write the best trial's model into `directory` (best/); the file's name."""
         ...
-
-
-@dataclass(frozen=True)
-class EngineTrainer:
-    """Real training: tuning.trainable.run_trial, fer_search.engine's checkpoints and inference."""
-
-    kind: str = "engine"
-
-    def run_trial(self, config: dict[str, Any], data: Any) -> None:
-        from fer_search.tuning.trainable import run_trial
-
-        run_trial(config, data)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind}
-
-    def evaluation_device(self) -> str:
-        from fer_search import engine
-
-        return engine.resolve_device("auto").type
-
-    def load(self, checkpoint: Any, device: str) -> LoadedModel:
-        from fer_search.tuning.final import load_trial_model
-
-        with checkpoint.as_directory() as directory:
-            size = sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
-            payload, model, stored = load_trial_model(Path(directory), device)
-        probs = None if stored is None else stored.float().numpy()
-        return LoadedModel(payload, model, probs, bytes_read=size)
-
-    def predict(self, loaded: LoadedModel, split: Any, device: str, tta: str = "none") -> Any:
-        from fer_search import engine
-
-        return engine.predict_probs(loaded.model, split.images, device=device, tta=tta)
-
-    def save_best(self, loaded: LoadedModel, directory: Path) -> str:
-        from fer_search import engine
-
-        engine.save_checkpoint(directory / "best.pt", loaded.payload)
-        return "best.pt"
-
-
-def trainer_from_record(record: dict[str, Any]) -> Trainer:
-    """The trainer an experiment ran with (experiment.json's `trainer`; none: the engine)."""
-    described = dict(record.get("trainer") or {"kind": "engine"})
-    kind = described.pop("kind", "engine")
-    if kind == "simulated":
-        from fer_search.tuning.simulated import SimulatedTrainer
-
-        return SimulatedTrainer.from_description(described)
-    return EngineTrainer()
 
 
 def write_val_probs(directory: Path, probs: np.ndarray | None) -> None:
