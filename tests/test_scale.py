@@ -218,6 +218,16 @@ def test_the_50_trial_final_evaluation_loads_only_the_checkpoints_it_uses(fifty)
     check_final_reads(fifty.path, trials=50)
 
 
+def test_tensorboard_and_optuna_dashboard_show_every_one_of_the_50_trials(fifty):
+    # started as the README starts them, asked what their pages ask (bench.viewers)
+    from fer_search.bench.viewers import time_optuna_dashboard, time_tensorboard
+
+    hparams = time_tensorboard(fifty.path / "tensorboard", 50, limit_s=120)
+    dashboard = time_optuna_dashboard(fifty.path / "optuna.db", 50, limit_s=120)
+    assert hparams["items"] == 50 and hparams["s"] is not None, hparams  # a row per trial
+    assert dashboard["items"] == 50 and dashboard["s"] is not None, dashboard
+
+
 def test_a_20_trial_search_loads_only_what_it_uses(tmp_path, demo):
     # one trial at a time: the seeded TPE and ASHA then see the same results in the same
     # order on every run, so the trials, their val probabilities, the ensembles selected from

@@ -23,6 +23,8 @@ driver nothing. Figures, per concurrency:
 - resume: a search interrupted (SIGINT, as Ctrl-C) once half its trials have started, then
   `fer_search.resume`: seconds from the call to the first new epoch reported, and whether any
   trial ran twice (a Tune or Optuna trial more than num_samples, or a trial's epoch 1 twice);
+- viewers: on the largest search, seconds from starting TensorBoard (its HParams table) and
+  optuna-dashboard (its study page) until their HTTP API returns every trial (bench.viewers);
 - Ray's floor: the same number of trials through bare Ray Tune (a function that sleeps and
   reports, ASHA, its random search, no checkpoints, no callbacks), as Ray's release tests run.
 """
@@ -73,6 +75,7 @@ class ScalePlan:
     concurrency: tuple[int, ...]
     post_search_trials: int  # a second, smaller search for the post-search steps at that size
     resume_concurrency: int
+    floor_at: tuple[int, ...]  # the concurrencies where bare Ray Tune runs the same trials
     checkpoint_mib: float = 1.0
     demo_size: float = 10.0  # val: 3,500 demo images, about PublicTest's 3,589
     reduction_factor: int = 3  # ASHA rungs at 1, 3 and 9 epochs of 10
@@ -80,8 +83,8 @@ class ScalePlan:
 
 def scale_plan(quick: bool) -> ScalePlan:
     if quick:
-        return ScalePlan(200, 10, 1.0, (16,), 100, 16)
-    return ScalePlan(1000, 10, 1.0, (8, 32, 64), 100, 64)
+        return ScalePlan(200, 10, 1.0, (16,), 100, 16, (16,))
+    return ScalePlan(1000, 10, 1.0, (8, 32, 64), 100, 64, (64,))
 
 
 def space(plan: ScalePlan, trials: int) -> dict[str, Any]:
@@ -299,15 +302,26 @@ def resume_figures(exp: Path, called: float, trials: int) -> dict[str, Any]:
     connection = sqlite3.connect(f"file:{exp / 'optuna.db'}?mode=ro", uri=True)
     try:
         optuna_trials = connection.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+        ray_ids = connection.execute(
+            "SELECT COUNT(DISTINCT value_json) FROM trial_user_attributes WHERE key = ?",
+            ("ray_trial_id",),
+        ).fetchone()[0]
+        again = connection.execute(
+            "SELECT COUNT(*) FROM trial_user_attributes WHERE key = 'resumed_from'"
+        ).fetchone()[0]
     finally:
         connection.close()
     return {
         "resume_s": first - called if first != float("inf") else float("nan"),
         "tune_trials": len(dirs),
+        # Optuna cannot reopen a trial: one the interruption left running is recorded again
+        # when it ends (`resumed_from`), so the study holds trials + those records
         "optuna_trials": int(optuna_trials),
+        "optuna_trials_recorded_again": int(again),
+        "optuna_ray_trial_ids": int(ray_ids),
         "trials_restarted": restarted,  # a trial whose epoch 1 was reported twice
         "epochs_repeated": repeated,  # epochs after a trial's last checkpoint, trained again
-        "run_twice": len(dirs) != trials or optuna_trials != trials or restarted > 0,
+        "run_twice": len(dirs) != trials or ray_ids != trials or restarted > 0,
     }
 
 
@@ -323,10 +337,13 @@ def scale_figures(ctx: Context) -> list[dict[str, Any]]:
             done, peaks = in_own_process(run_search, plan, plan.trials, c, tmp, f"scale-{c}")
             runs[c] = search_figures(Path(done["path"]), plan, c)
             memory[c] = memory_figures(peaks)
-            floor, _ = in_own_process(run_ray_floor, plan, plan.trials, c, f"{tmp}/floor-{c}")
-            floor["overhead"] = floor["tune_s"] / (floor["epochs"] * plan.epoch_s / c)
-            floor["driver_ms_per_result"] = 1000 * floor["cpu_s"] / max(1, floor["epochs"])
-            floors[c] = floor
+            if c == max(plan.concurrency):  # the viewers a user opens, on the largest search
+                viewers = viewer_figures(Path(done["path"]), runs[c]["trials"])
+            if c in plan.floor_at:
+                floor, _ = in_own_process(run_ray_floor, plan, plan.trials, c, f"{tmp}/floor-{c}")
+                floor["overhead"] = floor["tune_s"] / (floor["epochs"] * plan.epoch_s / c)
+                floor["driver_ms_per_result"] = 1000 * floor["cpu_s"] / max(1, floor["epochs"])
+                floors[c] = floor
         small, _ = in_own_process(
             run_search, plan, plan.post_search_trials, plan.resume_concurrency, tmp, "post-small"
         )
@@ -338,7 +355,17 @@ def scale_figures(ctx: Context) -> list[dict[str, Any]]:
         resumed, _ = in_own_process(run_resume, part["path"])
         resume = resume_figures(Path(part["path"]), resumed["called"], plan.trials)
         resume.update(interrupted_first=part["interrupted"], resume_wall_s=resumed["wall_s"])
-    return build_figures(plan, runs, floors, memory, post_small, resume)
+    return build_figures(plan, runs, floors, memory, post_small, resume, viewers)
+
+
+def viewer_figures(exp: Path, trials: int) -> dict[str, Any]:
+    """Seconds until TensorBoard's HParams table and optuna-dashboard show every trial."""
+    from fer_search.bench.viewers import time_optuna_dashboard, time_tensorboard
+
+    return {
+        "tensorboard_hparams": time_tensorboard(exp / "tensorboard", trials),
+        "optuna_dashboard": time_optuna_dashboard(exp / "optuna.db", trials),
+    }
 
 
 def memory_figures(peaks: dict[str, Any]) -> dict[str, float]:
@@ -360,6 +387,7 @@ def build_figures(
     memory: dict[int, dict[str, Any]],
     post_small: dict[str, Any],
     resume: dict[str, Any],
+    viewers: dict[str, Any],
 ) -> list[dict[str, Any]]:
     top = max(plan.concurrency)
     big = runs[top]
@@ -386,6 +414,8 @@ def build_figures(
         "memory": {str(c): m for c, m in memory.items()},
         "runs": {str(c): r for c, r in runs.items()},
         "ray_floor": {str(c): f for c, f in floors.items()},
+        "viewers_s": {name: v["s"] for name, v in viewers.items()},
+        "viewers": viewers,
         "summary": f"{n} simulated trials x {plan.epochs} epochs of {plan.epoch_s:g} s, ASHA; "
         f"at {top} at once: overhead {big['overhead']:.2f} (Ray alone "
         f"{floors[top]['overhead']:.2f}), {big['driver_ms_per_result']:.1f} ms driver CPU per "
@@ -396,14 +426,16 @@ def build_figures(
     }
     figures = [summary]
     for c, run in runs.items():
-        floor = floors[c]
+        floor = floors.get(c)
+        alone = (f"; Ray alone {floor['overhead']:.2f} ({floor['tune_s']:.0f} s, "
+                 f"{floor['epochs']} epochs)") if floor else ""  # fmt: skip
+        alone_ms = f"; Ray alone {floor['driver_ms_per_result']:.1f} ms" if floor else ""
         figures.append({
             "figure": "scale overhead", "arch": f"{c} at once",
             "ratio": run["overhead"], "goal": f"<= {GOALS['overhead']:.2f} (64 at once)",
             "met": goal_met(run["overhead"], GOALS["overhead"], False) if c == 64 else None,
             "summary": f"Tune phase {run['tune_s']:.0f} s for {run['results']} epochs "
-            f"(minimum {run['minimum_s']:.0f} s); Ray alone {floor['overhead']:.2f} "
-            f"({floor['tune_s']:.0f} s, {floor['epochs']} epochs)",
+            f"(minimum {run['minimum_s']:.0f} s){alone}",
         })  # fmt: skip
         figures.append({
             "figure": "scale driver CPU per result", "arch": f"{c} at once",
@@ -412,8 +444,7 @@ def build_figures(
             "met": goal_met(run["driver_ms_per_result"], GOALS["driver_ms_per_result"], False)
             if c == 64 else None,
             "summary": f"{run['driver_ms_per_result']:.1f} ms per result, "
-            f"{run['results_per_s']:.1f} results/s; Ray alone "
-            f"{floor['driver_ms_per_result']:.1f} ms",
+            f"{run['results_per_s']:.1f} results/s{alone_ms}",
         })  # fmt: skip
         figures.append({
             "figure": "scale memory", "arch": f"{c} at once",
@@ -443,7 +474,16 @@ def build_figures(
         "goal": f"<= {GOALS['resume_s']:g} s, no trial run twice",
         "met": goal_met(resume["resume_s"], GOALS["resume_s"], False) and not resume["run_twice"],
         "summary": f"trials ran again {resume['resume_s']:.0f} s after the call; "
-        f"{resume['tune_trials']} Tune and {resume['optuna_trials']} Optuna trials, "
-        f"{resume['trials_restarted']} restarted",
+        f"{resume['tune_trials']} Tune trials, {resume['optuna_ray_trial_ids']} in Optuna "
+        f"({resume['optuna_trials_recorded_again']} recorded again after the interruption), "
+        f"{resume['trials_restarted']} restarted from epoch 1",
     })  # fmt: skip
+    for name, viewer in viewers.items():
+        figures.append({
+            "figure": f"scale {name.replace('_', ' ')}", "arch": f"{big['trials']} trials",
+            "ratio": viewer["s"],
+            "summary": f"every trial shown after {viewer['s']} s ({viewer['items']} rows, "
+            f"{viewer['bytes'] / MIB:.1f} MiB answer)" if viewer["s"] is not None
+            else f"gave up after {viewer['gave_up_after_s']:g} s at {viewer['items']} rows",
+        })  # fmt: skip
     return figures
