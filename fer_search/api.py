@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +48,8 @@ __all__ = [
     "upgrade",
 ]
 
+log = logging.getLogger(__name__)
+
 DataArg = Any  # a FERData, or a source for load_data: "demo", a path, or None (./data or demo)
 
 
@@ -77,7 +79,7 @@ def load_data(
         demo_size=demo_size,
     )
     for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
+        log.info("note: %s", note)
     return data
 
 
@@ -356,13 +358,11 @@ def experiment_data(checkpoint: Path, class_set: str) -> FERData | None:
         source = args.get("path", args.get("data"))
         if source not in (None, "demo") and not Path(str(source)).exists():
             where = "./data or the demo data"
-            print(
-                f"note: {source} (the data of {folder}) is not here; using {where}", file=sys.stderr
-            )
+            log.info("note: %s (the data of %s) is not here; using %s", source, folder, where)
             return None
         data = load_recorded({**args, "class_set": class_set})
         for note in data.notes:
-            print(f"note: {note}", file=sys.stderr)
+            log.info("note: %s", note)
         return data
     return None
 

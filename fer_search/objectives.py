@@ -45,7 +45,6 @@ LIMITS: dict[str, str] = {f"max_{cost}": cost for cost in COSTS}
 # the accuracy metrics a trial reports and their direction (space.schema.METRICS holds the
 # same; repeated here because the space layer sits above this module)
 SCORES: dict[str, str] = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
-_OPS = ("<=", ">=", "<", ">")
 _CONDITION_RE = re.compile(r"\s*([A-Za-z_]+)\s*(<=|>=|<|>)\s*([^,]+?)\s*")
 
 

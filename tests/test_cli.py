@@ -7,6 +7,7 @@ Every mistake a user can make must end as exit code 2 and one line on stderr, no
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from helpers import run_fer_search, run_python
 from PIL import Image
 
 from fer_search.cli import main
+from fer_search.cli.logs import install_logging
 from fer_search.config import EMOTIONS
 from fer_search.engine import load_checkpoint
 
@@ -125,6 +127,27 @@ def test_help_lists_every_command_and_each_is_reached_by_name(capsys, tmp_path):
     done = run_cli("--help", cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert all(command in done.stdout for command in listed)
+
+
+def test_the_cli_shows_library_log_records_on_stderr(capsys):
+    # library modules log (no print): the command shows INFO as written, a warning marked
+    logger = logging.getLogger("fer_search.tuning.run")
+    try:
+        install_logging(1)
+        install_logging(1)  # a second main() in one process replaces its handler
+        logger.info("searching tiny: 2 trials")
+        logger.warning("2 trial(s) failed")
+        logger.debug("hidden at --verbose 1")
+        out, err = capsys.readouterr()
+        assert out == "" and err == "searching tiny: 2 trials\nwarning: 2 trial(s) failed\n"
+        install_logging(2)
+        logger.debug("shown at --verbose 2")
+        assert capsys.readouterr().err == "shown at --verbose 2\n"
+    finally:  # leave no handler on a stream this test's capture closes
+        root = logging.getLogger("fer_search")
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        root.setLevel(logging.NOTSET)
 
 
 def test_usage_error_is_one_line(capsys, tmp_path):

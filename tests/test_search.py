@@ -200,9 +200,11 @@ def test_refit_epochs_fill_the_time_at_the_measured_pace():
     assert refit_epochs(refit_candidate(_epoch_s=float("nan")), 95.0) == 0
 
 
-def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
+def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(caplog):
     from fer_search.space import load_space_dict
     from fer_search.tuning.refit import plan_refit
+
+    caplog.set_level("INFO", logger="fer_search")  # it logs (the CLI shows INFO records)
 
     space = load_space_dict(
         {"experiment": {"time_budget": 200, "refit_budget": 100}, "params": {"lr": 0.1}}
@@ -221,9 +223,10 @@ def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(capsys):
         "resources": None,
         "done": False,
     }  # fmt: skip
-    assert "refit: training trial t1's configuration again for 12 epochs" in capsys.readouterr().out
+    assert "refit: training trial t1's configuration again for 12 epochs" in caplog.text
+    caplog.clear()
     assert plan_refit(rows, space, elapsed=170.0) is None  # 30 s left: 3 epochs, not > 4
-    assert "no refit" in capsys.readouterr().err
+    assert "no refit" in caplog.text
     no_refit = load_space_dict({"experiment": {"time_budget": 200}, "params": {"lr": 0.1}})
     assert plan_refit(rows, no_refit, elapsed=0.0) is None
 
@@ -521,7 +524,7 @@ def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
         assert (exp / refit["trial_dir"] / "progress.csv").is_file()
         for name in ("optimizer", "dropout"):  # the refit trained its source's configuration
             assert refit[name] == source[name]
-    assert "refit: training trial" in proc.stdout
+    assert "refit: training trial" in proc.stderr  # the CLI's log handler (cli/logs.py)
 
     import optuna
 

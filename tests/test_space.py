@@ -85,7 +85,6 @@ def test_every_shipped_space_is_found_by_name_from_any_directory(tmp_path, monke
 def test_shipped_space_loads_and_samples_valid_configs(name):
     space = load_space(name)
     assert space.name == name and space.description
-    assert set(space.architectures()) <= set(MODEL_NAMES)
     exp = space.experiment
     assert 1 <= exp.grace_period <= exp.epochs and exp.mode == "max"
     by_name = {p.name: p for p in space.params}
@@ -99,7 +98,7 @@ def test_shipped_space_loads_and_samples_valid_configs(name):
             k for k in by_name if k in sampled or k in constants
         )
         cfg = TrainConfig.from_dict({**config, "epochs": exp.epochs}, source=name)
-        assert cfg.model in space.architectures()
+        assert cfg.model in MODEL_NAMES
 
 
 def test_all_space_conditionals_follow_the_model_and_optimizer():
@@ -189,23 +188,6 @@ def test_a_step_equal_to_the_range_in_decimal_is_accepted():
     assert smoothing.step == 0.05
     for sampled, _, _ in _trials(space, 10):
         assert min(abs(sampled["label_smoothing"] - v) for v in (0.1, 0.15)) < 1e-9
-
-
-def test_architectures():
-    def archs(params):
-        return load_space_dict({"params": params}).architectures()
-
-    assert archs({"lr": 0.1}) == ("simple_cnn",)
-    assert archs({"model": "vgg16"}) == ("vgg16",)
-    assert archs({"model": {"type": "categorical", "choices": ["vgg16", "resnet101"]}}) == (
-        "vgg16",
-        "resnet101",
-    )
-    conditional = {
-        "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
-        "model": {"type": "fixed", "value": "vgg16", "when": {"optimizer": "sgd"}},
-    }
-    assert archs(conditional) == ("vgg16", "simple_cnn")
 
 
 def test_train_values_folds_tags():

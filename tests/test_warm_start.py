@@ -216,7 +216,7 @@ def test_a_search_warm_started_from_another_runs_its_own_trials_after_the_carrie
 
     search("first")
     proc = search("second", "--warm-start", str(results / "first"), "--num-samples", "2")
-    assert "warm start: 3 trials from 1 experiment" in proc.stdout
+    assert "warm start: 3 trials from 1 experiment" in proc.stderr
 
     first, second = results / "first", results / "second"
     study = optuna.load_study(study_name="second", storage=f"sqlite:///{second / 'optuna.db'}")

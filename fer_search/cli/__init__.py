@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from fer_search.cli.logs import install_logging
 from fer_search.cli.parser import COMMANDS, build_parser
 from fer_search.errors import UserError, did_you_mean
 
@@ -45,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         hint = close_flag(parser, args.command, unknown)
         parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    install_logging(getattr(args, "verbose", 1))
     try:
         return int(COMMAND_FUNCTIONS[args.command](args) or 0)
     except UserError as exc:

@@ -46,8 +46,6 @@ from fer_search.engine.precision import (
 from fer_search.engine.prepare import build_model, mirror_balance, seed_everything
 from fer_search.engine.state import EpochCallback, TrainResult
 
-_Plateau = Plateau  # the name before the split into a package
-
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",

@@ -6,7 +6,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fer_search.config import TrainConfig
 from fer_search.objectives import COSTS, Objective
 
 __all__ = ["KINDS", "METRICS", "Experiment", "Param", "SearchSpace"]
@@ -150,17 +149,3 @@ class SearchSpace:
         if self.constraints:
             out["constraints"] = dict(self.constraints)
         return out
-
-    def architectures(self) -> tuple[str, ...]:
-        """Model names this space can produce, in the order the space lists them."""
-        names: list[str] = []
-        default_possible = True
-        for p in self.params:
-            if p.setting != "model":
-                continue
-            names.extend(p.choices if p.kind == "categorical" else (p.value,))
-            if not p.when:
-                default_possible = False
-        if default_possible:
-            names.append(TrainConfig().model)
-        return tuple(dict.fromkeys(names))

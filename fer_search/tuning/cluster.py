@@ -15,7 +15,6 @@ import logging
 import math
 import os
 import socket
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,8 @@ __all__ = [
     "start_ray",
     "wait_for_gpus",
 ]
+
+log = logging.getLogger(__name__)
 
 AUTH_DOC = "cluster/README.md#ray-authentication"
 PROBE_TIMEOUT_S = 120
@@ -69,7 +70,7 @@ def start_ray(address: str | None, cpus: int | None, gpus: float | None) -> None
         log_to_driver=True,
     )
     if context.dashboard_url:
-        print(f"Ray dashboard: http://{context.dashboard_url}", file=sys.stderr)
+        log.info("Ray dashboard: http://%s", context.dashboard_url)
 
 
 def check_gpu_nodes(timeout_s: float = 60.0) -> None:
@@ -258,12 +259,10 @@ def wait_for_gpus(wanted: float, timeout_s: float | None = None) -> dict[str, fl
     have = ray.cluster_resources()
     if have.get("GPU", 0.0) >= wanted or timeout_s <= 0:
         return have
-    print(
-        f"waiting up to {timeout_s:.0f} s for {wanted:g} GPUs (the cluster has "
-        f"{have.get('GPU', 0.0):g} now; its workers may still be starting)",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info(
+        "waiting up to %.0f s for %g GPUs (the cluster has %g now; its workers may still be "
+        "starting)", timeout_s, wanted, have.get("GPU", 0.0),
+    )  # fmt: skip
     ask_autoscaler([{"GPU": 1.0}] * math.ceil(wanted))  # scales up a min_workers: 0 group
     try:
         deadline = time.monotonic() + timeout_s
@@ -375,9 +374,7 @@ def report_shared(
             )
     for ref in pending:
         node = refs[ref]
-        print(
-            f"warning: could not check within {timeout_s:.0f} s that node "
-            f"{node.get('NodeManagerAddress', '?')} ({node['NodeID'][:8]}) shares "
-            f"{shown}; its trials fail if it does not",
-            file=sys.stderr,
-        )
+        log.warning(
+            "could not check within %.0f s that node %s (%s) shares %s; its trials fail if it "
+            "does not", timeout_s, node.get("NodeManagerAddress", "?"), node["NodeID"][:8], shown,
+        )  # fmt: skip

@@ -4,8 +4,8 @@ checkpoint, log and resume like any trial) and compete on PublicTest like any tr
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,8 @@ __all__ = [
     "refit_phase",
     "refit_share",
 ]
+
+log = logging.getLogger(__name__)
 
 REFIT_DIR = "refit"  # exp/refit/trial_refit, trial_refit2, ...: the best configurations retrained
 
@@ -201,11 +203,10 @@ def plan_refit(
     for row in ranked[:k]:
         epochs = refit_epochs(row, seconds / slowdown)
         if not epochs:
-            print(
-                f"no refit of trial {row['trial_id']}: {seconds:.0f} s left fit no more than the "
-                f"{row['epochs']} epochs it already trained",
-                file=sys.stderr,
-            )
+            log.info(
+                "no refit of trial %s: %.0f s left fit no more than the %s epochs it already "
+                "trained", row["trial_id"], seconds, row["epochs"],
+            )  # fmt: skip
             continue
         config = {key: v for key, v in row["_config"].items() if key != "trial_number"}
         if config.get("anneal_at"):  # one schedule over its epochs: the search's rungs are not its
@@ -216,11 +217,10 @@ def plan_refit(
             {"id": refit_id(len(members)), "from_trial": row["trial_id"], "epochs": epochs,
              "config": config}
         )  # fmt: skip
-        print(
-            f"refit: training trial {row['trial_id']}'s configuration again for {epochs} epochs "
-            f"({seconds:.0f} s left at {row['_epoch_s'] * slowdown:.1f} s per epoch)",
-            flush=True,
-        )
+        log.info(
+            "refit: training trial %s's configuration again for %d epochs (%.0f s left at "
+            "%.1f s per epoch)", row["trial_id"], epochs, seconds, row["_epoch_s"] * slowdown,
+        )  # fmt: skip
     if not members:
         return None
     return {"members": members, "resources": resources or None, "done": False}

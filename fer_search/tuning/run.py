@@ -9,6 +9,7 @@ test split once, and builds the report.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 __all__ = ["Outcome", "resume_search", "start_search"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Outcome:
@@ -79,7 +82,7 @@ def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
     record["trainer"] = (options.trainer or EngineTrainer()).describe()
     if sources:  # before the Tuner: its searcher loads the study made here
         record["warm_start"] = seed_study(exp, space, sources)
-        print(summary_line(record["warm_start"]), flush=True)
+        log.info(summary_line(record["warm_start"]))
     write_json(exp / RUN_FILE, record)
     return run(exp, space, data, refs, options, record, restore=False)
 
@@ -258,13 +261,11 @@ def choice_record(rows: list[dict[str, Any]], space: Any) -> tuple[list[dict[str
     """The rows ranked as the space's objectives, constraints and `pick` say, and what was
     chosen for best/ (experiment.json's `choice`); a `pick` no Pareto-optimal trial satisfies
     is said on the console."""
-    import sys
-
     from fer_search.tuning.results import selectable
 
     rows, note = choose(rows, space)
     if note:
-        print(f"warning: {note}", file=sys.stderr, flush=True)
+        log.warning(note)
     best = next(iter(selectable(rows)), None)
     chosen = best is not None and best.get("_eligible", False)
     return rows, {
@@ -300,11 +301,10 @@ def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
 
 def announce(space: Any, plan: dict[str, Any], exp: Path) -> None:
     ex = space.experiment
-    print(
-        f"searching {space.name}: {ex.num_samples} trials x <= {ex.epochs} epochs on "
-        f"{plan['device']}, {plan['max_concurrent']} at a time; results in {exp}",
-        flush=True,
-    )
+    log.info(
+        "searching %s: %d trials x <= %d epochs on %s, %d at a time; results in %s",
+        space.name, ex.num_samples, ex.epochs, plan["device"], plan["max_concurrent"], exp,
+    )  # fmt: skip
 
 
 def class_set_of(data: Any) -> str:

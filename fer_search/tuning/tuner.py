@@ -103,7 +103,7 @@ def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[st
         "device": plan["device"],
         "threads": max(1, int(plan["cpus_per_trial"])),
         "class_set": class_set,
-        "checkpoint_every": getattr(ex, "checkpoint_every", 1),
+        "checkpoint_every": ex.checkpoint_every,
         "checkpoint_at": checkpoint_epochs(space),  # where the scheduler may pause a trial
         "anneal_at": anneal_epochs(space),  # the rungs its schedule anneals by (rung_anneal)
         MEASURE_COST: space.measures_cost,
@@ -186,7 +186,7 @@ def build_tuner(
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep),
             # retries are for workers and nodes that died; a trial's own deterministic failure
             # (NaN, out of memory, a bad config) ends it with its reason instead (trainable)
-            failure_config=tune.FailureConfig(max_failures=getattr(ex, "max_failures", 1)),
+            failure_config=tune.FailureConfig(max_failures=ex.max_failures),
             callbacks=callbacks,
             verbose=ray_verbosity(options.verbose),
         ),
