@@ -369,7 +369,6 @@ class TwoNodeCluster:
         root: Path,
         head: tuple[str, ...] = ("--num-cpus=1", "--num-gpus=0"),
         worker: tuple[str, ...] = ("--num-cpus=1", "--num-gpus=0"),
-        node_env: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.resources = {"head": head, "worker": worker}
@@ -383,8 +382,10 @@ class TwoNodeCluster:
         self.token = uuid.uuid4().hex
         self.auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
         self.settings = {"RAY_DEDUP_LOGS": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # the nodes'
-        self.env.update(PYTHONPATH=str(REPO), **self.auth, **self.settings, **(node_env or {}))
+        # the nodes': never the testing switch, which a search takes to its trials itself
+        dropped = ("RAY_ADDRESS", "FER_SEARCH_SIMULATE_GPU")
+        self.env = {k: v for k, v in os.environ.items() if k not in dropped}
+        self.env.update(PYTHONPATH=str(REPO), **self.auth, **self.settings)
         self.procs: list[subprocess.Popen] = []
         self.private_worker = False
 
@@ -580,13 +581,12 @@ def processes_in_group(pgid: int) -> list[int]:
 @pytest.fixture(scope="module")
 def gpu_cluster(tmp_path_factory):
     """The shape of cluster/kuberay/rayjob.yaml on this machine: a head with no GPU and a worker
-    that advertises two logical GPUs (as Ray's own tests do), whose trials train on the CPU
-    (FER_SEARCH_SIMULATE_GPU=1 in the nodes' environment)."""
+    that advertises two logical GPUs (as Ray's own tests do). The nodes are started without
+    FER_SEARCH_SIMULATE_GPU: a search that sets it takes it to its trials (runtime_env)."""
     cluster = TwoNodeCluster(
         tmp_path_factory.mktemp("gpu-cluster"),
         head=("--num-cpus=1", "--num-gpus=0"),
         worker=("--num-cpus=4", "--num-gpus=2"),
-        node_env={"FER_SEARCH_SIMULATE_GPU": "1"},
     )
     try:
         cluster.start()

@@ -185,9 +185,17 @@ def connect(address: str) -> None:
     problem = auth_problem(address)
     if problem:
         raise UserError(problem)
+    from fer_search.tuning.devices import SIMULATE_GPU_ENV, simulate_gpu
+
+    # the testing switch travels with the search to its trials on every node (set for the
+    # driver alone it would skip the GPU check and leave the trials looking for CUDA)
+    env_vars = {SIMULATE_GPU_ENV: "1"} if simulate_gpu() else {}
     # Through ray://, Tune's driver loop runs on the head: it gets this process's Tune settings
-    settings = {k: v for k, v in os.environ.items() if k.startswith(("TUNE_", "RAY_AIR_"))}
-    runtime_env = {"env_vars": settings} if address.startswith("ray://") and settings else None
+    if address.startswith("ray://"):
+        env_vars.update(
+            {k: v for k, v in os.environ.items() if k.startswith(("TUNE_", "RAY_AIR_"))}
+        )
+    runtime_env = {"env_vars": env_vars} if env_vars else None
     try:
         ray.init(
             address=address,

@@ -3,7 +3,8 @@ granted is not one torch can see.
 
 FER_SEARCH_SIMULATE_GPU=1 is a testing switch: work that Ray gives a GPU runs on the CPU,
 everything else unchanged, so a local Ray cluster advertising logical GPUs (`ray start
---num-gpus 2`) runs the GPU code path of the search on a machine without one.
+--num-gpus 2`) runs the GPU code path of the search on a machine without one. Set for the
+driver, it travels to the search's trials on every node (cluster.connect's runtime_env).
 """
 
 from __future__ import annotations
