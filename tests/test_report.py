@@ -563,3 +563,18 @@ def test_the_leaderboard_gives_each_val_acc_its_interval(tmp_path):
     assert first["val_acc_ci95"] == [0.601, 0.649] and "val_acc_ci95_lo" not in first
     assert list(first)[list(first).index("val_acc") + 1] == "val_acc_ci95"
     assert report["leaderboard"][3]["val_acc_ci95"] is None
+
+
+def test_a_large_selected_ensemble_names_its_heaviest_members_and_counts_the_rest():
+    from fer_search.report.markdown_final import MAX_MEMBERS_SHOWN, choice_sentences
+
+    members = [f"t{i:03d}" for i in range(100)]
+    weights = [round(0.001 * (1 + i % 37), 3) for i in range(100)]
+    chosen = {"members": members, "weights": weights, "chosen": "bagged", "method": "greedy",
+              "val_acc": 0.9, "test_acc": 0.9, "top_k_val_acc": 0.8,
+              "selection": {"val_acc": 0.89, "test_acc": None}}  # fmt: skip
+    (sentence,) = choice_sentences({"selected_ensemble": chosen})
+    named = [m for m in members if f"`{m}`" in sentence]
+    heaviest = sorted(members, key=lambda m: -weights[members.index(m)])[:MAX_MEMBERS_SHOWN]
+    assert sorted(named) == sorted(heaviest)
+    assert f"and {100 - MAX_MEMBERS_SHOWN} more in final.json" in sentence

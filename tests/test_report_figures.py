@@ -251,11 +251,18 @@ def test_the_best_trials_keep_their_colour_in_every_figure():
 def test_lanes_are_as_many_as_the_trials_that_ran_at_once():
     starts = np.array([0.0, 1.0, 2.0, 5.0, 5.0, 6.0])
     ends = np.array([5.0, 3.0, 9.0, 8.0, 6.0, 7.0])
-    lanes = pack_lanes(starts, ends)
+    lanes = pack_lanes(starts, ends, resolution=0.0)
     assert list(lanes) == [0, 1, 2, 0, 1, 1]  # a lane is reused once its bar ended
     for lane in set(lanes):  # no two bars of a lane overlap
         spans = sorted(zip(starts[lanes == lane], ends[lanes == lane], strict=True))
         assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    # two slots, each running 2.4 s trials back to back, seen through whole-second timestamps
+    # (start: the first stamp less the time before it; end: the last stamp, rounded down)
+    true_starts = np.array([0.0, 0.3, 2.4, 2.7, 4.8, 5.1, 7.2, 7.5])
+    stamped_ends = np.floor(true_starts + 2.4)
+    stamped_starts = np.floor(true_starts + 1.2) - 1.2  # a first epoch of 1.2 s
+    assert max(pack_lanes(stamped_starts, stamped_ends, resolution=0.0)) + 1 > 2  # too many
+    assert max(pack_lanes(stamped_starts, stamped_ends)) + 1 == 2
     table = pd.DataFrame(
         {
             "trial_id": list("abcdef"),

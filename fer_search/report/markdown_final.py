@@ -20,6 +20,8 @@ from fer_search.report.text import (
 
 __all__ = ["md_final", "md_per_class"]
 
+MAX_MEMBERS_SHOWN = 10  # a bagged selection over a thousand trials can weight a hundred
+
 FINAL_HEADER = [
     "model",
     "trials",
@@ -88,9 +90,7 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
         )
     chosen = final.get("selected_ensemble")
     if chosen:
-        members = ", ".join(
-            f"`{m}` x{w:g}" for m, w in zip(chosen["members"], chosen["weights"], strict=True)
-        )
+        members = member_list(chosen["members"], chosen["weights"])
         names = {"selection": "the greedy selection", "bagged": "the bagged selection"}
         picked = names.get(chosen["chosen"], "the top-k average")
         greedy = chosen["selection"]
@@ -104,6 +104,15 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
             f"val {fmt_pct(chosen['top_k_val_acc'])}."
         )
     return sentences
+
+
+def member_list(members: list[str], weights: list[float]) -> str:
+    """The ensemble's members by weight, heaviest first: at most MAX_MEMBERS_SHOWN of them, then
+    how many more (final.json's selected_ensemble lists them all)."""
+    ranked = sorted(zip(members, weights, strict=True), key=lambda mw: -mw[1])
+    shown = ", ".join(f"`{m}` x{w:g}" for m, w in ranked[:MAX_MEMBERS_SHOWN])
+    more = len(ranked) - MAX_MEMBERS_SHOWN
+    return shown + (f" and {more} more in final.json" if more > 0 else "")
 
 
 def candidate_scores(candidate: dict[str, Any]) -> str:

@@ -110,6 +110,9 @@ def short_name(trial_id: str, number: int | None) -> str:
     return f"#{number}" if number is not None else str(trial_id)
 
 
+TIMESTAMP_RESOLUTION_S = 1.0  # Tune's result `timestamp`: int(time.time())
+
+
 def trial_span(curve: pd.DataFrame | None) -> tuple[float, float]:
     """(start, end) in Unix seconds: the first result's time less the training before it, and
     the last result's time; NaN without timestamps."""
@@ -139,17 +142,21 @@ def qualitative_colours() -> list[str]:
     return [*QUALITATIVE, *QUALITATIVE_LIGHT]
 
 
-def pack_lanes(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+def pack_lanes(
+    starts: np.ndarray, ends: np.ndarray, resolution: float = TIMESTAMP_RESOLUTION_S
+) -> np.ndarray:
     """A lane for each bar [start, end], in the order given (sorted by start): the lowest lane
     free by its start, so the lanes are as many as the most bars that overlap at once (the
-    trials that ran at the same time), and a lane reads as one worker slot's use over time."""
+    trials that ran at the same time), and a lane reads as one worker slot's use over time.
+    A lane is free `resolution` seconds before its last bar's end: Tune's result timestamps are
+    whole seconds, so a trial that starts as another ends can seem to overlap it by up to one."""
     import heapq
 
     free: list[int] = []  # lanes whose last bar ended, by number
     busy: list[tuple[float, int]] = []  # (end, lane) of the lanes in use
     lanes = np.zeros(len(starts), dtype=int)
     for i, (start, end) in enumerate(zip(starts, ends, strict=True)):
-        while busy and busy[0][0] <= start:
+        while busy and busy[0][0] <= start + resolution:
             heapq.heappush(free, heapq.heappop(busy)[1])
         lane = heapq.heappop(free) if free else len(busy)
         heapq.heappush(busy, (max(end, start), lane))
