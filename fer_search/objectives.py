@@ -42,8 +42,8 @@ COSTS: dict[str, str] = {
 }
 # constraint key -> the cost it limits
 LIMITS: dict[str, str] = {f"max_{cost}": cost for cost in COSTS}
-# the accuracy metrics a trial reports and their direction (space.schema.METRICS holds the
-# same; repeated here because the space layer sits above this module)
+# the accuracy metrics a trial reports and their direction (a space's `metric`: one of these;
+# space.schema.METRICS is this dict)
 SCORES: dict[str, str] = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
 _CONDITION_RE = re.compile(r"\s*([A-Za-z_]+)\s*(<=|>=|<|>)\s*([^,]+?)\s*")
 

@@ -86,3 +86,27 @@ def random_splits(n_train: int = 48, n_val: int = 16, seed: int = 0):
         return FERSplit(name, images, np.arange(n, dtype=np.int64) % len(EMOTIONS), EMOTIONS)
 
     return split("train", n_train), split("val", n_val)
+
+
+class AutocastRecorder:
+    """Builds the engine's model (monkeypatched over engine.prepare.create_model) with a forward
+    hook recording, per training forward pass: autocast on for `device_type`?, at which dtype,
+    and the logits' dtype."""
+
+    def __init__(self, device_type: str) -> None:
+        self.device_type = device_type
+        self.calls: list[tuple[bool, Any, Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from fer_search.models import create_model
+
+        model = create_model(*args, **kwargs)
+        model.register_forward_hook(self.hook)
+        return model
+
+    def hook(self, module: Any, inputs: Any, output: Any) -> None:
+        import torch
+
+        if module.training:
+            enabled = torch.is_autocast_enabled(self.device_type)
+            self.calls.append((enabled, torch.get_autocast_dtype(self.device_type), output.dtype))

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from helpers import random_splits
+from helpers import AutocastRecorder, random_splits
 
 from fer_search import engine
 from fer_search.config import TrainConfig
@@ -29,27 +29,9 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-class Recorder:
-    """Builds the engine's model with a forward hook recording, per training forward pass:
-    autocast on?, its dtype, and the logits' dtype."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[bool, torch.dtype, torch.dtype]] = []
-
-    def __call__(self, *args, **kwargs) -> torch.nn.Module:
-        model = create_model(*args, **kwargs)
-        model.register_forward_hook(self.hook)
-        return model
-
-    def hook(self, module, inputs, output) -> None:
-        if module.training:
-            autocast = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
-            self.calls.append((*autocast, output.dtype))
-
-
 def trained(monkeypatch, tmp_path, cfg: TrainConfig):
-    """Train with a Recorder; returns (result, recorder, last checkpoint payload)."""
-    recorder = Recorder()
+    """Train with an AutocastRecorder; returns (result, recorder, last checkpoint payload)."""
+    recorder = AutocastRecorder("cuda")
     monkeypatch.setattr(engine.prepare, "create_model", recorder)
     path = tmp_path / "last.pt"
     result = engine.train(cfg, *random_splits(96, 32), on_epoch=lambda stats, save: save(path))

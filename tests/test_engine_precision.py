@@ -7,11 +7,10 @@ import math
 
 import pytest
 import torch
-from helpers import random_splits
+from helpers import AutocastRecorder, random_splits
 
 from fer_search import engine
 from fer_search.config import TrainConfig
-from fer_search.models import create_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -26,26 +25,8 @@ def fp16_config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-class Recorder:
-    """Builds the engine's model with a forward hook that records, for each training forward
-    pass, whether autocast was on for the CPU, at which dtype, and the dtype of the logits."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[bool, torch.dtype, torch.dtype]] = []
-
-    def __call__(self, *args, **kwargs) -> torch.nn.Module:
-        model = create_model(*args, **kwargs)
-        model.register_forward_hook(self.hook)
-        return model
-
-    def hook(self, module: torch.nn.Module, inputs, output: torch.Tensor) -> None:
-        if module.training:
-            enabled = torch.is_autocast_enabled("cpu")
-            self.calls.append((enabled, torch.get_autocast_dtype("cpu"), output.dtype))
-
-
 def test_fp16_on_cpu_trains_in_fp16_with_a_grad_scaler(monkeypatch, tmp_path):
-    recorder = Recorder()
+    recorder = AutocastRecorder("cpu")
     monkeypatch.setattr(engine.prepare, "create_model", recorder)
     path = tmp_path / "last.pt"
     cfg = fp16_config(epochs=2)

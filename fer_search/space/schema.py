@@ -6,11 +6,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from fer_search.objectives import COSTS, Objective
+from fer_search.objectives import COSTS, SCORES, Objective
 
 __all__ = ["KINDS", "METRICS", "Experiment", "Param", "SearchSpace"]
 
-METRICS: dict[str, str] = {"val_acc": "max", "val_f1": "max", "val_loss": "min"}
+METRICS: dict[str, str] = SCORES  # a space's `metric` -> its direction (objectives.SCORES)
 KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "categorical", "fixed")
 
 
