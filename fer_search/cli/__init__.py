@@ -10,6 +10,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from fer_search.cli._argparse_compat import subcommand_flags
 from fer_search.cli.logs import install_logging
 from fer_search.cli.parser import COMMANDS, build_parser
 from fer_search.errors import UserError, did_you_mean
@@ -27,10 +28,8 @@ def normalise_argv(argv: list[str]) -> list[str]:
 def close_flag(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
     """The "; did you mean '--epochs'?" hint for the first unknown flag, among its command's."""
     flag = next((word.split("=")[0] for word in unknown if word.startswith("--")), "")
-    for action in parser._actions:
-        if flag and isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            return did_you_mean(flag, action.choices[command]._option_string_actions)
-    return ""
+    flags = subcommand_flags(parser, command) if flag else {}
+    return did_you_mean(flag, flags) if flags else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

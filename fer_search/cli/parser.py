@@ -7,6 +7,7 @@ import dataclasses
 from typing import NoReturn
 
 from fer_search import __version__
+from fer_search.cli._argparse_compat import SubParsers
 from fer_search.config import (
     AMP,
     BALANCE,
@@ -362,7 +363,7 @@ def add_tta_and_device(parser: argparse.ArgumentParser, tta_help: str | None) ->
     parser.add_argument("--device", default="auto")
 
 
-def add_model_commands(sub: argparse._SubParsersAction) -> None:
+def add_model_commands(sub: SubParsers) -> None:
     """`evaluate`, `compare` and `predict`: commands that read a checkpoint."""
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on a split")
     p.add_argument("--checkpoint", required=True, metavar="PATH", help="best.pt or its directory")
@@ -400,7 +401,7 @@ def add_model_commands(sub: argparse._SubParsersAction) -> None:
     add_export_command(sub)
 
 
-def add_predict_command(sub: argparse._SubParsersAction) -> None:
+def add_predict_command(sub: SubParsers) -> None:
     p = sub.add_parser(
         "predict", help="classify image files or a video's faces (optionally find faces first)"
     )
@@ -431,7 +432,7 @@ def add_predict_command(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
 
 
-def add_export_command(sub: argparse._SubParsersAction) -> None:
+def add_export_command(sub: SubParsers) -> None:
     p = sub.add_parser(
         "export",
         help="write a checkpoint as ONNX or TorchScript, check it against PyTorch, time it",
