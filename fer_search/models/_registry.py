@@ -1,15 +1,17 @@
 """Build a model by name, timm style: ``@register_model`` adds a builder, ``create_model`` calls it.
 
-A builder is a function named after the model. It receives every argument of ``create_model`` as a
-keyword and takes the ones it uses, swallowing the rest with ``**_unused`` (``width``, ``depth``,
-``convs``, ``blocks``, ``pool_before_norm`` and ``batch_norm`` only mean something to
-``simple_cnn``; ``pretrained`` is rejected by models that have no ImageNet weights).
+A builder is a function named after the model that declares only the arguments it uses;
+``create_model`` checks the common ones and passes each builder the arguments its signature
+names (``width``, ``depth``, ``convs``, ``blocks``, ``pool_before_norm`` and ``batch_norm`` only
+mean something to ``simple_cnn``; ``pretrained`` is rejected by models that have no ImageNet
+weights).
 ``create_model`` stores the arguments on the returned module as ``model.fer_args`` so a
 checkpoint rebuilds the same network with ``create_model(**fer_args)``.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -80,6 +82,10 @@ def create_model(
         "pool_before_norm": pool_before_norm,
         "input_size": input_size,
     }
-    model = _MODELS[name](**args, pretrained=pretrained, weights_path=weights_path)
+    builder = _MODELS[name]
+    given = {**args, "pretrained": pretrained, "weights_path": weights_path}
+    wanted = inspect.signature(builder).parameters
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in wanted.values())
+    model = builder(**{key: value for key, value in given.items() if takes_all or key in wanted})
     model.fer_args = {"name": name, **args, "pretrained": False, "weights_path": ""}
     return model

@@ -36,7 +36,6 @@ def simple_cnn(
     pool_before_norm: bool = False,
     input_size: int = 48,
     pretrained: bool = False,
-    **_unused: object,
 ) -> FerNet:
     """``depth`` blocks of ``convs`` 3x3 convs (+BatchNorm) + ReLU + 2x2 max-pool, with width,
     2*width, 4*width, ... channels; flatten; dense (last block's channels) + ReLU + dropout;

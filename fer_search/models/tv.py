@@ -34,7 +34,6 @@ def vgg16(
     input_size: int = 48,
     pretrained: bool = False,
     weights_path: str = "",
-    **_unused: object,
 ) -> FerNet:
     """VGG16 with BatchNorm (vgg16_bn). The fifth max-pool is dropped (48 px ends at 3x3, not
     1x1) and the 4096-wide classifier is replaced by avg-pool, 512 -> 256, dropout, -> classes.
@@ -73,7 +72,6 @@ def resnet101(
     input_size: int = 48,
     pretrained: bool = False,
     weights_path: str = "",
-    **_unused: object,
 ) -> FerNet:
     """ResNet-101 with conv1 7x7 at stride 1 and no max-pool: stages at 48, 24, 12, 6 px."""
     net = tvm.resnet101(weights=None)
@@ -93,7 +91,6 @@ def mobilenet_v2(
     input_size: int = 48,
     pretrained: bool = False,
     weights_path: str = "",
-    **_unused: object,
 ) -> FerNet:
     """MobileNetV2 with the first conv and the first stride-2 block at stride 1 (CIFAR style):
     48 px ends at 6x6 instead of 2x2."""
@@ -131,7 +128,6 @@ def densenet169(
     input_size: int = 48,
     pretrained: bool = False,
     weights_path: str = "",
-    **_unused: object,
 ) -> FerNet:
     """DenseNet-169 with conv0 7x7 at stride 1 and no pool0: dense blocks at 48, 24, 12, 6 px."""
     net = tvm.densenet169(weights=None)
