@@ -351,7 +351,7 @@ def experiment_data(checkpoint: Path, class_set: str) -> FERData | None:
     from fer_search.data import load_recorded
 
     for folder in list(checkpoint.parents)[:3]:
-        record = read_json(folder / "experiment.json")
+        record = read_json_if_present(folder / "experiment.json")
         if record is None:
             continue
         args = dict(record.get("data_args") or {})
@@ -387,7 +387,7 @@ class Experiment:
     @property
     def record(self) -> dict[str, Any]:
         """experiment.json: how the search was started, its resources and versions."""
-        return read_json(self.path / "experiment.json") or {}
+        return read_json_if_present(self.path / "experiment.json") or {}
 
     @property
     def leaderboard(self) -> pd.DataFrame:
@@ -402,7 +402,7 @@ class Experiment:
     @property
     def final(self) -> dict[str, Any] | None:
         """final.json: the best trial and the ensemble on the test split, or None."""
-        return read_json(self.path / "final.json")
+        return read_json_if_present(self.path / "final.json")
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -438,7 +438,9 @@ class Experiment:
         return summary_line(rows, self.path, float(self.wall_time_s or 0.0))
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
+def read_json_if_present(path: Path) -> dict[str, Any] | None:
+    """A file the search writes as it goes (None before it exists); report.load.read_json reads
+    one that must exist, with one-line errors."""
     return json.loads(path.read_text()) if path.is_file() else None
 
 

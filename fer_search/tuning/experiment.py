@@ -62,7 +62,7 @@ def versions() -> dict[str, str]:
     from fer_search import __version__
 
     return {
-        "fer_search": __version__,
+        "fer-search": __version__,  # distribution names, as `fer-search bench` records them
         "ray": ray.__version__,
         "optuna": optuna.__version__,
         "torch": torch.__version__,
