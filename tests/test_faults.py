@@ -1,8 +1,9 @@
 """Faults injected into real searches on demo data: the search goes on and nothing is lost.
 
-FER_SEARCH_FAULT (see fer_search/trainable.py) makes chosen trials raise, diverge to NaN or have
-their worker process killed mid-trial; the searches here are small (simple_cnn width 8, a quarter
-of the demo data, 2-4 trials of 2-3 epochs, each starting its own local Ray with 2 CPUs).
+tuning.faults.FaultyTrainer makes chosen trials raise, diverge to NaN or have their worker
+process killed mid-trial (the `fer-search` command run here builds one from FER_SEARCH_FAULT);
+the searches here are small (simple_cnn width 8, a quarter of the demo data, 2-4 trials of 2-3
+epochs, each starting its own local Ray with 2 CPUs).
 
 The driver interrupted with SIGINT and finished with `--resume` is covered by
 tests/test_search.py::test_interrupted_search_resumes_without_rerunning_finished_trials; an
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 from helpers import one_line_error, run_fer_search, tiny_space
 
-from fer_search.tuning.trainable import parse_faults
+from fer_search.tuning.faults import FaultyTrainer, parse_faults
+from fer_search.tuning.run import trainer_from_record
 
 
 def search(tmp_path: Path, name: str, fault: str, *, trials: int, epochs: int, timeout=600):
@@ -62,8 +64,17 @@ def test_fault_specs_parse_and_bad_ones_are_refused():
     ]
     assert parse_faults("") == []
     for bad in ("explode:trial=1:epoch=1", "raise:trial=1", "nan:epoch=2", "kill:trial=x:epoch=1"):
-        with pytest.raises(ValueError, match="FER_SEARCH_FAULT"):
+        with pytest.raises(ValueError, match="fault spec"):
             parse_faults(bad)
+        with pytest.raises(ValueError, match="fault spec"):  # in the driver, before any trial
+            FaultyTrainer(bad)
+
+
+def test_a_faulty_trainer_is_recorded_and_rebuilt_with_its_faults():
+    trainer = FaultyTrainer("raise:trial=0:epoch=2,nan:trial=1")
+    described = trainer.describe()
+    assert described == {"kind": "engine", "faults": "raise:trial=0:epoch=2,nan:trial=1"}
+    assert trainer_from_record({"trainer": described}) == trainer  # what resume() does
 
 
 def test_failed_nan_and_killed_trials_do_not_stop_the_search(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -231,6 +232,7 @@ def search_options(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_search(args: argparse.Namespace) -> int:
     from fer_search import api
     from fer_search.tuning import SearchOptions
+    from fer_search.tuning.faults import FAULT_ENV, FaultyTrainer
 
     if args.resume and args.warm_start:
         raise UserError(
@@ -241,6 +243,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         space = api.as_space(args.space)  # a bad space or --warm-start fails before the data load
         options = search_options(args)
+        if os.environ.get(FAULT_ENV):  # tests' fault injection (tuning.faults), as an argument
+            try:
+                options["trainer"] = FaultyTrainer(spec=os.environ[FAULT_ENV])
+            except ValueError as exc:
+                raise UserError(f"{FAULT_ENV}: {exc}") from None
         SearchOptions.from_overrides(options)  # checked again by the call; here before the load
         exp = api.search(space, data_from_args(args), **options)
     return print_outcome(exp)

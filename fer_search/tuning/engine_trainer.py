@@ -5,7 +5,7 @@ where it is used, so that a driver running simulated trials never imports it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def load_trial_model(directory: Path | str, device: Any) -> tuple[dict[str, Any]
 class EngineTrainer:
     """Real training: tuning.trainable.run_trial, fer_search.engine's checkpoints and inference."""
 
-    kind: str = "engine"
+    kind: str = field(default="engine", kw_only=True)  # (a subclass's own fields come first)
 
     def run_trial(self, config: dict[str, Any], data: Any) -> None:
         run_trial(config, data)

@@ -93,6 +93,10 @@ def trainer_from_record(record: dict[str, Any]) -> Trainer:
     kind = described.pop("kind", "engine")
     if kind == "simulated":
         return SimulatedTrainer.from_description(described)
+    if described.get("faults"):  # a test's search with injected faults injects them again
+        from fer_search.tuning.faults import FaultyTrainer
+
+        return FaultyTrainer(spec=described["faults"])
     return EngineTrainer()
 
 

@@ -3,25 +3,14 @@
 The dataset arrives as object-store references (one shared copy per node); `ray.get` of a
 numpy array is a read-only zero-copy view, and the engine never writes to it.
 
-Test hook: the environment variable FER_SEARCH_FAULT injects faults into chosen trials (Ray
-workers on a local cluster inherit the driver's environment). It is a comma-separated list of
-`KIND[:trial=N][:epoch=E]`, where N is the Optuna trial number (`trial_number` in the trial
-config; leave it out for every trial):
-
-    raise:trial=1:epoch=2   raise RuntimeError in epoch 2's callback, before it is reported
-    kill:trial=1:epoch=2    after epoch 2 is reported and checkpointed, end the worker process
-                            with os._exit(1); once only (a marker in the trial directory), so
-                            Tune's retry continues from the epoch-2 checkpoint
-    nan:trial=1             train with lr=1e8: the engine stops with status "nan" and the trial
-                            ends with that reason (a deterministic failure: not retried)
+Faults for tests are injected by tuning.faults.FaultyTrainer through `at_epoch`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +33,6 @@ __all__ = [
 CHECKPOINT_FILE = "checkpoint.pt"
 MEASURE_COST = "measure_cost"  # a trial config's switch: report the model's costs each epoch
 REFIT_MEMBER = "refit_member"  # a refit trial's config: which of the refit's configurations
-FAULT_ENV = "FER_SEARCH_FAULT"
-FAULT_KINDS = ("raise", "kill", "nan")
-KILLED_MARKER = ".fer-search-fault-killed"
 
 
 class DatasetRefs:
@@ -96,25 +82,6 @@ def trial_config(config: dict[str, Any]) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in values.items() if k in TRAIN_FIELDS})
 
 
-def parse_faults(text: str) -> list[tuple[str, int | None, int]]:
-    """FER_SEARCH_FAULT -> [(kind, Optuna trial number or None for every trial, epoch)]."""
-    faults = []
-    for entry in filter(None, (part.strip() for part in text.split(","))):
-        kind, *fields = entry.split(":")
-        values: dict[str, int] = {}
-        for field in fields:
-            key, _, number = field.partition("=")
-            if key not in ("trial", "epoch") or not number.isdigit():
-                raise ValueError(f"{FAULT_ENV}: bad field {field!r} in {entry!r}")
-            values[key] = int(number)
-        if kind not in FAULT_KINDS or (kind == "nan") == ("epoch" in values):
-            raise ValueError(
-                f"{FAULT_ENV}: {entry!r} is not raise|kill:[trial=N:]epoch=E or nan[:trial=N]"
-            )
-        faults.append((kind, values.get("trial"), values.get("epoch", 0)))
-    return faults
-
-
 def trial_device(cfg: TrainConfig) -> str:
     """The device this trial trains on. A trial Ray gave a GPU trains on CUDA; with
     FER_SEARCH_SIMULATE_GPU=1 (a testing switch) on the CPU instead. A GPU that torch cannot
@@ -142,7 +109,15 @@ def should_checkpoint(
     return new_best or epoch == last or epoch in at or epoch % max(1, every) == 0
 
 
-def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
+def run_trial(
+    config: dict[str, Any],
+    data: DatasetRefs,
+    at_epoch: Callable[[int, bool], None] | None = None,
+) -> None:
+    """One trial: train `config` on `data`, reporting each epoch (and a checkpoint when
+    should_checkpoint says so) to Tune. `at_epoch(epoch, reported)` is called once an epoch is
+    trained (reported False) and once it is reported (True): tests inject faults there
+    (tuning.faults)."""
     import ray
     from ray import tune
 
@@ -158,9 +133,6 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     except (UserError, DeterministicError) as exc:
         report_failure(str(exc), None, node)
         return
-    faults = trial_faults(config)
-    if ("nan", 0) in faults:
-        cfg.lr = 1e8  # diverges for real, through the engine's own non-finite check
     train_split, val_split = data.get("train"), data.get("val")
     resume = None
     checkpoint = tune.get_checkpoint()
@@ -175,8 +147,8 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
     last: dict[str, Any] = {}
 
     def on_epoch(stats, save) -> bool:
-        if ("raise", stats.epoch) in faults:
-            raise RuntimeError(f"injected fault: raise at epoch {stats.epoch} ({FAULT_ENV})")
+        if at_epoch is not None:
+            at_epoch(stats.epoch, False)
         new_best = stats.val_acc > best["val_acc"]
         best["val_acc"] = max(best["val_acc"], stats.val_acc)
         metrics = dict(stats.__dict__)
@@ -194,8 +166,8 @@ def run_trial(config: dict[str, Any], data: DatasetRefs) -> None:
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
         else:
             tune.report(metrics)
-        if ("kill", stats.epoch) in faults:
-            kill_once(stats.epoch)
+        if at_epoch is not None:
+            at_epoch(stats.epoch, True)
         return False
 
     try:
@@ -221,27 +193,6 @@ def report_failure(message: str, last: dict[str, Any] | None, node: str) -> None
     metrics = {**(last or {"epoch": 0, "node": node}), "val_acc": float("nan")}
     metrics["failure"] = message.strip().splitlines()[0][:300] if message.strip() else "failed"
     tune.report(metrics)
-
-
-def trial_faults(config: dict[str, Any]) -> list[tuple[str, int]]:
-    """This trial's injected faults (FER_SEARCH_FAULT), as (kind, epoch)."""
-    number = config.get("trial_number")
-    return [
-        (kind, epoch)
-        for kind, trial, epoch in parse_faults(os.environ.get(FAULT_ENV, ""))
-        if trial is None or trial == number
-    ]
-
-
-def kill_once(epoch: int) -> None:
-    """End the worker process after `epoch`, once (a marker in the trial directory), so that
-    Tune's retry continues from the checkpoint."""
-    from ray import tune
-
-    marker = Path(tune.get_context().get_trial_dir()) / KILLED_MARKER
-    if not marker.exists():  # the retry must not die again
-        marker.write_text(f"killed after epoch {epoch}\n")
-        os._exit(1)
 
 
 def trainer_trial(config: dict[str, Any], data: DatasetRefs, trainer: Any) -> None:
