@@ -17,9 +17,12 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "ConsoleView",
@@ -256,7 +259,7 @@ class Interleaved:
         return getattr(self.stream, name)
 
 
-def display_columns(space: Any) -> list[str]:
+def display_columns(space: SearchSpace) -> list[str]:
     """The model and up to MAX_SETTINGS of the settings the space samples, in its order."""
     sampled = [p.name.partition("@")[0] for p in space.params if p.kind != "fixed"]
     return list(dict.fromkeys(["model", *sampled]))[: 1 + MAX_SETTINGS]
@@ -446,7 +449,7 @@ def read_error(trial: Any) -> str:
 
 
 def console_callbacks(
-    verbose: int, title: str, space: Any, total: int, **view: Any
+    verbose: int, title: str, space: SearchSpace, total: int, **view: Any
 ) -> list[Callback]:
     """The console view a run's RunConfig gets: none at --verbose 0; lines, not a table redrawn
     in place, when Ray prints too (--verbose 2 and 3)."""

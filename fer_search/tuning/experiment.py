@@ -10,10 +10,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.errors import UserError
 from fer_search.tuning.storage import check_location_free, is_uri, resolve_storage, tune_location
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "RUN_FILE",
@@ -30,7 +33,7 @@ RUN_FILE = "experiment.json"
 MIN_FREE_MB = 100  # below this a full disk would fail the search at a checkpoint
 
 
-def new_experiment_dir(storage: str | None, name: str | None, space: Any) -> Path:
+def new_experiment_dir(storage: str | None, name: str | None, space: SearchSpace) -> Path:
     """`<storage>/<name>/`; with a URI --storage, the driver's `./results/<name>/` (Tune's
     trials go to `<uri>/<name>/`). Checks it is new and writable; creates only its parent."""
     root, uri = resolve_storage(storage)
@@ -107,7 +110,7 @@ def load_experiment(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def new_record(
-    options: Any, exp: Path, space: Any, data: Any, plan: dict[str, Any]
+    options: Any, exp: Path, space: SearchSpace, data: Any, plan: dict[str, Any]
 ) -> dict[str, Any]:
     """experiment.json: how the search was started; `--resume` and the report read it."""
     from fer_search.space.mutations import perturbation_interval
@@ -144,7 +147,7 @@ def new_record(
     }
 
 
-def api_call(space: Any, options: Any) -> str:
+def api_call(space: SearchSpace, options: Any) -> str:
     """The Python call that started a search, for experiment.json (the CLI records its argv)."""
     skip = {"command", "sampler", "trainer", "verbose", "no_asha", "no_final_eval"}
     given = {k: repr(v) for k, v in options.to_dict().items() if k not in skip and v is not None}

@@ -16,12 +16,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fer_search.tuning.experiment import write_json
 from fer_search.tuning.results import selectable
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "SELECTION_RULE",
@@ -206,7 +209,7 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 def final_evaluation(
     rows: list[dict[str, Any]],
     data: Any,
-    space: Any,
+    space: SearchSpace,
     exp: Path,
     plan: dict[str, Any],
     refs: Any,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -28,6 +28,9 @@ from fer_search.config import TrainConfig
 from fer_search.objectives import constraint_values, number_or_nan
 from fer_search.space import train_values
 from fer_search.tuning import _ray_compat as compat
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = ["SUGGEST_MS_ATTR", "PruningOptunaSearch", "SpaceSampler"]
 
@@ -40,7 +43,7 @@ SUGGEST_MS_ATTR = "suggest_ms"  # an Optuna trial's user attribute: its suggesti
 class SpaceSampler:
     """A picklable define-by-run function (Tune pickles the searcher into its checkpoints)."""
 
-    def __init__(self, space: Any) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         self.space = space
 
     def __call__(self, trial: optuna.trial.Trial) -> dict[str, Any]:

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.tuning import _ray_compat as compat
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "INITIAL",
@@ -45,7 +48,7 @@ RECORDING = (
 )
 
 
-def initial_population(exp: Path, space: Any, sampler: Any) -> list[dict[str, Any]]:
+def initial_population(exp: Path, space: SearchSpace, sampler: Any) -> list[dict[str, Any]]:
     """The population's configurations, asked of the experiment's Optuna study (created here, or
     the one a warm start seeded) with `sampler`, keyed by TrainConfig setting, each with its
     `trial_number`."""
@@ -127,7 +130,9 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def add_lineage(rows: list[dict[str, Any]], exp: Path, space: Any, location: Path | str) -> None:
+def add_lineage(
+    rows: list[dict[str, Any]], exp: Path, space: SearchSpace, location: Path | str
+) -> None:
     """Each row's `lineage` column (and `_exploits`, `_pbt_index` for the study), from the
     experiment's PBT log and Tune's saved trials at `location`; rows re-ranked."""
     from fer_search.space.mutations import mutable_params

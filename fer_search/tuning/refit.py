@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.tuning.experiment import RUN_FILE, tune_dir, write_json
 from fer_search.tuning.results import (
@@ -19,6 +19,9 @@ from fer_search.tuning.results import (
     write_leaderboard,
 )
 from fer_search.tuning.storage import fetch_trial_files
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "REFIT_DIR",
@@ -97,7 +100,7 @@ def refit_members(refit: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run_refit(
     exp: Path,
-    space: Any,
+    space: SearchSpace,
     plan: dict[str, Any],
     refs: Any,
     record: dict[str, Any],
@@ -228,7 +231,7 @@ def plan_refit(
 
 def refit_phase(
     exp: Path,
-    space: Any,
+    space: SearchSpace,
     plan: dict[str, Any],
     refs: Any,
     record: dict[str, Any],
@@ -261,7 +264,7 @@ def refit_phase(
     return rows
 
 
-def refit_run_names(space: Any, refit: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
+def refit_run_names(space: SearchSpace, refit: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
     """TensorBoard run names of the refit's trials: the source trial's run, `_refit` added."""
     from fer_search.tuning.tensorboard import RunNames, run_name
 

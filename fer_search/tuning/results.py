@@ -11,10 +11,13 @@ import datetime as dt
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.objectives import COSTS
 from fer_search.stats import percent, recorded_interval
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "FINAL_STATES",
@@ -33,7 +36,7 @@ __all__ = [
 FINAL_STATES = ("TERMINATED", "ERROR")
 
 
-def searched_settings(space: Any) -> list[str]:
+def searched_settings(space: SearchSpace) -> list[str]:
     """The TrainConfig fields a space sets, once each (`lr@sgd` and `lr@adamw` are both `lr`)."""
     return list(dict.fromkeys(p.setting for p in space.params))
 
@@ -54,7 +57,7 @@ def trial_states(location: Path | str) -> dict[str, str]:
     return {trial.trial_id: trial.status for trial in saved_trials(location)}
 
 
-def saved_search_complete(exp: Path, space: Any, started: str | None) -> float | None:
+def saved_search_complete(exp: Path, space: SearchSpace, started: str | None) -> float | None:
     """If Tune's saved state shows a search that had ended (every trial final, and all samples
     started or the time budget spent) though its leaderboard and final evaluation were never
     written (the driver died at the very end), its wall time; else None. `--resume` then only
@@ -73,7 +76,7 @@ def saved_search_complete(exp: Path, space: Any, started: str | None) -> float |
     return None
 
 
-def was_interrupted(states: dict[str, str], space: Any, wall: float) -> bool:
+def was_interrupted(states: dict[str, str], space: SearchSpace, wall: float) -> bool:
     if any(state not in FINAL_STATES for state in states.values()):
         return True
     budget = space.experiment.search_budget
@@ -95,7 +98,7 @@ def trial_status(result: Any, state: str, epochs: int, max_t: int, failure: str)
 
 
 def trial_row(
-    result: Any, space: Any, exp: Path, states: dict[str, str], node_ips: dict[str, str]
+    result: Any, space: SearchSpace, exp: Path, states: dict[str, str], node_ips: dict[str, str]
 ) -> dict[str, Any]:
     from fer_search.space import train_values
 
@@ -157,7 +160,7 @@ def best_interval(frame: Any, best_i: Any) -> dict[str, float]:
     return {name: float(frame.loc[best_i, name]) for name in names}
 
 
-def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> list[dict]:
+def trial_rows(results: Any, space: SearchSpace, exp: Path, states: dict[str, str]) -> list[dict]:
     from fer_search.tuning.cluster import node_ips
 
     ips = node_ips()
@@ -165,7 +168,7 @@ def trial_rows(results: Any, space: Any, exp: Path, states: dict[str, str]) -> l
     return choose(rows, space)[0]
 
 
-def choose(rows: list[dict[str, Any]], space: Any) -> tuple[list[dict[str, Any]], str]:
+def choose(rows: list[dict[str, Any]], space: SearchSpace) -> tuple[list[dict[str, Any]], str]:
     """The rows ranked for selection, with what the space asks besides val_acc marked
     (objectives.mark_choice: feasible, pareto, and the eligible trials first); and a note when
     the space's `pick` matched no Pareto-optimal trial."""

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
@@ -46,6 +46,9 @@ from fer_search.tuning.study import Objectives, close_study, plain_journal, reco
 from fer_search.tuning.trainers import Trainer
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
+
 __all__ = ["Outcome", "resume_search", "start_search"]
 
 log = logging.getLogger(__name__)
@@ -62,7 +65,7 @@ class Outcome:
     wall_time_s: float = 0.0
 
 
-def start_search(space: Any, data: Any, options: SearchOptions) -> Outcome:
+def start_search(space: SearchSpace, data: Any, options: SearchOptions) -> Outcome:
     """A new search of `space` (a SearchSpace) on `data` (a FERData)."""
     import yaml
 
@@ -146,7 +149,7 @@ def check_local_gpus(options: SearchOptions) -> None:
         )
 
 
-def start_cluster(options: SearchOptions, exp: Path, space: Any) -> dict[str, Any]:
+def start_cluster(options: SearchOptions, exp: Path, space: SearchSpace) -> dict[str, Any]:
     """Start or join Ray, check the nodes, and plan each trial's resources."""
     import ray
 
@@ -261,7 +264,9 @@ def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -
     return Outcome(path=exp, wall_time_s=wall)
 
 
-def choice_record(rows: list[dict[str, Any]], space: Any) -> tuple[list[dict[str, Any]], dict]:
+def choice_record(
+    rows: list[dict[str, Any]], space: SearchSpace
+) -> tuple[list[dict[str, Any]], dict]:
     """The rows ranked as the space's objectives, constraints and `pick` say, and what was
     chosen for best/ (experiment.json's `choice`); a `pick` no Pareto-optimal trial satisfies
     is said on the console."""
@@ -303,7 +308,7 @@ def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
     return Outcome(path=exp, interrupted=True, note=what, wall_time_s=record["wall_time_s"])
 
 
-def announce(space: Any, plan: dict[str, Any], exp: Path) -> None:
+def announce(space: SearchSpace, plan: dict[str, Any], exp: Path) -> None:
     ex = space.experiment
     log.info(
         "searching %s: %d trials x <= %d epochs on %s, %d at a time; results in %s",

@@ -28,11 +28,14 @@ population, sampled from the Optuna study beforehand (tuning.pbt).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fer_search.space.mutations import keep_in_space, mutable_params, perturbation_interval
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "STEP_ATTR",
@@ -48,7 +51,7 @@ __all__ = [
 STEP_ATTR = "epoch"
 
 
-def make_scheduler(space: Any) -> Any:
+def make_scheduler(space: SearchSpace) -> Any:
     from ray.tune.schedulers import (
         ASHAScheduler,
         FIFOScheduler,
@@ -88,7 +91,7 @@ def make_scheduler(space: Any) -> Any:
     raise ValueError(f"unknown scheduler {ex.scheduler!r}")  # the space checked it: a bug
 
 
-def pbt_mutations(space: Any) -> dict[str, Any]:
+def pbt_mutations(space: SearchSpace) -> dict[str, Any]:
     """PBT's hyperparam_mutations: each mutable setting's range as a Tune domain (log where the
     space samples it in log). A setting two parameters sample (`lr@sgd`, `lr@adamw`) resamples
     from the span of both; KeepInSpace then clips it to the range of the active one."""
@@ -107,7 +110,7 @@ class KeepInSpace:
     """PBT's custom_explore_fn (picklable: Tune saves the scheduler with the experiment): the
     perturbed config back inside the space (space.mutations.keep_in_space)."""
 
-    def __init__(self, space: Any) -> None:
+    def __init__(self, space: SearchSpace) -> None:
         self.space = space
 
     def __call__(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +125,7 @@ def asha_milestones(max_t: int, grace_period: int, eta: int) -> list[int]:
     return [grace_period * eta**k for k in range(rungs)]
 
 
-def anneal_epochs(space: Any) -> str:
+def anneal_epochs(space: SearchSpace) -> str:
     """A trial's TrainConfig.anneal_at: its ASHA rungs before the last epoch when the space asks
     for `rung_anneal`, else ""."""
     ex = space.experiment
@@ -148,7 +151,7 @@ def hyperband_milestones(max_t: int, eta: int) -> list[int]:
     return sorted(found)
 
 
-def checkpoint_epochs(space: Any) -> list[int]:
+def checkpoint_epochs(space: SearchSpace) -> list[int]:
     """Epochs a trial must checkpoint at, besides its `checkpoint_every` policy: where the
     scheduler may pause it."""
     ex = space.experiment

@@ -33,7 +33,10 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,7 @@ class Objectives:
     constraints: tuple[tuple[str, float], ...] = ()
 
     @classmethod
-    def of(cls, space: Any) -> Objectives:
+    def of(cls, space: SearchSpace) -> Objectives:
         return cls(tuple(space.objective_names), tuple(space.constraints.items()))
 
     def values(self, row: dict[str, Any], value: float) -> list[float]:

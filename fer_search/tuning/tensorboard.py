@@ -24,9 +24,12 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.tune import Callback
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "LOG_DIR",
@@ -69,7 +72,7 @@ def run_name(number: Any, trial_id: str) -> str:
         return f"trial_{trial_id}"
 
 
-def sampled_params(space: Any) -> list[Any]:
+def sampled_params(space: SearchSpace) -> list[Any]:
     return [p for p in space.params if p.kind != "fixed"]
 
 
@@ -80,7 +83,7 @@ def hparam_value(value: Any) -> Any:
     return str(value)
 
 
-def sampled_hparams(space: Any, config: dict[str, Any]) -> dict[str, Any]:
+def sampled_hparams(space: SearchSpace, config: dict[str, Any]) -> dict[str, Any]:
     """The sampled settings of a trial config (`lr@sgd` read as `lr`); inactive conditional
     settings are left out."""
     from fer_search.space import train_values
@@ -107,7 +110,7 @@ def domain(params: list[Any]) -> Any:
     return None  # mixed kinds: no declared domain
 
 
-def write_experiment_config(root: Path, space: Any, refit: bool = False) -> None:
+def write_experiment_config(root: Path, space: SearchSpace, refit: bool = False) -> None:
     """The HParams tab's columns: status and the sampled settings with their domains, and
     the metrics with best_val_acc first (the root run; written once per experiment)."""
     from tensorboard.plugins.hparams import summary_v2 as hp
@@ -158,7 +161,7 @@ class RunNames:
     (`members`: refit member configs with `id` and `run`, the source trial's run name), the
     config names the member by index."""
 
-    def __init__(self, space: Any, members: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, space: SearchSpace, members: list[dict[str, Any]] | None = None) -> None:
         self.space = space
         self.members = members
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.config import SCHEDULERS
 from fer_search.space.mutations import perturbation_interval
@@ -19,6 +19,9 @@ from fer_search.tuning.schedulers import (
 )
 from fer_search.tuning.storage import is_uri
 from fer_search.tuning.trainable import MEASURE_COST
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
 
@@ -43,7 +46,7 @@ def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
     )
 
 
-def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> Any:
+def make_searcher(exp: Path, space: SearchSpace, plan: dict[str, Any], sampler: Any) -> Any:
 
     from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
     from fer_search.tuning.study import sqlite_storage
@@ -67,7 +70,7 @@ def make_searcher(exp: Path, space: Any, plan: dict[str, Any], sampler: Any) -> 
 
 
 def pbt_population(
-    exp: Path, space: Any, sampler: Any, constants: dict[str, Any]
+    exp: Path, space: SearchSpace, sampler: Any, constants: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """PBT's search algorithm, Tune's BasicVariantGenerator running the population the Optuna
     study sampled (tuning.pbt; Ray refuses a Searcher with PBT), and the param_space for it:
@@ -83,7 +86,7 @@ def pbt_population(
     return BasicVariantGenerator(points_to_evaluate=population), {**keys, **constants}
 
 
-def checkpoints_kept(space: Any) -> int:
+def checkpoints_kept(space: SearchSpace) -> int:
     """Checkpoints Tune keeps per trial: the last one; under PBT also those since the trial's
     last perturbation epoch, whose checkpoint a worse trial may still copy (a trial reports at
     most one checkpoint per epoch, and PBT takes a donor's checkpoint from its last
@@ -94,7 +97,7 @@ def checkpoints_kept(space: Any) -> int:
     return perturbation_interval(ex.epochs, ex.perturbation_interval) + 1
 
 
-def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[str, Any]:
+def trial_constants(space: SearchSpace, plan: dict[str, Any], class_set: str) -> dict[str, Any]:
     """The part of every trial's config that the search fixes (the rest is sampled)."""
     ex = space.experiment
     return {
@@ -112,7 +115,7 @@ def trial_constants(space: Any, plan: dict[str, Any], class_set: str) -> dict[st
 
 def build_tuner(
     exp: Path,
-    space: Any,
+    space: SearchSpace,
     plan: dict[str, Any],
     refs: Any,
     options: Any,

@@ -25,10 +25,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.config import WARM_START_ATTR as FROM_ATTR
 from fer_search.errors import UserError
+
+if TYPE_CHECKING:
+    from fer_search.space import SearchSpace
 
 __all__ = [
     "FROM_ATTR",
@@ -70,7 +73,7 @@ def check_dirs(dirs: list[str]) -> None:
             )
 
 
-def check_sources(dirs: list[str], space: Any, data: Any) -> list[Source]:
+def check_sources(dirs: list[str], space: SearchSpace, data: Any) -> list[Source]:
     """The experiments in `dirs`, refused with one line when their values do not compare
     with this search's (another metric, mode or class set)."""
     check_dirs(dirs)
@@ -117,7 +120,7 @@ def same_source(before: Any, now: Any) -> bool:
     return first.exists() and second.exists() and first.resolve() == second.resolve()
 
 
-def seed_study(exp: Path, space: Any, sources: list[Source]) -> dict[str, Any]:
+def seed_study(exp: Path, space: SearchSpace, sources: list[Source]) -> dict[str, Any]:
     """Create the study of experiment `exp` with the fitting finished trials of `sources`;
     what experiment.json records as `warm_start`."""
     import optuna
@@ -160,7 +163,7 @@ def seed_study(exp: Path, space: Any, sources: list[Source]) -> dict[str, Any]:
     }
 
 
-def copy_trial(trial: Any, space: Any, origin: str) -> tuple[Any, str]:
+def copy_trial(trial: Any, space: SearchSpace, origin: str) -> tuple[Any, str]:
     """The new study's copy of a finished trial, or None and why it is skipped."""
     import optuna
     from optuna.trial import TrialState
@@ -192,7 +195,7 @@ def copy_trial(trial: Any, space: Any, origin: str) -> tuple[Any, str]:
     return copy, ""
 
 
-def fit(params: dict[str, Any], space: Any) -> tuple[dict[str, Any] | None, str]:
+def fit(params: dict[str, Any], space: SearchSpace) -> tuple[dict[str, Any] | None, str]:
     """The new space's distributions for a trial's `params`, or None and why they do not fit:
     a parameter the new space would sample for these values is missing or outside its range,
     or one it has is not sampled there."""
