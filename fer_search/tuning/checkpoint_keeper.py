@@ -37,7 +37,9 @@ class LatestCheckpoint(Callback):
     def __init__(self) -> None:
         self._written: dict[str, list[str]] = {}  # trial id -> its checkpoint paths, oldest first
 
-    def on_checkpoint(self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info):
+    def on_checkpoint(
+        self, iteration: int, trials: list, trial: Any, checkpoint: Any, **info: Any
+    ) -> None:
         self._written.setdefault(trial.trial_id, []).append(checkpoint.path)
 
     def get_state(self) -> dict[str, Any] | None:

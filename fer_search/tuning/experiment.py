@@ -17,6 +17,7 @@ from fer_search.tuning.storage import check_location_free, is_uri, resolve_stora
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.resources import ResourcePlan
 
 __all__ = [
     "RUN_FILE",
@@ -110,7 +111,7 @@ def load_experiment(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def new_record(
-    options: Any, exp: Path, space: SearchSpace, data: Any, plan: dict[str, Any]
+    options: Any, exp: Path, space: SearchSpace, data: Any, plan: ResourcePlan
 ) -> dict[str, Any]:
     """experiment.json: how the search was started; `--resume` and the report read it."""
     from fer_search.space.mutations import perturbation_interval

@@ -25,6 +25,7 @@ from fer_search.tuning.results import selectable
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.resources import ResourcePlan
 
 __all__ = [
     "SELECTION_RULE",
@@ -191,7 +192,7 @@ def remote_evaluation(
         del test_ref
 
 
-def needs_a_worker(plan: dict[str, Any], trainer: Any) -> bool:
+def needs_a_worker(plan: ResourcePlan, trainer: Any) -> bool:
     """Trials ran on GPUs and this process has no CUDA device: evaluate on a GPU worker."""
     if plan.get("device") != "cuda":
         return False
@@ -211,7 +212,7 @@ def final_evaluation(
     data: Any,
     space: SearchSpace,
     exp: Path,
-    plan: dict[str, Any],
+    plan: ResourcePlan,
     refs: Any,
     trainer: Any = None,
 ) -> dict[str, Any] | None:
@@ -276,7 +277,7 @@ def models_used(choice: dict[str, Any], top_k: int, pool: int) -> list[int]:
 
 def evaluate(
     trainer: Any,
-    plan: dict[str, Any],
+    plan: ResourcePlan,
     refs: Any,
     val: Any,
     test: Any,

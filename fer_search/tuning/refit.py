@@ -22,6 +22,7 @@ from fer_search.tuning.storage import fetch_trial_files
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.resources import ResourcePlan
 
 __all__ = [
     "REFIT_DIR",
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 REFIT_DIR = "refit"  # exp/refit/trial_refit, trial_refit2, ...: the best configurations retrained
 
 
-def refit_dirname(trial) -> str:
+def refit_dirname(trial: Any) -> str:
     from fer_search.config import refit_id
     from fer_search.tuning.trainable import REFIT_MEMBER
 
@@ -65,7 +66,7 @@ def refit_epochs(best: dict[str, Any], seconds: float) -> int:
 THREAD_SCALING = 0.7
 
 
-def refit_share(plan: dict[str, Any], k: int) -> tuple[dict[str, float], float]:
+def refit_share(plan: ResourcePlan, k: int) -> tuple[dict[str, float], float]:
     """The resources of each of `k` refits running at once, and how much slower than a search
     trial each is expected to be (below 1: faster). The k refits share what the search's
     concurrent trials used: with fewer refits than concurrent trials on CPU, each gets the CPUs
@@ -101,7 +102,7 @@ def refit_members(refit: dict[str, Any]) -> list[dict[str, Any]]:
 def run_refit(
     exp: Path,
     space: SearchSpace,
-    plan: dict[str, Any],
+    plan: ResourcePlan,
     refs: Any,
     record: dict[str, Any],
     verbose: int,
@@ -170,7 +171,9 @@ def run_refit(
     return results
 
 
-def refit_rows(results, members: list[dict[str, Any]], space, exp: Path) -> list[dict[str, Any]]:
+def refit_rows(
+    results: Any, members: list[dict[str, Any]], space: SearchSpace, exp: Path
+) -> list[dict[str, Any]]:
     """Leaderboard rows of the refit's trials, named refit, refit2, ... with the parameters of
     the configuration each trained (Tune only knows its index)."""
     from fer_search.space import train_values
@@ -188,7 +191,7 @@ def refit_rows(results, members: list[dict[str, Any]], space, exp: Path) -> list
 
 
 def plan_refit(
-    rows: list[dict[str, Any]], space, elapsed: float, plan: dict[str, Any] | None = None
+    rows: list[dict[str, Any]], space: SearchSpace, elapsed: float, plan: ResourcePlan | None = None
 ) -> dict[str, Any] | None:
     """What to refit (the configurations of the best `refit_top_k` trials) and for how many
     epochs each, or None with the reason printed: no refit budget, no candidate, or too little
@@ -232,7 +235,7 @@ def plan_refit(
 def refit_phase(
     exp: Path,
     space: SearchSpace,
-    plan: dict[str, Any],
+    plan: ResourcePlan,
     refs: Any,
     record: dict[str, Any],
     rows: list[dict[str, Any]],

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from fer_search.errors import UserError
 
-__all__ = ["local_gpu_count", "plan_resources", "trials_on_node"]
+if TYPE_CHECKING:
+    from fer_search.space import Experiment
+
+__all__ = ["ResourcePlan", "local_gpu_count", "plan_resources", "trials_on_node"]
+
+
+class ResourcePlan(TypedDict):
+    """What each trial gets and how many run at once: experiment.json's `resources`."""
+
+    gpus: float  # GPUs the search uses in all
+    gpus_per_trial: float
+    cpus_per_trial: float
+    max_concurrent: int
+    device: str  # "cuda" | "cpu": where trials train
+    cluster: dict[str, float]  # the Ray cluster's CPU and GPU totals when the search started
+    nodes: int
 
 
 def local_gpu_count() -> int:
@@ -18,10 +33,10 @@ def local_gpu_count() -> int:
 
 def plan_resources(
     gpus_wanted: float | None,
-    experiment,
+    experiment: Experiment,
     cluster: dict[str, float],
     nodes: list[dict[str, float]] | None = None,
-) -> dict[str, Any]:
+) -> ResourcePlan:
     """Trial resources and concurrency from the flags, the space and what the cluster has.
     With `nodes` (each node's CPU/GPU totals), a trial must fit on one node, and concurrency is
     what the nodes hold together, so every GPU node gets trials."""
@@ -62,7 +77,7 @@ def plan_resources(
     if experiment.max_concurrent:
         limit = min(limit, experiment.max_concurrent)
     return {
-        "gpus": gpus,
+        "gpus": float(gpus),
         "gpus_per_trial": gpus_per_trial,
         "cpus_per_trial": cpus_per_trial,
         "max_concurrent": max(1, limit),

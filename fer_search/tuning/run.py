@@ -48,6 +48,7 @@ from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.resources import ResourcePlan
 
 __all__ = ["Outcome", "resume_search", "start_search"]
 
@@ -103,7 +104,9 @@ def trainer_from_record(record: dict[str, Any]) -> Trainer:
     return EngineTrainer()
 
 
-def resume_search(path: str | Path, data: Any = None, options: SearchOptions | None = None):
+def resume_search(
+    path: str | Path, data: Any = None, options: SearchOptions | None = None
+) -> Outcome:
     """Continue the experiment at `path`; `data` defaults to the data it was started on."""
     from fer_search.space import apply_overrides, load_space
     from fer_search.tuning.cluster import start_ray
@@ -149,7 +152,7 @@ def check_local_gpus(options: SearchOptions) -> None:
         )
 
 
-def start_cluster(options: SearchOptions, exp: Path, space: SearchSpace) -> dict[str, Any]:
+def start_cluster(options: SearchOptions, exp: Path, space: SearchSpace) -> ResourcePlan:
     """Start or join Ray, check the nodes, and plan each trial's resources."""
     import ray
 
@@ -172,7 +175,16 @@ def dataset_refs(data: Any) -> Any:
     return DatasetRefs(data.splits, data.class_names)
 
 
-def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
+def run(
+    exp: Path,
+    space: SearchSpace,
+    data: Any,
+    refs: Any,
+    options: SearchOptions,
+    record: dict[str, Any],
+    *,
+    restore: bool,
+) -> Outcome:
     """Tuner, leaderboard, refit, final evaluation and report (`restore`: continue)."""
     from fer_search.tuning.storage import fetch_trial_files
     from fer_search.tuning.tensorboard import (
@@ -227,7 +239,17 @@ def run(exp, space, data, refs, options, record, *, restore: bool) -> Outcome:
     return finish(exp, space, data, refs, options, record, rows, started, prior_wall)
 
 
-def finish(exp, space, data, refs, options, record, rows, started, prior_wall) -> Outcome:
+def finish(
+    exp: Path,
+    space: SearchSpace,
+    data: Any,
+    refs: Any,
+    options: SearchOptions,
+    record: dict[str, Any],
+    rows: list[dict[str, Any]],
+    started: float,
+    prior_wall: float,
+) -> Outcome:
     from fer_search.report import build_report
     from fer_search.tuning.final import final_evaluation
     from fer_search.tuning.refit import refit_phase
@@ -308,7 +330,7 @@ def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
     return Outcome(path=exp, interrupted=True, note=what, wall_time_s=record["wall_time_s"])
 
 
-def announce(space: SearchSpace, plan: dict[str, Any], exp: Path) -> None:
+def announce(space: SearchSpace, plan: ResourcePlan, exp: Path) -> None:
     ex = space.experiment
     log.info(
         "searching %s: %d trials x <= %d epochs on %s, %d at a time; results in %s",

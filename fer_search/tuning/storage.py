@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from fer_search.errors import UserError, first_line
 
@@ -52,7 +53,7 @@ def tune_location(uri: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}{sep}{query}"
 
 
-def filesystem(location: str):
+def filesystem(location: str) -> tuple[Any, str]:
     """(pyarrow filesystem, path) for a URI or a local path."""
     import pyarrow.fs
 

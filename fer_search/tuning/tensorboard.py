@@ -193,7 +193,9 @@ class TensorBoardLogger(Callback):
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles its callbacks; writers stay
         return {**self.__dict__, "_writers": {}}
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         if result.get("failure") or "epoch" not in result:
             return
         writer = self._writers.get(trial.trial_id)
@@ -213,14 +215,14 @@ class TensorBoardLogger(Callback):
         self._writers[trial.trial_id] = writer
         return writer
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info):
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         writer = self._writers.pop(trial.trial_id, None)
         if writer is not None:
             writer.close()
 
     on_trial_error = on_trial_complete
 
-    def on_experiment_end(self, trials: list, **info):
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()

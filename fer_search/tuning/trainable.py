@@ -58,7 +58,7 @@ class DatasetRefs:
 
         return ray.get(self.refs[name]["labels"])
 
-    def get(self, name: str):
+    def get(self, name: str) -> Any:
         import ray
 
         from fer_search.data import FERSplit
@@ -146,7 +146,7 @@ def run_trial(
     gpu_ids = ",".join(str(i) for i in ray.get_gpu_ids())
     last: dict[str, Any] = {}
 
-    def on_epoch(stats, save) -> bool:
+    def on_epoch(stats: Any, save: Callable[[Path], dict[str, Any]]) -> bool:
         if at_epoch is not None:
             at_epoch(stats.epoch, False)
         new_best = stats.val_acc > best["val_acc"]

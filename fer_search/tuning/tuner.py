@@ -22,6 +22,7 @@ from fer_search.tuning.trainable import MEASURE_COST
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.resources import ResourcePlan
 
 __all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
 
@@ -46,7 +47,7 @@ def default_sampler(seed: int, num_samples: int, concurrent: int) -> Any:
     )
 
 
-def make_searcher(exp: Path, space: SearchSpace, plan: dict[str, Any], sampler: Any) -> Any:
+def make_searcher(exp: Path, space: SearchSpace, plan: ResourcePlan, sampler: Any) -> Any:
 
     from fer_search.tuning.optuna_searcher import PruningOptunaSearch, SpaceSampler
     from fer_search.tuning.study import sqlite_storage
@@ -97,7 +98,7 @@ def checkpoints_kept(space: SearchSpace) -> int:
     return perturbation_interval(ex.epochs, ex.perturbation_interval) + 1
 
 
-def trial_constants(space: SearchSpace, plan: dict[str, Any], class_set: str) -> dict[str, Any]:
+def trial_constants(space: SearchSpace, plan: ResourcePlan, class_set: str) -> dict[str, Any]:
     """The part of every trial's config that the search fixes (the rest is sampled)."""
     ex = space.experiment
     return {
@@ -116,7 +117,7 @@ def trial_constants(space: SearchSpace, plan: dict[str, Any], class_set: str) ->
 def build_tuner(
     exp: Path,
     space: SearchSpace,
-    plan: dict[str, Any],
+    plan: ResourcePlan,
     refs: Any,
     options: Any,
     *,
