@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -271,7 +272,7 @@ def is_refit_id(trial_id: Any) -> bool:
     return text == REFIT_ID or (text.startswith(REFIT_ID) and text[len(REFIT_ID) :].isdigit())
 
 
-def recorded_scheduler(record: dict[str, Any]) -> str:
+def recorded_scheduler(record: Mapping[str, Any]) -> str:
     """The scheduler an experiment.json says its search ran with; records from before
     `scheduler` was recorded say `asha: false` for --no-asha (FIFO) and ran ASHA otherwise."""
     name = record.get("scheduler")

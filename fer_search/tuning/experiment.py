@@ -9,8 +9,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from fer_search.errors import UserError
 from fer_search.tuning.storage import check_location_free, is_uri, resolve_storage, tune_location
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RUN_FILE",
+    "ExperimentRecord",
     "check_free_space",
     "load_experiment",
     "new_experiment_dir",
@@ -32,6 +34,42 @@ __all__ = [
 
 RUN_FILE = "experiment.json"
 MIN_FREE_MB = 100  # below this a full disk would fail the search at a checkpoint
+
+
+class ExperimentRecord(TypedDict, total=False):
+    """experiment.json: how a search was started (new_record), then what each step added.
+    Total=False: records written by older releases lack the later keys, so read those with
+    .get(); the keys themselves are checked by mypy wherever a record is typed as this."""
+
+    name: str
+    space: str
+    command: str  # the CLI's argv, or the fer_search.search(...) call (api_call)
+    metric: str
+    mode: str
+    scheduler: str
+    max_t: int
+    grace_period: int
+    reduction_factor: float
+    min_samples_required: int
+    perturbation_interval: int
+    num_samples: int
+    asha: bool  # read by releases from before `scheduler`
+    no_asha: bool
+    started: str  # ISO local time
+    finished: str | None
+    wall_time_s: float | None
+    data: str
+    class_names: list[str]
+    params: list[str]
+    resources: ResourcePlan
+    storage_uri: str | None
+    data_args: dict[str, Any]
+    versions: dict[str, str]
+    refit: dict[str, Any] | None  # tuning.refit's plan, then `done`
+    trainer: dict[str, Any]  # the Trainer's describe(): kind and what rebuilds it
+    warm_start: dict[str, Any]  # tuning.warm_start's summary
+    choice: dict[str, Any]  # what was chosen for best/ and why (run.choice_record)
+    phases: dict[str, dict[str, float]]  # each step's wall and driver CPU seconds (Phases)
 
 
 def new_experiment_dir(storage: str | None, name: str | None, space: SearchSpace) -> Path:
@@ -74,7 +112,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: Mapping[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     os.replace(tmp, path)
@@ -95,7 +133,7 @@ def tune_dir(exp: Path, storage_uri: str | None) -> str:
     return tune_location(str(storage_uri), exp.name) if is_uri(storage_uri) else str(exp)
 
 
-def load_experiment(path: str | Path) -> tuple[Path, dict[str, Any]]:
+def load_experiment(path: str | Path) -> tuple[Path, ExperimentRecord]:
     """An experiment directory to resume, and its record; a UserError when it is not one."""
     from ray import tune
 
@@ -107,12 +145,12 @@ def load_experiment(path: str | Path) -> tuple[Path, dict[str, Any]]:
             f"--resume {str(path)!r} is not a fer-search experiment directory "
             f"(no {RUN_FILE} or Tune state in it)"
         )
-    return exp, record
+    return exp, cast("ExperimentRecord", record)
 
 
 def new_record(
     options: Any, exp: Path, space: SearchSpace, data: Any, plan: ResourcePlan
-) -> dict[str, Any]:
+) -> ExperimentRecord:
     """experiment.json: how the search was started; `--resume` and the report read it."""
     from fer_search.space.mutations import perturbation_interval
     from fer_search.tuning.results import searched_settings

@@ -22,6 +22,7 @@ from fer_search.tuning.storage import fetch_trial_files
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.experiment import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
 
 __all__ = [
@@ -104,7 +105,7 @@ def run_refit(
     space: SearchSpace,
     plan: ResourcePlan,
     refs: Any,
-    record: dict[str, Any],
+    record: ExperimentRecord,
     verbose: int,
     names: Any = None,
     trainer: Any = None,
@@ -122,9 +123,11 @@ def run_refit(
 
     base = tune_dir(exp, record.get("storage_uri"))
     location = f"{base.rstrip('/')}/{REFIT_DIR}"
-    members = refit_members(record["refit"])
+    refit = record["refit"]
+    assert refit is not None, "run_refit after plan_refit"
+    members = refit_members(refit)
     configs = [{**m["config"], "epochs": m["epochs"]} for m in members]
-    resources = record["refit"].get("resources") or {
+    resources = refit.get("resources") or {
         "cpu": plan["cpus_per_trial"],
         "gpu": plan["gpus_per_trial"],
     }
@@ -237,7 +240,7 @@ def refit_phase(
     space: SearchSpace,
     plan: ResourcePlan,
     refs: Any,
-    record: dict[str, Any],
+    record: ExperimentRecord,
     rows: list[dict[str, Any]],
     elapsed: float,
     verbose: int,

@@ -48,6 +48,7 @@ from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.experiment import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
 
 __all__ = ["Outcome", "resume_search", "start_search"]
@@ -91,7 +92,7 @@ def start_search(space: SearchSpace, data: Any, options: SearchOptions) -> Outco
     return run(exp, space, data, refs, options, record, restore=False)
 
 
-def trainer_from_record(record: dict[str, Any]) -> Trainer:
+def trainer_from_record(record: ExperimentRecord) -> Trainer:
     """The trainer an experiment ran with (experiment.json's `trainer`; none: the engine)."""
     described = dict(record.get("trainer") or {"kind": "engine"})
     kind = described.pop("kind", "engine")
@@ -132,7 +133,7 @@ def resume_search(
     return run(exp, space, data, dataset_refs(data), options, record, restore=True)
 
 
-def data_from_record(record: dict[str, Any]) -> Any:
+def data_from_record(record: ExperimentRecord) -> Any:
     """The data a search was started on, loaded again from experiment.json's `data_args`
     (load_data's arguments; before they were recorded so, the CLI's data flags)."""
     from fer_search.data import load_recorded
@@ -181,7 +182,7 @@ def run(
     data: Any,
     refs: Any,
     options: SearchOptions,
-    record: dict[str, Any],
+    record: ExperimentRecord,
     *,
     restore: bool,
 ) -> Outcome:
@@ -245,7 +246,7 @@ def finish(
     data: Any,
     refs: Any,
     options: SearchOptions,
-    record: dict[str, Any],
+    record: ExperimentRecord,
     rows: list[dict[str, Any]],
     started: float,
     prior_wall: float,
@@ -255,7 +256,7 @@ def finish(
     from fer_search.tuning.refit import refit_phase
     from fer_search.tuning.storage import upload_driver_files
 
-    elapsed = record["wall_time_s"]
+    elapsed = float(record.get("wall_time_s") or 0.0)  # set by run() before finish()
     trainer = options.trainer or EngineTrainer()
     phases = Phases(record.get("phases"))
     with phases.step("refit"):
@@ -319,7 +320,7 @@ def saved_or_live_states(saved: dict[str, str], live: dict[str, str]) -> dict[st
     }
 
 
-def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
+def interrupted(exp: Path, record: ExperimentRecord, what: str) -> Outcome:
     """Save the record (and, for URI storage, the driver's files); say how to go on."""
     from fer_search.tuning.storage import upload_driver_files
 
@@ -327,7 +328,9 @@ def interrupted(exp: Path, record: dict[str, Any], what: str) -> Outcome:
     location = tune_dir(exp, record.get("storage_uri"))
     if location != str(exp):
         upload_driver_files(exp, location)
-    return Outcome(path=exp, interrupted=True, note=what, wall_time_s=record["wall_time_s"])
+    return Outcome(
+        path=exp, interrupted=True, note=what, wall_time_s=float(record.get("wall_time_s") or 0.0)
+    )
 
 
 def announce(space: SearchSpace, plan: ResourcePlan, exp: Path) -> None:
