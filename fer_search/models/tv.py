@@ -15,11 +15,10 @@ from typing import Any
 
 from torch import nn
 from torchvision import models as tvm
-from torchvision.models.vgg import cfgs as vgg_cfgs
-from torchvision.models.vgg import make_layers as vgg_layers
 
 from fer_search.models._common import FerNet, grey_conv, load_imagenet
 from fer_search.models._registry import register_model
+from fer_search.models._torchvision_compat import vgg_cfgs, vgg_layers
 
 
 def _head(in_features: int, num_classes: int, dropout: float) -> nn.Sequential:
