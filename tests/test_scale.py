@@ -332,3 +332,23 @@ def test_the_resumed_study_holds_each_trial_once_in_its_final_state(resumed):
     unfinished = {t for t, r in before.rows.items() if r["status"] == "unfinished"}
     assert {t.user_attrs["ray_trial_id"] for t in again} == unfinished
     assert exp.record["trainer"]["kind"] == "simulated"
+
+
+def test_the_bench_s_bare_ray_floor_brings_nothing_of_fer_search_into_its_workers(tmp_path):
+    # Ray's floor must cost what Ray costs: its trainable unpickles without fer_search or torch
+    import subprocess
+    import sys
+
+    from ray import cloudpickle
+
+    from fer_search.bench.scale import bare_trainable
+
+    blob = tmp_path / "trainable.pkl"
+    blob.write_bytes(cloudpickle.dumps(bare_trainable(epochs=3, epoch_s=0.0)))
+    check = (
+        "import pickle, sys; f = pickle.loads(open(sys.argv[1], 'rb').read()); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('fer_search', 'torch')))"
+    )
+    out = subprocess.run([sys.executable, "-c", check, str(blob)], cwd=tmp_path,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]", out.stdout

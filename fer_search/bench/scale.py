@@ -138,17 +138,11 @@ def run_ray_floor(plan: ScalePlan, trials: int, concurrency: int, storage: str) 
     """The same number of trials through bare Ray Tune: a function that sleeps `epoch_s` per
     epoch and reports, ASHA with the same rungs, Tune's random search; no checkpoints, no
     callbacks, no searcher database. Ray's own cost on this machine, for comparison."""
-    import random
-
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    def trainable(config: dict[str, Any]) -> None:
-        quality = config["quality"]
-        for epoch in range(1, plan.epochs + 1):
-            time.sleep(plan.epoch_s)
-            tune.report({"val_acc": quality * (1 - 0.5**epoch) + random.gauss(0, 0.005)})
+    trainable = bare_trainable(plan.epochs, plan.epoch_s)
 
     ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
     tuner = tune.Tuner(
@@ -170,6 +164,30 @@ def run_ray_floor(plan: ScalePlan, trials: int, concurrency: int, storage: str) 
     )
     ray.shutdown()
     return {"tune_s": wall, "cpu_s": cpu, "epochs": epochs}
+
+
+FLOOR_TRAINABLE = """
+import random
+import time
+
+from ray import tune
+
+
+def trainable(config):
+    for epoch in range(1, EPOCHS + 1):
+        time.sleep(EPOCH_S)
+        tune.report({"val_acc": config["quality"] * (1 - 0.5**epoch) + random.gauss(0, 0.005)})
+"""
+
+
+def bare_trainable(epochs: int, epoch_s: float) -> Any:
+    """The floor's trainable, made outside any module so that Ray pickles it by value: its
+    workers import ray alone, not fer_search (whose bench modules import torch: 0.45 GB and
+    seconds of start-up per worker, which would be counted as Ray's)."""
+    namespace: dict[str, Any] = {"__name__": "bare_floor", "EPOCHS": epochs,
+                                 "EPOCH_S": epoch_s}  # fmt: skip
+    exec(compile(FLOOR_TRAINABLE, "<bare floor trainable>", "exec"), namespace)  # noqa: S102
+    return namespace["trainable"]
 
 
 # ---------------------------------------------------------------- in the bench's process
