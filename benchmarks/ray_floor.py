@@ -26,8 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fer_search.bench.floor import run_ray_floor  # noqa: E402
 from fer_search.bench.output import versions  # noqa: E402
-from fer_search.bench.scale import in_own_process, run_ray_floor, scale_plan  # noqa: E402
+from fer_search.bench.scale import in_own_process, scale_plan  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,4 +185,4 @@ def test_a_full_disk_is_a_clear_error_before_the_search_starts(full_disk, tmp_pa
     error = one_line_error(proc)
     assert "MiB free" in error and str(results) in error
     assert sorted(p.name for p in results.rglob("*")) == before  # no half-made experiment
-    assert "searching" not in proc.stdout  # refused before Ray or any trial started
+    assert "searching" not in proc.stdout + proc.stderr  # refused before Ray or any trial

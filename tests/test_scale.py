@@ -341,7 +341,7 @@ def test_the_bench_s_bare_ray_floor_brings_nothing_of_fer_search_into_its_worker
 
     from ray import cloudpickle
 
-    from fer_search.bench.scale import bare_trainable
+    from fer_search.bench.floor import bare_trainable
 
     blob = tmp_path / "trainable.pkl"
     blob.write_bytes(cloudpickle.dumps(bare_trainable(epochs=3, epoch_s=0.0)))

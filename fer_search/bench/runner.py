@@ -117,7 +117,8 @@ def run_options(options: BenchOptions) -> int:
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as tmp:
         ctx = Context(options, plan, device, Path(tmp))
         data = ctx.load()
-        if not plan.quick and data.source == "demo":
+        simulated_only = tuple(options.only) == ("scale",)  # simulated trials: data aside
+        if not plan.quick and data.source == "demo" and not simulated_only:
             notes.append("a full run on the demo data: pass --data path/to/fer2013.csv for FER2013")
         try:
             figures = run_jobs(jobs(ctx))

@@ -48,6 +48,7 @@ from typing import Any
 
 import psutil
 
+from fer_search.bench.floor import run_ray_floor
 from fer_search.bench.measure import goal_met
 from fer_search.bench.plan import Context
 
@@ -132,62 +133,6 @@ def interrupt_when_started(exp: Path, trials: int) -> None:
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=watch, daemon=True).start()
-
-
-def run_ray_floor(plan: ScalePlan, trials: int, concurrency: int, storage: str) -> dict[str, Any]:
-    """The same number of trials through bare Ray Tune: a function that sleeps `epoch_s` per
-    epoch and reports, ASHA with the same rungs, Tune's random search; no checkpoints, no
-    callbacks, no searcher database. Ray's own cost on this machine, for comparison."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-
-    trainable = bare_trainable(plan.epochs, plan.epoch_s)
-
-    ray.init(num_cpus=concurrency, include_dashboard=False, log_to_driver=False)
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": 1}),
-        param_space={"quality": tune.uniform(0.3, 0.7)},
-        tune_config=tune.TuneConfig(
-            metric="val_acc", mode="max", num_samples=trials,
-            max_concurrent_trials=concurrency, reuse_actors=True,
-            scheduler=ASHAScheduler(max_t=plan.epochs, grace_period=1,
-                                    reduction_factor=plan.reduction_factor),
-        ),
-        run_config=tune.RunConfig(storage_path=storage, name="ray-floor", verbose=0),
-    )  # fmt: skip
-    wall, cpu = time.perf_counter(), time.process_time()
-    grid = tuner.fit()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    epochs = sum(
-        int((grid[i].metrics or {}).get("training_iteration", 0)) for i in range(len(grid))
-    )
-    ray.shutdown()
-    return {"tune_s": wall, "cpu_s": cpu, "epochs": epochs}
-
-
-FLOOR_TRAINABLE = """
-import random
-import time
-
-from ray import tune
-
-
-def trainable(config):
-    for epoch in range(1, EPOCHS + 1):
-        time.sleep(EPOCH_S)
-        tune.report({"val_acc": config["quality"] * (1 - 0.5**epoch) + random.gauss(0, 0.005)})
-"""
-
-
-def bare_trainable(epochs: int, epoch_s: float) -> Any:
-    """The floor's trainable, made outside any module so that Ray pickles it by value: its
-    workers import ray alone, not fer_search (whose bench modules import torch: 0.45 GB and
-    seconds of start-up per worker, which would be counted as Ray's)."""
-    namespace: dict[str, Any] = {"__name__": "bare_floor", "EPOCHS": epochs,
-                                 "EPOCH_S": epoch_s}  # fmt: skip
-    exec(compile(FLOOR_TRAINABLE, "<bare floor trainable>", "exec"), namespace)  # noqa: S102
-    return namespace["trainable"]
 
 
 # ---------------------------------------------------------------- in the bench's process

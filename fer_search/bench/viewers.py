@@ -1,20 +1,19 @@
 """How long the viewers a user opens take to show a finished experiment: TensorBoard's HParams
 table (every trial a row) and optuna-dashboard's study page (every trial). Each is started as
-the user starts it (README: `tensorboard --logdir ...`, `optuna-dashboard sqlite:///...`) and
-asked through its own HTTP API, the requests its web page makes, until every trial is there.
+the README starts it, on 127.0.0.1, and asked through its own HTTP API (the requests its web
+page makes, over http.client to this machine only) until every trial is there.
 The time runs from the server's start to the first complete answer, and the answer's size is
 recorded beside it (what a browser would download)."""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import shutil
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -60,12 +59,22 @@ def server(command: list[str], log: Path) -> Iterator[subprocess.Popen]:
                 process.wait()
 
 
-def http(url: str, body: dict[str, Any] | None = None) -> bytes:
-    data = None if body is None else json.dumps(body).encode()
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    request = urllib.request.Request(url, data=data, headers=headers)
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return response.read()
+def ask(port: int, path: str, body: dict[str, Any] | None = None) -> bytes:
+    """GET `path` (POST `body` as JSON) from the server on this machine's `port`."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        if body is None:
+            connection.request("GET", path)
+        else:
+            data = json.dumps(body).encode()
+            connection.request("POST", path, data, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        raw = response.read()
+        if response.status != 200:
+            raise ConnectionError(f"{path}: HTTP {response.status}")
+        return raw
+    finally:
+        connection.close()
 
 
 def until(
@@ -80,7 +89,7 @@ def until(
             raise RuntimeError(f"the server exited with code {process.returncode}")
         try:
             seen, size = fetch()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+        except (OSError, http.client.HTTPException):
             seen = 0  # not listening yet
         if seen >= expected:
             return {"s": round(time.perf_counter() - started, 2), "items": seen, "bytes": size}
@@ -91,13 +100,13 @@ def until(
 def time_tensorboard(logdir: Path, expected_runs: int, limit_s: float = 300.0) -> dict[str, Any]:
     """TensorBoard on `logdir`: seconds until its HParams table lists `expected_runs` rows."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}/data/plugin/hparams"
+    base = "/data/plugin/hparams"
     command = [executable("tensorboard"), "--logdir", str(logdir),
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
     def fetch() -> tuple[int, int]:
-        http(f"{base}/experiment", {"experimentName": ""})
-        raw = http(f"{base}/session_groups", SESSION_GROUPS_REQUEST)
+        ask(port, f"{base}/experiment", {"experimentName": ""})
+        raw = ask(port, f"{base}/session_groups", SESSION_GROUPS_REQUEST)
         return int(json.loads(raw).get("totalSize", 0)), len(raw)
 
     with server(command, logdir.parent / "bench-tensorboard.log") as process:
@@ -107,13 +116,13 @@ def time_tensorboard(logdir: Path, expected_runs: int, limit_s: float = 300.0) -
 def time_optuna_dashboard(db: Path, expected_trials: int, limit_s: float = 300.0) -> dict[str, Any]:
     """optuna-dashboard on `db`: seconds until its study page's request returns every trial."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}/api/studies"
+    base = "/api/studies"
     command = [executable("optuna-dashboard"), f"sqlite:///{db}",
                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
 
     def fetch() -> tuple[int, int]:
-        studies = json.loads(http(base))["study_summaries"]
-        raw = http(f"{base}/{studies[0]['study_id']}?after=0")
+        studies = json.loads(ask(port, base))["study_summaries"]
+        raw = ask(port, f"{base}/{studies[0]['study_id']}?after=0")
         return len(json.loads(raw)["trials"]), len(raw)
 
     with server(command, db.parent / "bench-optuna-dashboard.log") as process:
