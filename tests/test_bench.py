@@ -267,7 +267,7 @@ def test_run_writes_json_and_markdown_and_records_a_broken_figure(tmp_path, monk
         ],
     )
     out = tmp_path / "bench"
-    code = bench.run(quick=True, as_json=True, out=out, data_args={"demo_size": 0.05})
+    code = bench.run(quick=True, as_json=True, out=out, data_args={"demo_size": 0.05}, show=print)
     assert code == 1  # a figure failed
     printed = json.loads(capsys.readouterr().out)  # as_json: stdout is only the JSON
     written = json.loads((out / "bench-quick.json").read_text())

@@ -7,11 +7,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
+import logging
 import os
-import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,8 @@ from fer_search.bench.scale import scale_figures
 from fer_search.bench.search import figure_asha, figure_search_overhead
 
 __all__ = ["Job", "jobs", "run", "run_options"]
+
+log = logging.getLogger(__name__)
 
 Figures = list[dict[str, Any]]
 Job = tuple[str, Callable[[], Figures]]  # its name in the log, and what measures its figures
@@ -62,14 +63,14 @@ def run_jobs(job_list: list[Job]) -> Figures:
     """Each job's figures; a job that raises becomes one figure holding its error."""
     figures: Figures = []
     for name, job in job_list:
-        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        log.info("bench: %s ...", name)
         t0 = time.perf_counter()
         try:
             figures += job()
         except Exception as exc:  # one broken figure must not lose the others
-            traceback.print_exc(file=sys.stderr)
+            log.exception("bench: %s failed", name)
             figures.append({"figure": name, "error": f"{type(exc).__name__}: {exc}"})
-        print(f"bench: {name} took {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        log.info("bench: %s took %.0f s", name, time.perf_counter() - t0)
     return figures
 
 
@@ -97,17 +98,18 @@ def run(
     as_json: bool = False,
     data_args: Mapping[str, Any] | None = None,
     command: str | None = None,
+    show: Callable[[str], None] | None = None,
 ) -> int:
-    """Measure the figures, write `<out>/bench[-quick][-GROUP...].{json,md}` and print a
-    table (`as_json`: the JSON). 1 when a figure failed, else 0."""
+    """Measure the figures, write `<out>/bench[-quick][-GROUP...].{json,md}` and hand `show`
+    (the CLI's print) a table of them (`as_json`: the JSON). 1 when a figure failed, else 0."""
     options = BenchOptions.from_call(
         quick=quick, device=device, out=out, only=only, as_json=as_json, data_args=data_args,
         command=command,
     )  # fmt: skip
-    return run_options(options)
+    return run_options(options, show)
 
 
-def run_options(options: BenchOptions) -> int:
+def run_options(options: BenchOptions, show: Callable[[str], None] | None = None) -> int:
     """`run` with its options already built."""
     device = engine.resolve_device(options.device)
     options = dataclasses.replace(options, device=device.type)  # "auto" -> what it chose
@@ -139,9 +141,8 @@ def run_options(options: BenchOptions) -> int:
         "notes": notes,
     })  # fmt: skip
     json_path, md_path = write_results(result, options.out)
-    if options.as_json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print(format_table(figures))
-        print(f"wrote {json_path} and {md_path}")
+    if show is not None and options.as_json:
+        show(json.dumps(result, indent=2, default=str))
+    elif show is not None:
+        show(f"{format_table(figures)}\nwrote {json_path} and {md_path}")
     return 1 if any("error" in f for f in figures) else 0

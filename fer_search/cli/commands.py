@@ -346,6 +346,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         as_json=args.json,
         data_args=data_args,
         command=getattr(args, "command_line", None),
+        show=print,
     )
 
 
