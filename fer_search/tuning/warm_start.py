@@ -25,13 +25,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fer_search.config import WARM_START_ATTR as FROM_ATTR
 from fer_search.errors import UserError
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.experiment import ExperimentRecord
 
 __all__ = [
     "FROM_ATTR",
@@ -52,7 +53,7 @@ class Source:
     """An earlier experiment to warm-start from: its folder (as given) and its record."""
 
     path: str
-    record: dict[str, Any]
+    record: ExperimentRecord  # its experiment.json
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -88,7 +89,7 @@ def check_sources(dirs: list[str], space: SearchSpace, data: Any) -> list[Source
             record = json.loads((Path(path).expanduser() / RECORD).read_text())
         except (OSError, ValueError):
             raise UserError(f"--warm-start {path!r}: {RECORD} is not readable JSON") from None
-        source = Source(path, record if isinstance(record, dict) else {})
+        source = Source(path, cast("ExperimentRecord", record if isinstance(record, dict) else {}))
         theirs = (source.record.get("metric"), source.record.get("mode"))
         if theirs != (ex.metric, ex.mode):
             raise UserError(
