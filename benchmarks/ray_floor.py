@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fer_search.bench.floor import run_ray_floor  # noqa: E402
-from fer_search.bench.output import versions  # noqa: E402
-from fer_search.bench.scale import in_own_process, scale_plan  # noqa: E402
+from fer_search.bench.output import finite, versions  # noqa: E402
+from fer_search.bench.scale import in_own_process, memory_figures, scale_plan  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,17 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ray-floor-") as tmp:
         for c in args.concurrency:
             floor, peaks = in_own_process(run_ray_floor, plan, args.trials, c, f"{tmp}/floor-{c}")
-            minimum = floor["epochs"] * plan.epoch_s / c
-            trials = list(peaks["trials"].values())
-            runs[str(c)] = {
-                **floor,
-                "minimum_s": minimum,
-                "overhead": floor["tune_s"] / minimum,
-                "driver_ms_per_result": 1000 * floor["cpu_s"] / max(1, floor["epochs"]),
-                "results_per_s": floor["epochs"] / floor["tune_s"],
-                "driver_peak_mib": peaks["driver_rss"] / 2**20,
-                "trial_process_mib": sorted(trials)[len(trials) // 2] / 2**20 if trials else None,
-            }
+            runs[str(c)] = {**floor, **memory_figures(peaks)}
     command = "python benchmarks/ray_floor.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count()}
     result = {
@@ -73,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         "Tune's random search, no checkpoints, no callbacks, no searcher database",
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ray-floor.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "ray-floor.json").write_text(json.dumps(finite(result), indent=2) + "\n")
     lines = [
         "# Bare Ray Tune's floor",
         "",
@@ -88,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, r in runs.items():
-        trial = f"{r['trial_process_mib']:.0f} MiB" if r["trial_process_mib"] else "-"
+        trial = f"{r['trial_process_mib']:.0f} MiB" if r["trial_processes_seen"] else "-"
         lines.append(
             f"| {c} | {r['epochs']} | {r['tune_s']:.0f} s | {r['minimum_s']:.0f} s | "
             f"{r['overhead']:.2f} | {r['driver_ms_per_result']:.1f} ms | "

@@ -15,8 +15,8 @@ def run_ray_floor(plan: Any, trials: int, concurrency: int, storage: str) -> dic
     """`trials` through bare Ray Tune, `concurrency` at once: a function that sleeps
     `plan.epoch_s` per epoch for up to `plan.epochs` and reports, ASHA with the same rungs
     (`plan.reduction_factor`), Tune's random search; no checkpoints, no callbacks, no searcher
-    database. Ray's own cost on this machine, for comparison (`plan`: a bench.scale.ScalePlan,
-    not imported here, as that module imports this one)."""
+    database. Ray's own cost on this machine, for comparison, in the figures a search's run
+    gets (`plan`: a bench.scale.ScalePlan, not imported here, as that module imports this)."""
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -42,7 +42,16 @@ def run_ray_floor(plan: Any, trials: int, concurrency: int, storage: str) -> dic
         int((grid[i].metrics or {}).get("training_iteration", 0)) for i in range(len(grid))
     )
     ray.shutdown()
-    return {"tune_s": wall, "cpu_s": cpu, "epochs": epochs}
+    minimum = epochs * plan.epoch_s / concurrency  # as a search's overhead is measured
+    return {
+        "tune_s": wall,
+        "cpu_s": cpu,
+        "epochs": epochs,
+        "minimum_s": minimum,
+        "overhead": wall / minimum if minimum else float("nan"),
+        "driver_ms_per_result": 1000 * cpu / max(1, epochs),
+        "results_per_s": epochs / wall,
+    }
 
 
 FLOOR_TRAINABLE = """

@@ -303,10 +303,9 @@ def scale_figures(ctx: Context) -> list[dict[str, Any]]:
             if c == max(plan.concurrency):  # the viewers a user opens, on the largest search
                 viewers = viewer_figures(Path(done["path"]), runs[c]["trials"])
             if c in plan.floor_at:
-                floor, _ = in_own_process(run_ray_floor, plan, plan.trials, c, f"{tmp}/floor-{c}")
-                floor["overhead"] = floor["tune_s"] / (floor["epochs"] * plan.epoch_s / c)
-                floor["driver_ms_per_result"] = 1000 * floor["cpu_s"] / max(1, floor["epochs"])
-                floors[c] = floor
+                floors[c], _ = in_own_process(
+                    run_ray_floor, plan, plan.trials, c, f"{tmp}/floor-{c}"
+                )
         small, _ = in_own_process(
             run_search, plan, plan.post_search_trials, plan.resume_concurrency, tmp, "post-small"
         )
