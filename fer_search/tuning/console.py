@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from ray.tune import Callback
 
+from fer_search.tuning.simulated import SIMULATED_PRECISION
+
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
 
@@ -44,7 +46,6 @@ STATUS_ROOM = 24  # the status column's width before settings columns give way
 REDRAW_S = 0.5  # the live table is redrawn at most this often (and on each start and end)
 MAX_ROWS = 20  # trial rows in the live table however tall the terminal (64 at once stay readable)
 FINISHED_ROWS = 4  # of them, kept for the best finished trials while more are running
-SIMULATED = "simulated"  # a simulated trial's `precision` (tuning.simulated)
 SIMULATED_LINE = "the trials are simulated (SimulatedTrainer): no model is trained"
 CLEAR_BELOW = "\x1b[J"
 
@@ -340,7 +341,7 @@ class ConsoleView(Callback):
             self.dirty = True
             return
         size = tuple(shutil.get_terminal_size())
-        title = f"{self.title} ({SIMULATED})" if self.simulated else self.title
+        title = f"{self.title} ({SIMULATED_PRECISION})" if self.simulated else self.title
         lines = table_lines(title, list(self.rows.values()), self.columns, self.total,
                             self.elapsed(), (size[0], size[1]))  # fmt: skip
         self.interleave(True)
@@ -371,7 +372,7 @@ class ConsoleView(Callback):
     def update(self, row: TrialRow, result: dict[str, Any] | None) -> None:
         if not result or result.get("failure"):
             return
-        if result.get("precision") == SIMULATED and not self.simulated:
+        if result.get("precision") == SIMULATED_PRECISION and not self.simulated:
             self.simulated = True
             if not self.is_live():
                 self.out().write(f"[{clock(self.elapsed())}] {SIMULATED_LINE}\n")

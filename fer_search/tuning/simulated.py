@@ -53,6 +53,7 @@ from fer_search.tuning.trainers import VAL_PROBS_FILE, LoadedModel, write_val_pr
 __all__ = ["LearningCurve", "SimulatedTrainer", "simulated_probs"]
 
 STATE_FILE = "simulated.json"  # the trial's state in a checkpoint (epoch, best, its curve)
+SIMULATED_PRECISION = "simulated"  # a simulated trial's `precision` in its results
 WEIGHTS_FILE = "weights.bin"  # `checkpoint_mib` MiB standing in for a model's weights
 CORRELATION = 0.8  # how much two models' mistakes share (a hard image is hard for every model)
 # a wrong model picks the image's one confusable class this often (sad for fear, as real FER
@@ -219,7 +220,7 @@ class SimulatedTrainer:
             "val_f1": val_acc * 0.95,
             "lr": 0.0,
             "images_per_s": 0.0,
-            "precision": "simulated",
+            "precision": SIMULATED_PRECISION,
             "val_acc_ci95_lo": max(0.0, val_acc - half),
             "val_acc_ci95_hi": min(1.0, val_acc + half),
             "best_val_acc": state["best_val_acc"],
