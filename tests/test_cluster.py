@@ -290,22 +290,31 @@ def test_auth_mismatch_is_one_clear_line(token_gcs, monkeypatch):
 
 
 def test_plan_puts_trials_on_nodes_they_fit():
-    from fer_search.space import Experiment
+    from fer_search.space import ExperimentSettings
     from fer_search.tuning.resources import plan_resources
 
     args = None  # --gpus not given: all the cluster has
     nodes = [{"CPU": 8.0, "GPU": 0.0}] + [{"CPU": 7.0, "GPU": 1.0}] * 3
     got = plan_resources(
-        args, Experiment(cpus_per_trial=3, gpus_per_trial=0.5), {"CPU": 29.0, "GPU": 3.0}, nodes
+        args,
+        ExperimentSettings(cpus_per_trial=3, gpus_per_trial=0.5),
+        {"CPU": 29.0, "GPU": 3.0},
+        nodes,
     )
     assert got["max_concurrent"] == 6 and got["nodes"] == 4  # 2 per GPU node
     got = plan_resources(
-        args, Experiment(cpus_per_trial=4, gpus_per_trial=0.5), {"CPU": 29.0, "GPU": 3.0}, nodes
+        args,
+        ExperimentSettings(cpus_per_trial=4, gpus_per_trial=0.5),
+        {"CPU": 29.0, "GPU": 3.0},
+        nodes,
     )
     assert got["max_concurrent"] == 3  # 7 CPUs hold one 4-CPU trial: half of each GPU idles
     with pytest.raises(UserError, match="no Ray node can hold one trial"):
         plan_resources(
-            args, Experiment(cpus_per_trial=1, gpus_per_trial=2), {"CPU": 29.0, "GPU": 3.0}, nodes
+            args,
+            ExperimentSettings(cpus_per_trial=1, gpus_per_trial=2),
+            {"CPU": 29.0, "GPU": 3.0},
+            nodes,
         )
 
 

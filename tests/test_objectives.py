@@ -22,7 +22,7 @@ from fer_search.objectives import (
     parse_pick,
 )
 from fer_search.space import load_space, load_space_dict
-from fer_search.space.experiment import apply_overrides
+from fer_search.space.settings import apply_overrides
 
 OBJECTIVES = [{"metric": "val_acc", "mode": "max"}, {"metric": "latency_ms", "mode": "min"}]
 MO = tuple(parse_objectives(OBJECTIVES, "val_acc", "s.yaml"))

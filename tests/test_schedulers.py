@@ -12,8 +12,8 @@ import pytest
 from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.space import apply_overrides, load_space_dict
-from fer_search.tuning.options import SearchOptions
 from fer_search.tuning.schedulers import checkpoint_epochs, hyperband_milestones, make_scheduler
+from fer_search.tuning.search_options import SearchOptions
 from fer_search.tuning.trainable import should_checkpoint
 
 PARAMS: dict[str, Any] = {"model": "simple_cnn", "lr": {"type": "loguniform", "low": 1e-3,

@@ -110,10 +110,10 @@ def test_searcher_pickles_for_tune_checkpoints(searcher, tmp_path):
 
 # ---------------------------------------------------------------- resources
 def plan(cluster: dict[str, float], **flags):
-    from fer_search.space import Experiment
+    from fer_search.space import ExperimentSettings
     from fer_search.tuning.resources import plan_resources
 
-    return plan_resources(flags.pop("gpus", None), Experiment(**flags), cluster)
+    return plan_resources(flags.pop("gpus", None), ExperimentSettings(**flags), cluster)
 
 
 def test_plan_cpu_only_cluster_runs_on_cpu():

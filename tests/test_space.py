@@ -17,7 +17,7 @@ import fer_search
 from fer_search.config import MODEL_NAMES, TrainConfig
 from fer_search.errors import UserError
 from fer_search.space import (
-    Experiment,
+    ExperimentSettings,
     Param,
     SearchSpace,
     apply_overrides,
@@ -288,7 +288,7 @@ def test_to_dict_round_trips(name, tmp_path):
 
 def test_experiment_defaults_and_mode():
     space = load_space_dict({"params": {"lr": 0.1}})
-    assert space.experiment == Experiment() and space.experiment.mode == "max"
+    assert space.experiment == ExperimentSettings() and space.experiment.mode == "max"
     assert space.name == "space" and space.description == ""
 
 

@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, run_python
 
 from fer_search.space import load_space
-from fer_search.space.schema import Experiment
+from fer_search.space.schema import ExperimentSettings
 
 SCRIPT = REPO / "benchmarks" / "strategies.py"
 _spec = importlib.util.spec_from_file_location("strategies", SCRIPT)
@@ -45,14 +45,17 @@ def test_search_plan_without_a_refit_keeps_the_space_trial_length() -> None:
 
 
 def test_search_plan_of_a_space_without_budget_or_refit() -> None:
-    plan = strategies.search_plan(Experiment(epochs=5, grace_period=1), 30.0)
+    plan = strategies.search_plan(ExperimentSettings(epochs=5, grace_period=1), 30.0)
     assert plan == {"time_budget": 30.0, "refit_budget": 0.0, "epochs": 5, "grace_period": 1}
 
 
 def test_refit_share_defaults_to_the_space_own() -> None:
     assert strategies.space_refit_share(load_space("reference").experiment) == 2580 / 3420
-    assert strategies.space_refit_share(Experiment()) == 0.0  # no refit
-    assert strategies.space_refit_share(Experiment(refit_budget=60.0)) == strategies.REFIT_SHARE
+    assert strategies.space_refit_share(ExperimentSettings()) == 0.0  # no refit
+    assert (
+        strategies.space_refit_share(ExperimentSettings(refit_budget=60.0))
+        == strategies.REFIT_SHARE
+    )
     assert strategies.parse_args([]).refit_share == 2580 / 3420
     assert strategies.parse_args(["--refit-share", "0.4"]).refit_share == 0.4
 

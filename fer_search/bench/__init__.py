@@ -23,7 +23,7 @@ scale, and runner (`run`; a module named run.py would be shadowed by the functio
 
 from __future__ import annotations
 
-from fer_search.bench.options import FIGURE_GROUPS, BenchOptions
+from fer_search.bench.bench_options import FIGURE_GROUPS, BenchOptions
 from fer_search.bench.plan import Context, Plan, make_plan
 from fer_search.bench.runner import jobs, run, run_options
 

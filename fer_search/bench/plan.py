@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 
+from fer_search.bench.bench_options import BenchOptions
 from fer_search.bench.measure import timed
-from fer_search.bench.options import BenchOptions
 from fer_search.data import FERData
 
 __all__ = ["CPU_SKIPPED", "Context", "Plan", "describe", "make_plan"]

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from fer_search import engine
+from fer_search.bench.bench_options import BenchOptions
 from fer_search.bench.checkpoint import checkpoint_figures
 from fer_search.bench.data import data_figures
 from fer_search.bench.memory import figure_memory
-from fer_search.bench.options import BenchOptions
 from fer_search.bench.output import finite, format_table, machine, versions, write_results
 from fer_search.bench.pipeline import pipeline_figures
 from fer_search.bench.plan import Context, Plan, describe, make_plan

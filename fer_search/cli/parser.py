@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--only",
         action="append",
-        # bench.options.FIGURE_GROUPS (not imported: the bench package imports torch)
+        # bench.bench_options.FIGURE_GROUPS (not imported: the bench package imports torch)
         choices=("data", "pipeline", "overhead", "asha", "memory", "checkpoint", "rungs", "scale"),
         help="measure only this figure group (repeatable); writes bench[-quick]-GROUP.*; "
         "scale (simulated trials at cluster scale) runs only when named",

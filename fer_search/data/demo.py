@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from fer_search.config import EMOTIONS, IMAGE_SIZE, SPLITS
+from fer_search.data.checks import check_options
 from fer_search.data.formats import DEMO_HINT
-from fer_search.data.options import check_options
 from fer_search.data.splits import FERData, FERSplit, class_set_names, map_class_set
 from fer_search.errors import UserError
 

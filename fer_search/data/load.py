@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from fer_search.data.cache import cache_key, read_cache, user_cache_dir, write_cache
+from fer_search.data.checks import check_options
 from fer_search.data.csvfile import parse_csv_source
 from fer_search.data.demo import demo_data
 from fer_search.data.ferplus import apply_ferplus
 from fer_search.data.folders import parse_tree
 from fer_search.data.formats import Parsed, Source
-from fer_search.data.options import check_options
 from fer_search.data.sources import resolve_data_path, source_for
 from fer_search.data.splits import FERData, assemble
 from fer_search.errors import UserError

@@ -26,16 +26,16 @@ Modules: schema (the dataclasses), files (shipped spaces, paths, safe YAML), par
 file format's reference.
 """
 
-from fer_search.space.experiment import apply_overrides
 from fer_search.space.files import load_space, resolve_space_path, shipped_dir, shipped_spaces
 from fer_search.space.parse import load_space_dict
 from fer_search.space.sample import define_by_run, sample_config, train_values
-from fer_search.space.schema import KINDS, METRICS, Experiment, Param, SearchSpace
+from fer_search.space.schema import KINDS, METRICS, ExperimentSettings, Param, SearchSpace
+from fer_search.space.settings import apply_overrides
 
 __all__ = [
     "KINDS",
     "METRICS",
-    "Experiment",
+    "ExperimentSettings",
     "Param",
     "SearchSpace",
     "apply_overrides",

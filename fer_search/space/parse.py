@@ -16,9 +16,9 @@ from typing import Any
 from fer_search.config import TRAIN_FIELDS, TrainConfig, coerce
 from fer_search.errors import UserError, did_you_mean
 from fer_search.objectives import parse_constraints, parse_objectives
-from fer_search.space.experiment import check_pick, experiment_from_file
 from fer_search.space.mutations import check_pbt
 from fer_search.space.schema import KINDS, Param, SearchSpace
+from fer_search.space.settings import check_pick, experiment_from_file
 from fer_search.space.values import check_value, number, resolve_path
 
 __all__ = ["load_space_dict"]

@@ -1,4 +1,4 @@
-"""The validated search space as data: Param, Experiment, SearchSpace and their YAML form."""
+"""The validated search space as data: Param, ExperimentSettings, SearchSpace, their YAML form."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from fer_search.objectives import COSTS, SCORES, Objective
 
-__all__ = ["KINDS", "METRICS", "Experiment", "Param", "SearchSpace"]
+__all__ = ["KINDS", "METRICS", "ExperimentSettings", "Param", "SearchSpace"]
 
 METRICS: dict[str, str] = SCORES  # a space's `metric` -> its direction (objectives.SCORES)
 KINDS: tuple[str, ...] = ("loguniform", "uniform", "int", "categorical", "fixed")
@@ -52,7 +52,7 @@ class Param:
 
 
 @dataclass
-class Experiment:
+class ExperimentSettings:
     """How the search runs: its scheduler, trial count, resources. CLI flags override these."""
 
     # Ray Tune's trial scheduler: asha | hyperband | median | pbt | fifo (config.SCHEDULERS)
@@ -109,7 +109,7 @@ class SearchSpace:
     name: str
     description: str
     params: tuple[Param, ...]
-    experiment: Experiment
+    experiment: ExperimentSettings
     source: str
     # trials to run first (Optuna's enqueue_trial), e.g. a known-good hand-tuned configuration
     points: tuple[dict[str, Any], ...] = ()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fer_search.tuning.experiment import write_json
+from fer_search.tuning.experiment_dir import write_json
 from fer_search.tuning.results import selectable
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fer_search.tuning.experiment import RUN_FILE, tune_dir, write_json
+from fer_search.tuning.experiment_dir import RUN_FILE, tune_dir, write_json
 from fer_search.tuning.results import (
     choose,
     searched_settings,
@@ -22,7 +22,7 @@ from fer_search.tuning.storage import fetch_trial_files
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
-    from fer_search.tuning.experiment import ExperimentRecord
+    from fer_search.tuning.experiment_dir import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TypedDict
 from fer_search.errors import UserError
 
 if TYPE_CHECKING:
-    from fer_search.space import Experiment
+    from fer_search.space import ExperimentSettings
 
 __all__ = ["ResourcePlan", "local_gpu_count", "plan_resources", "trials_on_node"]
 
@@ -33,7 +33,7 @@ def local_gpu_count() -> int:
 
 def plan_resources(
     gpus_wanted: float | None,
-    experiment: Experiment,
+    experiment: ExperimentSettings,
     cluster: dict[str, float],
     nodes: list[dict[str, float]] | None = None,
 ) -> ResourcePlan:

@@ -20,7 +20,7 @@ from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.tuning._ray_compat import live_trial_states
 from fer_search.tuning.engine_trainer import EngineTrainer
-from fer_search.tuning.experiment import (
+from fer_search.tuning.experiment_dir import (
     RUN_FILE,
     check_free_space,
     load_experiment,
@@ -29,7 +29,6 @@ from fer_search.tuning.experiment import (
     tune_dir,
     write_json,
 )
-from fer_search.tuning.options import SearchOptions
 from fer_search.tuning.pbt import add_lineage, close_pbt_study
 from fer_search.tuning.phases import Phases
 from fer_search.tuning.results import (
@@ -41,6 +40,7 @@ from fer_search.tuning.results import (
     was_interrupted,
     write_leaderboard,
 )
+from fer_search.tuning.search_options import SearchOptions
 from fer_search.tuning.simulated import SimulatedTrainer
 from fer_search.tuning.study import Objectives, close_study, plain_journal, record_outcome
 from fer_search.tuning.trainers import Trainer
@@ -48,7 +48,7 @@ from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
-    from fer_search.tuning.experiment import ExperimentRecord
+    from fer_search.tuning.experiment_dir import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
 
 __all__ = ["Outcome", "resume_search", "start_search"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fer_search.config import SCHEDULERS
 from fer_search.space.mutations import perturbation_interval
-from fer_search.tuning.experiment import tune_dir
+from fer_search.tuning.experiment_dir import tune_dir
 from fer_search.tuning.schedulers import (
     STEP_ATTR,
     anneal_epochs,

@@ -10,7 +10,7 @@ from pathlib import Path
 from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.space import load_space
-from fer_search.tuning.experiment import RUN_FILE
+from fer_search.tuning.experiment_dir import RUN_FILE
 from fer_search.tuning.refit import refit_run_names
 from fer_search.tuning.results import write_leaderboard
 from fer_search.tuning.study import Objectives, close_study, open_study, record_outcome

@@ -32,7 +32,7 @@ from fer_search.errors import UserError
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
-    from fer_search.tuning.experiment import ExperimentRecord
+    from fer_search.tuning.experiment_dir import ExperimentRecord
 
 __all__ = [
     "FROM_ATTR",

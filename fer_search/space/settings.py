@@ -11,13 +11,13 @@ from fer_search.config import SCHEDULERS, coerce
 from fer_search.errors import UserError, did_you_mean
 from fer_search.objectives import parse_pick
 from fer_search.space.mutations import check_pbt, perturbation_interval
-from fer_search.space.schema import METRICS, Experiment, SearchSpace
+from fer_search.space.schema import METRICS, ExperimentSettings, SearchSpace
 from fer_search.space.values import number
 
-__all__ = ["apply_overrides", "build_experiment", "check_pick"]
+__all__ = ["apply_overrides", "build_settings", "check_pick"]
 
 # Field types are strings ("int", "float", ...): schema.py uses postponed annotations.
-EXPERIMENT_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Experiment)}
+EXPERIMENT_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(ExperimentSettings)}
 # The smallest value each numeric setting takes.
 AT_LEAST: dict[str, int] = {
     "epochs": 1,
@@ -39,9 +39,9 @@ CHOICES: dict[str, Any] = {"metric": METRICS, "scheduler": SCHEDULERS}
 Label = Callable[[str], str]
 
 
-def build_experiment(
+def build_settings(
     values: Mapping[str, Any], label: Label, *, given: Iterable[Any] = ()
-) -> Experiment:
+) -> ExperimentSettings:
     """Coerce and check experiment settings; `label(key)` says where a bad value came from.
 
     `values` holds every setting; `given` names those the user wrote (checked for typos)."""
@@ -51,7 +51,7 @@ def build_experiment(
                 f"{label(str(key))}: unknown experiment setting {key!r}"
                 f"{did_you_mean(key, EXPERIMENT_TYPES)}"
             )
-    exp = Experiment(**{key: _coerce(key, values[key], label) for key in EXPERIMENT_TYPES})
+    exp = ExperimentSettings(**{key: _coerce(key, values[key], label) for key in EXPERIMENT_TYPES})
     _check(exp, label)
     return exp
 
@@ -78,7 +78,7 @@ def _coerce(key: str, value: Any, label: Label) -> Any:
     return number(value, "int" if EXPERIMENT_TYPES[key] == "int" else "float", label(key))
 
 
-def _check(exp: Experiment, label: Label) -> None:
+def _check(exp: ExperimentSettings, label: Label) -> None:
     """Ranges, and the settings that constrain each other."""
     for key, low in AT_LEAST.items():
         if getattr(exp, key) < low:
@@ -116,7 +116,7 @@ def _check(exp: Experiment, label: Label) -> None:
         )
 
 
-def _check_pbt(exp: Experiment, label: Label) -> None:
+def _check_pbt(exp: ExperimentSettings, label: Label) -> None:
     """PBT perturbs a trial between epochs: it needs a point before the last epoch."""
     interval = perturbation_interval(exp.epochs, exp.perturbation_interval)
     if exp.epochs < 2:
@@ -130,21 +130,21 @@ def _check_pbt(exp: Experiment, label: Label) -> None:
         )
 
 
-def experiment_from_file(raw: Any, source: str) -> Experiment:
+def experiment_from_file(raw: Any, source: str) -> ExperimentSettings:
     """A space file's `experiment:` mapping (absent or null: all defaults)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise UserError(f"{source}: experiment must be a mapping, got {raw!r}")
-    return build_experiment(
-        {**dataclasses.asdict(Experiment()), **raw},
+    return build_settings(
+        {**dataclasses.asdict(ExperimentSettings()), **raw},
         lambda key: f"{source}: experiment.{key}",
         given=raw.keys(),
     )
 
 
 def apply_overrides(space: SearchSpace, **overrides: Any) -> SearchSpace:
-    """Experiment settings from CLI flags; None keeps the file's value.
+    """ExperimentSettings settings from CLI flags; None keeps the file's value.
 
     Lowering `epochs` below the file's grace_period (a quick `--epochs 1` run) lowers the
     grace period with it unless --grace-period is given too.
@@ -165,7 +165,7 @@ def apply_overrides(space: SearchSpace, **overrides: Any) -> SearchSpace:
             return "--" + key.replace("_", "-")
         return f"{space.source}: experiment.{key}"
 
-    space = dataclasses.replace(space, experiment=build_experiment(values, label))
+    space = dataclasses.replace(space, experiment=build_settings(values, label))
     check_pick(space, label("pick"))
     check_pbt(space, label("scheduler"))
     return space
