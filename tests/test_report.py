@@ -155,6 +155,16 @@ def write_optuna_db(exp: Path) -> None:
     study.optimize(objective, n_trials=8)
 
 
+def failed_study(exp: Path, trials: int) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{exp / 'optuna.db'}", study_name=NAME)
+    for _ in range(trials):
+        trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)})
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
 def make_results(root: Path, final: bool = True, optuna_db: bool = True) -> Path:
     exp = root / NAME
     exp.mkdir(parents=True)
@@ -361,7 +371,9 @@ def test_a_refit_is_reported_apart_from_the_searched_trials(tmp_path):
     assert report["refit_epochs"] == 12
     md = (exp / "report.md").read_text()
     assert "Refit: trial `a0001`'s configuration trained again from scratch for 12 epochs" in md
-    assert "top 5 of 5" in md and "66.00 %" in md
+    # the counts above and the table's rows add up: 4 searched trials and the refit
+    assert "## Leaderboard (all 5: 4 searched trials and 1 refit," in md and "66.00 %" in md
+    assert "| `refit` of `a0001` |" in md  # the trial whose configuration it retrained
 
 
 def test_trials_the_time_budget_cut_are_not_asha_savings(tmp_path):
@@ -433,10 +445,13 @@ def test_all_failed_no_timestamps_still_report(tmp_path):
     ]
     write_trials(exp, failed, timestamps=False)
     (exp / "trials" / "b0002" / "progress.csv").unlink()
-    write_optuna_db(exp)
+    failed_study(exp, trials=2)
     md = build_report(exp).read_text()
     assert "2 — 0 completed, 0 pruned by ASHA, 2 failed" in md
-    assert "fewer than 2 completed or pruned" in md
+    # a sentence each, not an empty table nor an exception
+    assert "not computed: 0 searched trials have a val_acc, fewer than the 8" in md
+    assert "rests on 0 trials: optuna-dashboard shows none" in md
+    assert "| parameter |" not in md and "Error" not in md
     assert (exp / "best_so_far.png").read_bytes().startswith(PNG_MAGIC)
     assert json.loads((exp / "report.json").read_text())["best_trial_id"] is None
 
@@ -507,19 +522,24 @@ def pruned_and_complete_study(exp: Path, complete: int, pruned: int) -> None:
 
 
 def test_importances_count_pruned_trials_and_need_eight(tmp_path):
-    from fer_search.report.facts import param_importances
+    from fer_search.report.importance import importance_facts
 
-    counts = {"completed": 2, "pruned": 6}
+    board = pd.DataFrame({"trial_id": pd.Series(dtype=str)})
     exp = tmp_path / "nine"
     exp.mkdir()
     pruned_and_complete_study(exp, complete=2, pruned=7)
-    values, note, used = param_importances(exp, {"name": NAME}, counts)
-    assert used == 9 and note is None and set(values) == {"lr"}  # COMPLETE alone: 2
+    found = importance_facts(exp / "optuna.db", NAME, board, [], set())
+    (fanova,) = found["search"]
+    assert fanova["trial_numbers"] == list(range(9)) and fanova["note"] is None
+    assert (fanova["completed"], fanova["pruned"]) == (2, 7) and set(fanova["values"]) == {"lr"}
+    (dashboard,) = found["dashboard"]  # optuna-dashboard's: the 2 COMPLETE trials alone
+    assert dashboard["trial_numbers"] == [0, 1] and "too few" in dashboard["note"]
     few = tmp_path / "five"
     few.mkdir()
     pruned_and_complete_study(few, complete=1, pruned=4)
-    values, note, used = param_importances(few, {"name": NAME}, counts)
-    assert values is None and used == 5 and "5 completed or pruned" in note
+    (fanova,) = importance_facts(few / "optuna.db", NAME, board, [], set())["search"]
+    assert fanova["values"] is None and len(fanova["trial_numbers"]) == 5
+    assert "5 searched trials have a val_acc, fewer than the 8" in fanova["note"]
 
 
 @pytest.mark.parametrize(

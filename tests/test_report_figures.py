@@ -139,16 +139,16 @@ def test_every_figure_is_written_listed_and_linked(tmp_path):
     assert "](confusion_test.png)" in build_report(exp).read_text()
 
 
-def test_trials_are_named_by_optuna_number_and_how_they_stopped(tmp_path):
+def test_trials_are_named_by_tune_id_and_optuna_number_and_how_they_stopped(tmp_path):
     exp = write_experiment(tmp_path / "exp")
     (exp / "trial_t1" / "params.json").write_text('{"lr": 0.001}')  # a run from before numbers
     table = table_of(exp).set_index("trial_id")
-    assert table.loc["t0", "label"] == "#0 completed"
+    assert table.loc["t0", "label"] == "t0 #0 completed"
     assert table.loc["t1", "label"] == "t1 completed"  # no trial_number: the Tune id
-    assert table.loc["t2", "label"] == "#2 pruned"  # ended at rung 1: ASHA
-    assert table.loc["t3", "label"] == "#3 time budget"  # ended between rungs
-    assert table.loc["t4", "label"] == "#4 failed"
-    assert table.loc["refit", "label"] == "refit of #0 completed"
+    assert table.loc["t2", "label"] == "t2 #2 pruned"  # ended at rung 1: ASHA
+    assert table.loc["t3", "label"] == "t3 #3 time budget"  # ended between rungs
+    assert table.loc["t4", "label"] == "t4 #4 failed"
+    assert table.loc["refit", "label"] == "refit of t0 #0 completed"
     assert table.loc["t4", ["start", "end"]].isna().all()  # it never reported
     assert table.loc["t2", "start"] == START + 45  # its first result less the time before it
     assert table.loc["t2", "end"] == START + 55

@@ -1,21 +1,30 @@
 """What the report states, as JSON-ready facts: trial counts, the trials the time budget cut,
-the scheduler's epoch savings, the best trial, Optuna's parameter importances."""
+the scheduler's epoch savings, the best trial, the wall time and what it leaves out, the
+parameter importances (report.importance)."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, WARM_START_ATTR, is_refit_id, recorded_scheduler
+from fer_search.config import METRIC, is_refit_id, recorded_scheduler
+from fer_search.report.importance import importance_facts, optuna_importances
+from fer_search.report.load import fixed_settings, sampled_settings
 from fer_search.report.pareto import pareto_facts
 from fer_search.stats import recorded_interval
 
-__all__ = ["asha_rungs", "collect_facts", "cut_by_time", "json_safe"]
+__all__ = [
+    "asha_rungs",
+    "collect_facts",
+    "cut_by_time",
+    "json_safe",
+    "optuna_importances",
+    "wall_time",
+]
 
 STATUSES = ("completed", "pruned", "failed", "nan", "running")
 
@@ -90,111 +99,98 @@ def epoch_budget(
     }
 
 
-def best_trial_id(board: pd.DataFrame, final: dict[str, Any] | None) -> str | None:
-    """The final evaluation's best trial, else the leaderboard's top scored trial."""
+def best_trial_id(
+    board: pd.DataFrame, final: dict[str, Any] | None, experiment: dict[str, Any] | None = None
+) -> str | None:
+    """The final evaluation's best trial, else the one the search chose among its objectives
+    (experiment.json's `choice`), else the leaderboard's top scored trial."""
     best = (final or {}).get("best")
     if isinstance(best, dict) and best.get("trial_id") not in (None, ""):
         return str(best["trial_id"])
+    chosen = ((experiment or {}).get("choice") or {}).get("trial_id")
+    if chosen not in (None, "") and str(chosen) in set(board["trial_id"]):
+        return str(chosen)
     scored = board[board[METRIC].notna()]
     return str(scored["trial_id"].iloc[0]) if len(scored) else None
-
-
-MIN_IMPORTANCE_TRIALS = 8  # below this, a forest of fANOVA fits noise
-
-
-def param_importances(
-    exp_dir: Path, experiment: dict[str, Any], counts: dict[str, int]
-) -> tuple[dict[str, float] | None, str | None, int]:
-    """Optuna (fANOVA) importances over the completed and pruned trials, or None and the
-    reason they are not given; and how many trials they rest on."""
-    db = exp_dir / "optuna.db"
-    if not db.is_file():
-        return None, "not available: no optuna.db in the results directory", 0
-    if counts["completed"] + counts["pruned"] < 2:
-        return None, "not available: fewer than 2 completed or pruned trials", 0
-    try:
-        values, used = optuna_importances(db, str(experiment.get("name", "")))
-    except Exception as exc:  # optuna raises many kinds; the rest of the report still matters
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"not available: {type(exc).__name__}: {reason}".rstrip(": "), 0
-    if used < MIN_IMPORTANCE_TRIALS:
-        return (
-            None,
-            (
-                f"not computed: optuna.db holds {used} completed or pruned trials with a value, "
-                f"fewer than the {MIN_IMPORTANCE_TRIALS} an importance estimate needs to say more "
-                "than noise"
-            ),
-            used,
-        )
-    return values, None, used
-
-
-def optuna_importances(db: Path, study_name: str) -> tuple[dict[str, float], int]:
-    """fANOVA importances over COMPLETE trials at their best val_acc and PRUNED ones at their
-    last epoch's (the value Optuna keeps for a pruned trial; its own evaluator reads COMPLETE
-    trials only, which after ASHA are few), and the number of trials used."""
-    import optuna
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.trial import TrialState, create_trial
-
-    storage = f"sqlite:///{db.resolve()}"
-    names = optuna.get_all_study_names(storage)
-    if study_name not in names and len(names) == 1:
-        study_name = names[0]  # renamed experiment directory: the only study is the one
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    # this search's trials: those --warm-start copied from earlier experiments are left out
-    scored = [t for t in finished if t.value is not None and WARM_START_ATTR not in t.user_attrs]
-    if len(scored) < MIN_IMPORTANCE_TRIALS:
-        return {}, len(scored)
-    pool = optuna.create_study(direction=study.direction)
-    pool.add_trials(
-        [create_trial(params=t.params, distributions=t.distributions, value=t.value)
-         for t in scored]
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # A fixed seed keeps the forest, and so the numbers, the same on every rebuild.
-        values = get_param_importances(pool, evaluator=FanovaImportanceEvaluator(seed=0))
-    ranked = sorted(((k, float(v)) for k, v in values.items()), key=lambda kv: (-kv[1], kv[0]))
-    return dict(ranked), len(scored)
 
 
 def collect_facts(exp_dir: Path, results: dict[str, Any], top: int) -> dict[str, Any]:
     """Everything the report states, JSON-ready: report.json is this, report.md renders it."""
     experiment, board, final = results["experiment"], results["leaderboard"], results["final"]
+    numbers = results.get("numbers") or {}
+    objectives = results.get("objectives") or ()
     # the counts and the scheduler's epoch figures are the search's; a refit is stated apart
     is_refit = board["trial_id"].map(is_refit_id).astype(bool)
     searched = board[~is_refit]
     cut = cut_by_time(searched, experiment)
     counts = count_trials(searched, cut)
-    importances, importances_note, importances_trials = param_importances(
-        exp_dir, experiment, counts
-    )
+    time_budget = searched.loc[cut, "trial_id"].tolist()
+    importances = importance_facts(
+        exp_dir / "optuna.db", str(experiment.get("name", "")), board,
+        [o.metric for o in objectives], set(time_budget),
+    )  # fmt: skip
+    first = importances["search"][0] if importances["search"] else None
+    params = list(experiment.get("params") or [])
+    sampled = sampled_settings(results.get("space"), board, params)
     return json_safe(
         {
             "experiment": experiment,
             "counts": counts,
+            "wall_time": wall_time(experiment),
             **epoch_budget(searched, experiment, results["curves"], cut),
             "refit_epochs": int(board.loc[is_refit, "epochs"].fillna(0).sum())
             if is_refit.any()
             else None,
+            "refits": int(is_refit.sum()),
             "leaderboard_rows": len(board),
-            "best_trial_id": best_trial_id(board, final),
+            "best_trial_id": best_trial_id(board, final, experiment),
             "leaderboard_top": top,
-            "leaderboard": leaderboard_records(board.head(top), results.get("numbers") or {}),
+            "leaderboard": leaderboard_records(board.head(top), numbers),
+            "trial_numbers": {str(t): numbers.get(t) for t in board["trial_id"]},
+            "sampled_params": sampled,
+            "fixed_params": fixed_settings(board, params, sampled),
             # "pruned" trials the scheduler never judged (the time budget ended them)
-            "time_budget_trials": searched.loc[cut, "trial_id"].tolist(),
+            "time_budget_trials": time_budget,
             "lineage": pbt_lineage(searched),
             "final": final,
-            "importances": importances,
-            "importances_note": importances_note,
-            "importances_trials": importances_trials,
+            # the first objective's (report.json's keys from before multi-objective importances)
+            "importances": first["values"] if first else None,
+            "importances_note": importances["note"] or (first["note"] if first else None),
+            "importances_trials": len(first["trial_numbers"]) if first else 0,
+            "importances_by_objective": importances["search"],
+            "dashboard_importances": importances["dashboard"],
             "notes": results["notes"],
-            **pareto_facts(exp_dir, board, experiment),
+            **pareto_facts(
+                board, objectives, results.get("constraints") or {}, experiment, numbers
+            ),  # fmt: skip
         }
     )
+
+
+def wall_time(experiment: dict[str, Any]) -> dict[str, Any]:
+    """What experiment.json's times say, and how they add up: `span_s` from `started` to
+    `finished` (both the driver's local time); `wall_time_s` (the search: from the Tuner's start
+    to the refit's end, summed over --resume runs), `outside_s` the rest of the span (set-up
+    before the Tuner, the final evaluation after the refit, and any pause before a --resume);
+    `phases`, each step's wall seconds where the record has them (Phases)."""
+    from datetime import datetime
+
+    searched = experiment.get("wall_time_s")
+    try:
+        started = datetime.fromisoformat(str(experiment.get("started")))
+        finished = datetime.fromisoformat(str(experiment.get("finished")))
+        span: float | None = (finished - started).total_seconds()
+    except (TypeError, ValueError):
+        span = None
+    outside = span - searched if span is not None and isinstance(searched, int | float) else None
+    recorded = experiment.get("phases")
+    phases: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+    return {
+        "span_s": span,
+        "wall_time_s": searched,
+        "outside_s": outside,
+        "phases": {str(k): v.get("wall_s") for k, v in phases.items() if isinstance(v, dict)},
+    }
 
 
 def leaderboard_records(

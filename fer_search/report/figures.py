@@ -25,6 +25,7 @@ __all__ = [
     "FIGURES",
     "plot_best_so_far",
     "plot_learning_curves",
+    "search_best",
     "time_origin",
     "time_unit",
 ]
@@ -138,8 +139,9 @@ def plot_trial_curves(
 
 
 def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -> Path:
-    """The best val_acc reached so far against time, as a step curve over every epoch result;
-    the refit's stretch of wall time shaded, after the line where its first trial started."""
+    """The best val_acc the searched trials reached so far against time, as a step curve over
+    their epoch results; the refits' epochs drawn apart (they are no samples of the search), their
+    stretch of wall time shaded, after the line where the first of them started."""
     plt = pyplot()
     experiment = results["experiment"]
     maximise = experiment.get("mode", MODE) != "min"
@@ -149,7 +151,7 @@ def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -
         no_data(ax, "no progress data")
     else:
         scale, unit = time_unit(float(points["t"].max()))
-        best = points[METRIC].cummax() if maximise else points[METRIC].cummin()
+        searched = search_best(points, maximise)
         many = len(points) > MANY_POINTS  # smaller and fainter, so where they crowd shows
         for refit, colour, name in ((False, "C0", "search"), (True, "C1", "refit")):
             these = points[points["refit"] == refit]
@@ -162,14 +164,15 @@ def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -
                     color=colour,
                     label=f"every epoch of every {name} trial",
                 )
-        ax.step(
-            points["t"] / scale,
-            best * 100,
-            where="post",
-            color="C3",
-            linewidth=2,
-            label=f"best {METRIC} so far",
-        )
+        if len(searched):
+            ax.step(
+                searched["t"] / scale,
+                searched["best"] * 100,
+                where="post",
+                color="C3",
+                linewidth=2,
+                label=f"best {METRIC} so far (searched trials)",
+            )
         boundary = refit_boundary(table, origin)
         if boundary is not None:
             boundary /= scale
@@ -184,6 +187,14 @@ def plot_best_so_far(results: dict[str, Any], table: pd.DataFrame, path: Path) -
     ax.grid(alpha=0.3)
     ax.set_title(f"best {METRIC} so far: {experiment.get('name', '')}")
     return save_figure(fig, path)
+
+
+def search_best(points: pd.DataFrame, maximise: bool) -> pd.DataFrame:
+    """The searched trials' epochs of `points` (progress_times') with `best`, the best METRIC
+    so far: a refit retrains a searched configuration, so it is no new sample of the search."""
+    searched = points[~points["refit"].astype(bool)]
+    best = searched[METRIC].cummax() if maximise else searched[METRIC].cummin()
+    return searched.assign(best=best)
 
 
 def refit_boundary(table: pd.DataFrame, origin: float | None) -> float | None:

@@ -52,20 +52,24 @@ def plot_parallel_coordinates(
     axes: list[Axis],
     path: Path,
     best_id: str | None = None,
+    costs: list[Axis] | None = None,
 ) -> Path:
-    """One line per searched trial through its value of every sampled setting and its val_acc:
+    """One line per searched trial through its value of every sampled setting, of each cost
+    objective (`costs`: a multi-objective search's latency_ms, params, flops) and its val_acc:
     up to ALL_COLOURED trials coloured by val_acc, trials without val_acc dashed grey; past
     that, the TOP_COLOURED best in their colours (named in the legend) over the rest thin grey."""
     plt = pyplot()
     rows = searched_rows(table, board)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.4 * len(axes) + 3), 5.2), layout="constrained")
+    costs = list(costs or [])
+    width = max(8.0, 1.4 * (len(axes) + len(costs)) + 3)
+    fig, ax = plt.subplots(figsize=(width, 5.2), layout="constrained")
     scores = rows[METRIC].astype(float) * 100
     if not axes or rows.empty:
         no_data(ax, "no sampled parameters" if not axes else "no trials")
         ax.set_axis_off()
         return save_figure(fig, path)
     score_axis = Axis(SCORE_AXIS, low=float(scores.min()), high=float(scores.max()))
-    all_axes = [*axes, score_axis]
+    all_axes = [*axes, *costs, score_axis]
     rows[SCORE_AXIS] = scores
     grid = np.column_stack([axis_positions(rows[a.name], a) for a in all_axes])
     if len(rows) <= ALL_COLOURED:
@@ -89,7 +93,8 @@ def plot_parallel_coordinates(
     ax.set_xlim(-0.2, len(all_axes) - 0.4)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
-    ax.set_title(f"sampled parameters of {len(rows)} searched trials{note}")
+    what = "sampled parameters and objectives" if costs else "sampled parameters"
+    ax.set_title(f"{what} of {len(rows)} searched trials{note}")
     return save_figure(fig, path)
 
 

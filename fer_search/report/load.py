@@ -15,7 +15,14 @@ import pandas as pd
 from fer_search.config import METRIC, MODE
 from fer_search.errors import UserError
 
-__all__ = ["load_results", "read_leaderboard", "read_progress", "read_space_params"]
+__all__ = [
+    "fixed_settings",
+    "load_results",
+    "read_leaderboard",
+    "read_progress",
+    "read_space_params",
+    "sampled_settings",
+]
 
 REQUIRED_FILES = ("experiment.json", "leaderboard.csv")
 TEXT_COLUMNS = ("trial_id", "status", "node", "trial_dir", "error")
@@ -36,18 +43,25 @@ CURVE_COLUMNS = (
 def load_results(exp_dir: Path | str) -> dict[str, Any]:
     """Read a results directory.
 
-    Returns experiment (dict), leaderboard (DataFrame, best first), final (dict or None),
-    curves (trial_id -> progress DataFrame, leaderboard order, only trials with rows),
-    numbers (trial_id -> Optuna trial number, None where params.json has none), space (the
-    space's Params, or None without a readable space.yaml) and notes (what could not be read,
-    one sentence each).
+    Returns experiment (dict), leaderboard (DataFrame, best first: for a multi-objective
+    search by Pareto rank, then METRIC, its `pareto_rank` column added; pareto.rank_board),
+    final (dict or None), curves (trial_id -> progress DataFrame, leaderboard order, only
+    trials with rows), numbers (trial_id -> Optuna trial number, None where params.json has
+    none), space (the space's Params, or None without a readable space.yaml), objectives and
+    constraints (space.yaml's; () and {} for a single-objective, unconstrained search) and
+    notes (what could not be read, one sentence each).
     """
+    from fer_search.report.pareto import rank_board, read_objectives
+
     exp_dir = Path(exp_dir)
     check_results_dir(exp_dir)
     experiment = read_json(exp_dir / "experiment.json")
     if not isinstance(experiment, dict):
         raise UserError(f"{exp_dir / 'experiment.json'} must hold a JSON object")
-    leaderboard = read_leaderboard(exp_dir / "leaderboard.csv", experiment.get("mode", MODE))
+    mode = experiment.get("mode", MODE)
+    objectives, limits = read_objectives(exp_dir)
+    leaderboard = rank_board(read_leaderboard(exp_dir / "leaderboard.csv", mode), objectives,
+                             limits, mode)  # fmt: skip
     final, notes = read_final(exp_dir / "final.json")
     curves, curve_notes = read_curves(exp_dir, leaderboard)
     space, space_notes = read_space_params(exp_dir / "space.yaml")
@@ -58,6 +72,8 @@ def load_results(exp_dir: Path | str) -> dict[str, Any]:
         "curves": curves,
         "numbers": read_trial_numbers(exp_dir, leaderboard),
         "space": space,
+        "objectives": objectives,
+        "constraints": limits,
         "notes": notes + curve_notes + space_notes,
     }
 
@@ -190,3 +206,28 @@ def read_space_params(path: Path) -> tuple[tuple[Any, ...] | None, list[str]]:
         return load_space(str(path)).params, []
     except UserError as exc:
         return None, [f"parameter figures use the leaderboard's columns: {exc}"]
+
+
+def sampled_settings(
+    space: tuple[Any, ...] | None, board: pd.DataFrame, params: list[str]
+) -> list[str]:
+    """The settings the search sampled that have a leaderboard column, in the space's order
+    (`lr@sgd` and `lr@adamw` are one setting, `lr`); without a readable space, the columns
+    `params` (experiment.json's) names that took more than one value."""
+    if space is not None:
+        names = (p.setting for p in space if p.kind != "fixed" and p.setting in board)
+        return list(dict.fromkeys(names))
+    return [n for n in params if n in board and board[n].dropna().astype(str).nunique() > 1]
+
+
+def fixed_settings(board: pd.DataFrame, params: list[str], sampled: list[str]) -> dict[str, Any]:
+    """The settings of `params` (experiment.json's) the search did not sample and every trial
+    shared, with that value (the leaderboard's); one that varied anyway is left out."""
+    fixed: dict[str, Any] = {}
+    for name in params:
+        if name in sampled or name not in board:
+            continue
+        values = board[name].dropna()
+        if len(values) and values.astype(str).nunique() == 1:
+            fixed[name] = values.iloc[0]
+    return fixed

@@ -7,12 +7,12 @@ from typing import Any
 
 from fer_search.config import METRIC, MODE, REFIT_ID, SCHEDULERS, recorded_scheduler
 from fer_search.report.markdown_final import md_final, md_per_class
+from fer_search.report.markdown_importance import md_importances
+from fer_search.report.markdown_trials import md_leaderboard, md_name, md_pareto
 from fer_search.report.text import (
     fmt_ci,
     fmt_duration,
-    fmt_num,
     fmt_pct,
-    fmt_value,
     is_number,
     md_cell,
     md_table,
@@ -20,7 +20,9 @@ from fer_search.report.text import (
 
 __all__ = ["render_markdown"]
 
-MAX_TABLE_PARAMS = 8  # wider Markdown tables stop being readable; report.json keeps them all
+# experiment.json's phases (tuning.phases) by what they did; the others are bookkeeping
+PHASE_NAMES = {"tune": "the search", "refit": "the refit", "final_evaluation":
+               "the final evaluation"}  # fmt: skip
 
 
 def render_markdown(facts: dict[str, Any]) -> str:
@@ -51,8 +53,7 @@ def md_header(facts: dict[str, Any]) -> str:
         "",
         f"- Data: {exp.get('data', '?')}",
         f"- Search space: {exp.get('space', '?')}",
-        f"- Started {exp.get('started', '?')}, {finished}; "
-        f"wall time {fmt_duration(exp.get('wall_time_s'))}",
+        f"- Started {exp.get('started', '?')}, {finished}{md_wall_time(facts)}",
         f"- Trials: {md_counts(counts, recorded_scheduler(exp))}",
         *md_warm_start(exp.get("warm_start")),
         f"- Epochs: {md_epochs(facts)}",
@@ -61,6 +62,37 @@ def md_header(facts: dict[str, Any]) -> str:
         "PublicTest (the val split); PrivateTest (test) is never used to select",
     ]
     return "\n".join(lines)
+
+
+def md_wall_time(facts: dict[str, Any]) -> str:
+    """How long it took, and what the wall time covers (facts.wall_time): experiment.json's
+    `wall_time_s` runs from the Tuner's start to the final evaluation's (the search, the study's
+    bookkeeping, the refit); from `started` to `finished` also holds the set-up before the
+    search and the final evaluation."""
+    times: dict[str, Any] = facts.get("wall_time") or {}
+    wall, span, outside = times.get("wall_time_s"), times.get("span_s"), times.get("outside_s")
+    text = f" ({fmt_duration(span)})" if is_number(span) else ""
+    text += f"; wall time {fmt_duration(wall)}"
+    if not is_number(wall):
+        return text
+    what = "the search and the refit" if facts["experiment"].get("refit") else "the search"
+    text += f" ({what}: from the Tuner's start to the final evaluation's)"
+    phases: dict[str, float] = {
+        k: v for k, v in (times.get("phases") or {}).items() if is_number(v)
+    }
+    named = [f"{PHASE_NAMES[k]} {fmt_duration(v)}" for k, v in phases.items()
+             if k in PHASE_NAMES and k != "final_evaluation" and v >= 1]  # fmt: skip
+    if len(named) > 1:
+        text += f", of which {', '.join(named)}"
+    if isinstance(outside, int | float) and outside >= 1:
+        final = phases.get("final_evaluation")
+        evaluation = f"the final evaluation ({fmt_duration(final)})" if is_number(final) else (
+            "the final evaluation")  # fmt: skip
+        text += (
+            f"; the other {fmt_duration(outside)} are the set-up before the search and "
+            f"{evaluation} after it"
+        )
+    return text
 
 
 def md_simulated(trainer: Any) -> list[str]:
@@ -116,9 +148,9 @@ def md_refit(facts: dict[str, Any]) -> list[str]:
             f", best {METRIC} {fmt_ci(row[METRIC], row.get(f'{METRIC}_ci95'), True)}" if row else ""
         )
         lines.append(
-            f"- Refit: trial `{member.get('from_trial', '?')}`'s configuration trained again "
-            f"from scratch for {member.get('epochs', '?')} epochs as `{member['id']}`"
-            f"{score}{state}"
+            f"- Refit: trial {md_name(member.get('from_trial', '?'), facts)}'s configuration "
+            f"trained again from scratch for {member.get('epochs', '?')} epochs as "
+            f"`{member['id']}`{score}{state}"
         )
     if len(members) > 1:
         lines.append(f"- These {len(members)} refits trained at the same time.")
@@ -173,58 +205,6 @@ def md_epochs(facts: dict[str, Any]) -> str:
     return text + f"; {name} saved {saved * 100:.1f} % ({words})"
 
 
-def table_params(facts: dict[str, Any]) -> list[str]:
-    """Searched parameters for the Markdown table: most important first, at most a screen wide."""
-    rows = facts["leaderboard"]
-    params = [p for p in facts["experiment"].get("params") or [] if rows and p in rows[0]]
-    order = list(facts["importances"] or {})
-    params.sort(key=lambda p: order.index(p) if p in order else len(order))
-    return params[:MAX_TABLE_PARAMS]
-
-
-def md_leaderboard(facts: dict[str, Any]) -> str:
-    rows, params, total = facts["leaderboard"], table_params(facts), facts["leaderboard_rows"]
-    order = f"best {METRIC} first"
-    if rows and "eligible" in rows[0]:  # a constrained or picked search ranks what it allows first
-        order = f"the trials the constraints and `pick` allow first, then best {METRIC}"
-    title = f"## Leaderboard (top {len(rows)} of {total}, {order})"
-    if not rows:
-        return f"{title}\n\nNo trials recorded."
-    header = ["#", "trial", "status", "val acc", "val F1", "best epoch", "epochs", "time", *params]
-    cut = set(facts.get("time_budget_trials") or ())
-    body = [
-        [
-            str(i),
-            trial_cell(r),
-            "time budget" if r["trial_id"] in cut else r["status"] or "—",
-            fmt_ci(r[METRIC], r.get(f"{METRIC}_ci95"), percent=True),
-            fmt_num(r["val_f1"], 3),
-            fmt_value(r["best_epoch"]),
-            fmt_value(r["epochs"]),
-            fmt_duration(r["time_s"]),
-            *(fmt_value(r.get(p)) for p in params),
-        ]
-        for i, r in enumerate(rows, 1)
-    ]
-    table = md_table(header, "rllrrrrr" + "l" * len(params), body)
-    notes = []
-    if total > len(rows):
-        notes.append(
-            f"{total - len(rows)} more trials are not shown: all {total} are in "
-            "[leaderboard.csv](leaderboard.csv)."
-        )
-    hidden = len(facts["experiment"].get("params") or []) - len(params)
-    if hidden > 0:
-        notes.append(f"{hidden} more parameters are in report.json.")
-    return "\n\n".join([title, table, *notes])
-
-
-def trial_cell(row: dict[str, Any]) -> str:
-    """`93a3b5dd` #118: Tune's trial id and Optuna's number, as the figures name the trial."""
-    number = row.get("trial_number")
-    return f"`{row['trial_id']}`" + (f" #{number}" if is_number(number) else "")
-
-
 def md_lineage(facts: dict[str, Any]) -> str:
     """PBT: which trials copied which, when, and what changed; how Optuna records them."""
     if recorded_scheduler(facts["experiment"]) != "pbt":
@@ -250,99 +230,19 @@ def md_lineage(facts: dict[str, Any]) -> str:
     return "\n".join([*lines, md_table(["trial", "lineage", "val_acc"], "llr", rows)])
 
 
-def md_importances(facts: dict[str, Any]) -> str:
-    title = "## Parameter importances (Optuna, fANOVA)"
-    values = facts["importances"]
-    if not values:
-        note = facts["importances_note"] or "not available"
-        return f"{title}\n\n{note[0].upper()}{note[1:]}."
-    rows = [[f"`{md_cell(name)}`", f"{value:.3f}"] for name, value in values.items()]
-    how = (
-        f"Over {facts.get('importances_trials', 0)} trials: completed ones at their best "
-        "val_acc, pruned ones at their last epoch's (the value Optuna keeps for a pruned trial), "
-        "so a parameter that makes training start fast counts as important."
-    )
-    return f"{title}\n\n{how}\n\n{md_table(['parameter', 'importance'], 'lr', rows)}"
-
-
 def md_figures(facts: dict[str, Any]) -> str:
+    """Each figure with the trials it draws under it (report.json's `figure_trials`)."""
     names = facts.get("figures") or []
-    links = [f"![{Path(name).stem.replace('_', ' ')}]({name})" for name in names]
-    return "## Figures\n\n" + "\n\n".join(links) if links else ""
+    captions = facts.get("figure_trials") or {}
+    parts = []
+    for name in names:
+        part = f"![{Path(name).stem.replace('_', ' ')}]({name})"
+        if captions.get(name):
+            part += f"\n\n*{md_cell(captions[name])}*"
+        parts.append(part)
+    return "## Figures\n\n" + "\n\n".join(parts) if parts else ""
 
 
 def md_notes(facts: dict[str, Any]) -> str:
     notes = facts["notes"]
     return "## Notes\n\n" + "\n".join(f"- {md_cell(n)}" for n in notes) if notes else ""
-
-
-def md_pareto(facts: dict[str, Any]) -> str:
-    """A multi-objective or constrained search: the front, the choice, and what stopping trials
-    on val_acc alone means for the other objectives."""
-    from fer_search.report.pareto import fmt_cost
-
-    objectives, limits = facts.get("objectives") or [], facts.get("constraints") or {}
-    if not objectives and not limits:
-        return ""
-    names = [o["metric"] for o in objectives]
-    lines = ["## Objectives and constraints", ""]
-    if objectives:
-        said = ", ".join(f"{o['metric']} ({o['mode']})" for o in objectives)
-        lines.append(
-            f"A multi-objective search: {said}, sampled by Optuna's multi-objective TPE. Costs "
-            "are measured once per trial on its own model before training: parameters, the "
-            "FLOPs of one image's forward pass (torch.utils.flop_counter) and latency_ms, the "
-            "median of 30 batch-1 forward passes on the CPU with one thread."
-        )
-    if limits:
-        over = len(facts.get("infeasible_trials") or [])
-        lines.append(
-            "\nConstraints: "
-            + ", ".join(f"{key} {fmt_cost(key[4:], value)}" for key, value in limits.items())
-            + f" (Optuna trial constraints; {over} scored trial{'s' if over != 1 else ''} "
-            f"exceed{'s' if over == 1 else ''} them, never on the front nor chosen)."
-        )
-    lines += ["", ASHA_SENTENCE.format(scheduler=facts["experiment"].get("scheduler", "asha"))]
-    front = facts.get("pareto_front") or []
-    if objectives:
-        costs = [name for name in names[1:]] + [
-            c for c in ("params", "flops", "latency_ms") if c not in names
-        ]
-        header = ["trial", "status", "val acc", *costs]
-        body = [
-            [f"`{r['trial_id']}`", r.get("status") or "—", fmt_pct(r.get(METRIC)),
-             *(fmt_cost(c, r.get(c)) for c in costs)]
-            for r in front
-        ]  # fmt: skip
-        lines += [
-            "",
-            f"Pareto-optimal trials ({len(front)}, best {METRIC} first; report.json "
-            "`pareto_front`):",
-            "",
-            md_table(header, "llr" + "r" * len(costs), body),
-        ]
-    pick, picked = facts.get("pick"), facts.get("picked_trial_id")
-    if facts.get("pick_note"):
-        lines += ["", f"**{facts['pick_note']}.**"]
-    elif pick and picked:
-        lines += [
-            "",
-            f"best/ is `{picked}`: the highest {METRIC} among the Pareto-optimal trials with "
-            f"{pick} (`pick`).",
-        ]
-    elif objectives:
-        lines += [
-            "",
-            f"No `pick`: best/ is the feasible trial with the highest {METRIC}; `--pick "
-            "'latency_ms<=2'` would choose among the front instead.",
-        ]
-    return "\n".join(lines)
-
-
-ASHA_SENTENCE = (
-    "The scheduler ({scheduler}) stops trials on val_acc alone: a trial's costs do not change "
-    "while it trains, so a cheap model that learns slowly can be stopped at a rung before it "
-    "catches up. A pruned trial is on the front at the accuracy it had when stopped (a lower "
-    "bound of what its settings reach), and Optuna records it as PRUNED, without values, so "
-    "the sampler learns the trade-off from completed trials."
-)

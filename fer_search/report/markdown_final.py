@@ -4,8 +4,10 @@ comparisons, which ensemble val chose (and why), and the best model per class.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from fer_search.report.markdown_trials import md_name
 from fer_search.report.text import (
     fmt_ci,
     fmt_num,
@@ -19,6 +21,12 @@ from fer_search.report.text import (
 )
 
 __all__ = ["md_final", "md_per_class"]
+
+
+def code(trial_id: Any) -> str:
+    """A trial by its id alone, where no facts name it (markdown_trials.md_name does)."""
+    return f"`{trial_id}`"
+
 
 MAX_MEMBERS_SHOWN = 10  # a bagged selection over a thousand trials can weight a hundred
 
@@ -40,10 +48,14 @@ def md_final(facts: dict[str, Any]) -> str:
             "ran with --no-final-eval). Test accuracy is not reported."
         )
     best, ensemble = final.get("best") or {}, final.get("ensemble")
-    rows = [final_row("best trial", [best.get("trial_id", "?")], best)]
+
+    def name(trial_id: Any) -> str:
+        return md_name(trial_id, facts)
+
+    rows = [final_row("best trial", [best.get("trial_id", "?")], best, name)]
     if ensemble:
-        name = f"top-{ensemble.get('k', '?')} ensemble"
-        rows.append(final_row(name, ensemble.get("trial_ids") or [], ensemble))
+        members = ensemble.get("trial_ids") or []
+        rows.append(final_row(f"top-{ensemble.get('k', '?')} ensemble", members, ensemble, name))
     lines = [
         "## Final evaluation",
         "",
@@ -51,7 +63,7 @@ def md_final(facts: dict[str, Any]) -> str:
         "",
         md_table(FINAL_HEADER, "llrrrr", rows),
     ]
-    sentences = comparison_sentences(final) + choice_sentences(final)
+    sentences = comparison_sentences(final, name) + choice_sentences(final, name)
     if sentences:
         lines += ["", *(f"- {s}" for s in sentences)]
     if final.get("ci_method"):
@@ -65,10 +77,12 @@ def md_final(facts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def final_row(name: str, trial_ids: list[Any], numbers: dict[str, Any]) -> list[str]:
+def final_row(
+    model: str, trial_ids: list[Any], numbers: dict[str, Any], name: Callable[[Any], str]
+) -> list[str]:
     return [
-        name,
-        ", ".join(f"`{t}`" for t in trial_ids),
+        model,
+        ", ".join(name(t) for t in trial_ids),
         fmt_pct(numbers.get("val_acc")),
         fmt_ci(numbers.get("test_acc"), numbers.get("test_acc_ci95"), percent=True),
         fmt_ci(numbers.get("test_acc_tta"), numbers.get("test_acc_tta_ci95"), percent=True),
@@ -76,7 +90,7 @@ def final_row(name: str, trial_ids: list[Any], numbers: dict[str, Any]) -> list[
     ]
 
 
-def choice_sentences(final: dict[str, Any]) -> list[str]:
+def choice_sentences(final: dict[str, Any], name: Callable[[Any], str] = code) -> list[str]:
     """How the TTA mode and the selected ensemble were chosen (on val), and what they scored on
     test; nothing for a final.json from before they existed."""
     sentences = []
@@ -90,27 +104,37 @@ def choice_sentences(final: dict[str, Any]) -> list[str]:
         )
     chosen = final.get("selected_ensemble")
     if chosen:
-        members = member_list(chosen["members"], chosen["weights"])
+        members = member_list(chosen["members"], chosen["weights"], name)
         names = {"selection": "the greedy selection", "bagged": "the bagged selection"}
         picked = names.get(chosen["chosen"], "the top-k average")
-        greedy = chosen["selection"]
-        bagged = chosen.get("bagged")  # not in a final.json from before it
-        also = f"; the bagged selection {candidate_scores(bagged)}" if bagged else ""
         sentences.append(
             f"Ensemble from all trials: {chosen['method']}. Val chose {picked} ({members}): "
             f"val {fmt_pct(chosen['val_acc'])}, test "
-            f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}. "
-            f"The greedy selection scored {candidate_scores(greedy)}{also}; the top-k average "
-            f"val {fmt_pct(chosen['top_k_val_acc'])}."
+            f"{fmt_ci(chosen['test_acc'], chosen.get('test_acc_ci95'), percent=True)}."
+            + passed_over(chosen)
         )
     return sentences
 
 
-def member_list(members: list[str], weights: list[float]) -> str:
+def passed_over(chosen: dict[str, Any]) -> str:
+    """The candidates val did not choose, each once: ` Not chosen: the greedy selection val
+    69.1 % (not chosen, so not tested); the top-k average val 68.5 %.`"""
+    others = []
+    if chosen["chosen"] != "selection":
+        others.append(f"the greedy selection {candidate_scores(chosen['selection'])}")
+    bagged = chosen.get("bagged")  # not in a final.json from before it
+    if bagged and chosen["chosen"] != "bagged":
+        others.append(f"the bagged selection {candidate_scores(bagged)}")
+    if chosen["chosen"] != "top_k":
+        others.append(f"the top-k average val {fmt_pct(chosen['top_k_val_acc'])}")
+    return f" Not chosen: {'; '.join(others)}." if others else ""
+
+
+def member_list(members: list[str], weights: list[float], name: Callable[[Any], str] = code) -> str:
     """The ensemble's members by weight, heaviest first: at most MAX_MEMBERS_SHOWN of them, then
     how many more (final.json's selected_ensemble lists them all)."""
     ranked = sorted(zip(members, weights, strict=True), key=lambda mw: -mw[1])
-    shown = ", ".join(f"`{m}` x{w:g}" for m, w in ranked[:MAX_MEMBERS_SHOWN])
+    shown = ", ".join(f"{name(m)} x{w:g}" for m, w in ranked[:MAX_MEMBERS_SHOWN])
     more = len(ranked) - MAX_MEMBERS_SHOWN
     return shown + (f" and {more} more in final.json" if more > 0 else "")
 
@@ -122,7 +146,7 @@ def candidate_scores(candidate: dict[str, Any]) -> str:
     return f"val {fmt_pct(candidate['val_acc'])}, test {fmt_pct(candidate['test_acc'])}"
 
 
-def comparison_sentences(final: dict[str, Any]) -> list[str]:
+def comparison_sentences(final: dict[str, Any], name: Callable[[Any], str] = code) -> list[str]:
     """One sentence per paired comparison on test: how far apart, and whether beyond noise."""
     comparisons = final.get("comparisons") or {}
     others = {
@@ -133,7 +157,7 @@ def comparison_sentences(final: dict[str, Any]) -> list[str]:
     for key, other in others.items():
         found = comparisons.get(key) or {}
         if key == "best_vs_runner_up" and found.get("b") is not None:
-            other += f" (`{found['b']}`)"
+            other += f" ({name(found['b'])})"
         sentence = comparison_sentence(found.get("test") or {}, other)
         if sentence:
             sentences.append(sentence)

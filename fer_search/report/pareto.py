@@ -1,5 +1,5 @@
 """A multi-objective search in the report: its Pareto front (report.json's `pareto_front`),
-the trade-off figure and what the choice of best/ was.
+each trial's Pareto rank and what the choice of best/ was (figures_pareto draws the front).
 
 The front is worked out again from leaderboard.csv with fer_search.objectives (the definition
 the search used): the completed and pruned trials within the constraints, none dominated.
@@ -17,13 +17,21 @@ from fer_search.config import METRIC
 from fer_search.objectives import (
     COSTS,
     Objective,
+    dominates,
     feasible,
+    number_or_nan,
     pareto_front,
     parse_constraints,
     parse_objectives,
 )
 
-__all__ = ["FIGURE", "pareto_facts", "plot_pareto", "read_objectives"]
+__all__ = [
+    "FIGURE",
+    "pareto_facts",
+    "pareto_ranks",
+    "rank_board",
+    "read_objectives",
+]
 
 FIGURE = "pareto_front.png"
 FRONT_COLUMNS = ("trial_id", "status", METRIC, *COSTS)
@@ -47,28 +55,94 @@ def read_objectives(exp_dir: Path) -> tuple[tuple[Objective, ...], dict[str, flo
     )
 
 
+def scored_rows(board: pd.DataFrame) -> pd.Series:
+    """The trials with a METRIC that ran their course or were stopped (completed, pruned)."""
+    return board["status"].isin(["completed", "pruned"]) & board[METRIC].notna()
+
+
 def candidates(board: pd.DataFrame, limits: dict[str, float]) -> list[dict[str, Any]]:
-    rows = board[board["status"].isin(["completed", "pruned"]) & board[METRIC].notna()]
-    return [row for row in rows.to_dict("records") if feasible(row, limits)]
+    return [row for row in board[scored_rows(board)].to_dict("records") if feasible(row, limits)]
 
 
-def pareto_facts(exp_dir: Path, board: pd.DataFrame, experiment: dict) -> dict[str, Any]:
+def pareto_ranks(
+    board: pd.DataFrame, objectives: tuple[Objective, ...], limits: dict[str, float]
+) -> pd.Series:
+    """Each trial's Pareto rank among the feasible scored trials with every objective measured
+    (1: the front, as pareto_front finds it; 2: the front once rank 1 is set aside; ...); NA
+    for the others (over a constraint, failed, unmeasured) and for a single-objective search."""
+    ranks = pd.Series(pd.NA, index=board.index, dtype="Int64")
+    if not objectives:
+        return ranks
+    rows = {i: row for i, row in board[scored_rows(board)].to_dict("index").items()
+            if feasible(row, limits)}  # fmt: skip
+    left = {i for i, row in rows.items() if measured(row, objectives)}
+    # who dominates whom, once: peeling the fronts then costs no further comparisons
+    above = {i: {j for j in left if j != i and dominates(rows[j], rows[i], objectives)}
+             for i in left}  # fmt: skip
+    rank = 1
+    while left:
+        front = {i for i in left if not above[i] & left}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def measured(row: dict[str, Any], objectives: tuple[Objective, ...]) -> bool:
+    return all(not math.isnan(number_or_nan(row.get(o.metric))) for o in objectives)
+
+
+def rank_board(
+    board: pd.DataFrame,
+    objectives: tuple[Objective, ...],
+    limits: dict[str, float],
+    mode: str = "max",
+) -> pd.DataFrame:
+    """A multi-objective search's leaderboard in the report's order: the feasible scored trials
+    by Pareto rank (its `pareto_rank` column), then METRIC; then the trials over a constraint
+    by METRIC; then the rest. Any other leaderboard is returned as it is."""
+    if not objectives:
+        return board
+    ranks = pareto_ranks(board, objectives, limits)
+    scored = scored_rows(board)
+    group = pd.Series(2, index=board.index).where(~scored, 1).where(ranks.isna(), 0)
+    ranked = board.assign(pareto_rank=ranks, _group=group, _rank=ranks.fillna(0))
+    ranked = ranked.sort_values(
+        ["_group", "_rank", METRIC], ascending=[True, True, mode == "min"],
+        na_position="last", kind="stable",
+    )  # fmt: skip
+    return ranked.drop(columns=["_group", "_rank"]).reset_index(drop=True)
+
+
+def pareto_facts(
+    board: pd.DataFrame,
+    objectives: tuple[Objective, ...],
+    limits: dict[str, float],
+    experiment: dict,
+    numbers: dict[str, int | None] | None = None,
+) -> dict[str, Any]:
     """report.json's multi-objective part ({} for a single-objective, unconstrained search):
-    objectives, constraints, pareto_front (best val_acc first), infeasible trials, the pick."""
-    objectives, limits = read_objectives(exp_dir)
+    objectives, constraints, pareto_front (best val_acc first, each with its Optuna
+    trial_number), infeasible trials, the pick."""
     if not objectives and not limits:
         return {}
     pool = candidates(board, limits)
     front = [pool[i] for i in pareto_front(pool, objectives)] if objectives else []
-    scored = board[board["status"].isin(["completed", "pruned"]) & board[METRIC].notna()]
+    scored = board[scored_rows(board)]
     choice = experiment.get("choice") or {}
+    numbers = numbers or {}
     return {
         "objectives": [o.to_dict() for o in objectives],
         "constraints": limits,
         "pareto_front": [
-            {key: row.get(key) for key in FRONT_COLUMNS}
+            {
+                "trial_id": row["trial_id"],
+                "trial_number": numbers.get(str(row["trial_id"])),
+                **{key: row.get(key) for key in FRONT_COLUMNS[1:]},
+            }
             for row in sorted(front, key=lambda r: -float(r[METRIC]))
-        ],
+        ],  # fmt: skip
         "infeasible_trials": sorted(
             set(scored["trial_id"]) - {str(row["trial_id"]) for row in pool}
         ),
@@ -76,55 +150,6 @@ def pareto_facts(exp_dir: Path, board: pd.DataFrame, experiment: dict) -> dict[s
         "picked_trial_id": choice.get("trial_id"),
         "pick_note": choice.get("note", ""),
     }
-
-
-def plot_pareto(board: pd.DataFrame, facts: dict[str, Any], chosen: str | None, path: Path) -> None:
-    """val_acc against the first cost objective: every scored trial (hollow: pruned; grey x:
-    over a constraint), the front as a step line, the chosen trial starred, the limit on that
-    cost dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fer_search.report.plotting import save_figure
-
-    costs = [o["metric"] for o in facts.get("objectives", [])[1:]]
-    if not costs:
-        return
-    cost = costs[0]
-    scored = board[board["status"].isin(["completed", "pruned"]) & board[METRIC].notna()]
-    scored = scored[pd.to_numeric(scored.get(cost), errors="coerce").notna()]
-    infeasible = set(facts.get("infeasible_trials", []))
-    front = facts.get("pareto_front", [])
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for status, face in (("completed", "tab:blue"), ("pruned", "none")):
-        part = scored[(scored["status"] == status) & ~scored["trial_id"].isin(infeasible)]
-        ax.scatter(part[cost], part[METRIC] * 100, facecolors=face, edgecolors="tab:blue",
-                   label=f"{status} ({len(part)})", zorder=2)  # fmt: skip
-    bad = scored[scored["trial_id"].isin(infeasible)]
-    if len(bad):
-        ax.scatter(bad[cost], bad[METRIC] * 100, marker="x", color="grey",
-                   label=f"over a constraint ({len(bad)})", zorder=2)  # fmt: skip
-    if front:
-        points = sorted((float(r[cost]), float(r[METRIC]) * 100) for r in front)
-        ax.step([p[0] for p in points], [p[1] for p in points], where="post", color="tab:red",
-                label=f"Pareto front ({len(front)})", zorder=1)  # fmt: skip
-    picked = scored[scored["trial_id"] == chosen] if chosen else scored.iloc[:0]
-    if len(picked):
-        ax.scatter(picked[cost], picked[METRIC] * 100, marker="*", s=220, color="gold",
-                   edgecolors="black", label=f"best/ ({chosen})", zorder=3)  # fmt: skip
-    limit = (facts.get("constraints") or {}).get(f"max_{cost}")
-    if limit is not None:
-        ax.axvline(limit, linestyle="--", color="grey", label=f"max_{cost} {limit:g}")
-    if cost in ("params", "flops") and len(scored) and float(scored[cost].min()) > 0:
-        ax.set_xscale("log")
-    ax.set_xlabel(f"{cost} ({COSTS[cost]})" if len(COSTS[cost]) < 40 else cost)
-    ax.set_ylabel(f"{METRIC} (%)")
-    ax.set_title(f"{METRIC} against {cost}: {len(scored)} scored trials")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    save_figure(fig, path)
 
 
 def fmt_cost(name: str, value: Any) -> str:

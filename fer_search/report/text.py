@@ -16,6 +16,9 @@ __all__ = [
     "is_number",
     "md_cell",
     "md_table",
+    "md_trial",
+    "plural",
+    "trial_name",
 ]
 
 
@@ -86,3 +89,20 @@ def md_table(header: list[str], align: str, rows: list[list[str]]) -> str:
     rule = ["---:" if a == "r" else "---" for a in align]
     lines = [header, rule, *rows]
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+
+
+def trial_name(trial_id: Any, number: Any = None) -> str:
+    """A trial as every figure and table names it: Tune's trial id (its directory, its
+    leaderboard.csv row, final.json) and Optuna's trial number (optuna-dashboard's "Trial 7",
+    TensorBoard's run trial_007_<id>): `93a3b5dd #7`; the id alone where none was recorded."""
+    return f"{trial_id} #{number}" if is_number(number) else str(trial_id)
+
+
+def md_trial(trial_id: Any, number: Any = None) -> str:
+    """trial_name in Markdown: `93a3b5dd` #7."""
+    return f"`{md_cell(str(trial_id))}`" + (f" #{number}" if is_number(number) else "")
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 trial`, `2 trials`; `many` for a plural that is not noun + s."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"

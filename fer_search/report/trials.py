@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, is_refit_id
+from fer_search.config import METRIC, REFIT_ID, is_refit_id
 from fer_search.report.facts import cut_by_time
+from fer_search.report.load import sampled_settings
+from fer_search.report.text import trial_name
 
 __all__ = [
     "ALL_COLOURED",
@@ -21,9 +23,11 @@ __all__ = [
     "TOP_COLOURED",
     "Axis",
     "axis_positions",
+    "cost_axes",
     "pack_lanes",
     "param_axes",
     "qualitative_colours",
+    "refit_sources",
     "timeline_rows",
     "top_colours",
     "trial_table",
@@ -52,17 +56,15 @@ QUALITATIVE_LIGHT = ("#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c4
 
 def trial_table(results: dict[str, Any]) -> pd.DataFrame:
     """One row per leaderboard trial, best first: trial_id, number (Optuna's, or None), name
-    (`#7`, `refit of #7`), label (`#7 pruned`), status (the leaderboard's; "time budget" for a
-    searched trial facts.cut_by_time finds the budget ended, "unfinished" for one still running),
+    (`93a3b5dd #7`, `refit of 93a3b5dd #7`; text.trial_name), label (`93a3b5dd #7 pruned`),
+    status (the leaderboard's; "time budget" for a searched trial facts.cut_by_time finds the
+    budget ended, "unfinished" for one still running),
     refit, METRIC, node, start and end (Unix seconds of its first and last result; NaN without
     timestamps)."""
     board, numbers = results["leaderboard"], results.get("numbers") or {}
     searched = ~board["trial_id"].map(is_refit_id).astype(bool)
     cut = cut_by_time(board, results["experiment"]) & searched
-    refit_from = {
-        str(m.get("id")): str(m.get("from_trial"))
-        for m in ((results["experiment"].get("refit") or {}).get("members") or [])
-    }
+    refit_from = refit_sources(results["experiment"])
     status = board["status"].replace({"running": "unfinished", "": "unfinished"})
     status = status.where(~cut, "time budget")
     rows = []
@@ -71,7 +73,7 @@ def trial_table(results: dict[str, Any]) -> pd.DataFrame:
         refit = bool(is_refit_id(trial_id))
         if refit and refit_from.get(trial_id) in board["trial_id"].values:
             source = refit_from[trial_id]
-            name = f"{trial_id} of {short_name(source, numbers.get(source))}"
+            name = f"{short_name(trial_id, number)} of {short_name(source, numbers.get(source))}"
         else:
             name = short_name(trial_id, number)
         start, end = trial_span(results["curves"].get(trial_id))
@@ -105,9 +107,17 @@ def trial_table(results: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).astype(types)
 
 
+def refit_sources(experiment: dict[str, Any]) -> dict[str, str]:
+    """Each refit's trial_id -> the trial_id of the trial whose configuration it trained again
+    (experiment.json's `refit`: its members, or the one refit of a record from before them)."""
+    refit = experiment.get("refit") or {}
+    members = refit.get("members") or [{"id": REFIT_ID, "from_trial": refit.get("from_trial")}]
+    return {str(m.get("id")): str(m.get("from_trial")) for m in members if m.get("from_trial")}
+
+
 def short_name(trial_id: str, number: int | None) -> str:
-    """`#7` by Optuna's trial number; the Tune trial id where none was recorded (older runs)."""
-    return f"#{number}" if number is not None else str(trial_id)
+    """`93a3b5dd #7` (text.trial_name): the name the report's tables give the trial too."""
+    return trial_name(trial_id, number)
 
 
 TIMESTAMP_RESOLUTION_S = 1.0  # Tune's result `timestamp`: int(time.time())
@@ -212,19 +222,25 @@ def param_axes(space: tuple[Any, ...] | None, board: pd.DataFrame, params: list[
     (`lr@sgd` and `lr@adamw` share the axis `lr`; log if either is) when it was read; else
     the leaderboard columns `params` names that took more than one value, numeric ones on a
     linear scale. Settings with no column in the leaderboard are left out."""
-    specs: dict[str, list[Any]] = {}
-    if space is not None:
-        for p in space:
-            if p.kind != "fixed" and p.setting in board:
-                specs.setdefault(p.setting, []).append(p)
-    else:
-        for name in params:
-            if name in board and board[name].dropna().astype(str).nunique() > 1:
-                specs[name] = []
-    return [make_axis(name, found, board[name]) for name, found in specs.items()]
+    axes = []
+    for name in sampled_settings(space, board, params):
+        found = [p for p in space or () if p.kind != "fixed" and p.setting == name]
+        axes.append(make_axis(name, found, board[name]))
+    return axes
 
 
-def make_axis(name: str, params: list[Any], column: pd.Series) -> Axis:
+def cost_axes(board: pd.DataFrame, costs: list[str]) -> list[Axis]:
+    """An axis for each cost objective a trial measured (latency_ms, params, flops): the
+    counts on a log scale, a latency on a linear one; costs with no column are left out."""
+    axes = []
+    for name in costs:
+        if name in board and pd.to_numeric(board[name], errors="coerce").notna().any():
+            axes.append(make_axis(name, [], pd.to_numeric(board[name], errors="coerce"),
+                                  log=name in ("params", "flops")))  # fmt: skip
+    return axes
+
+
+def make_axis(name: str, params: list[Any], column: pd.Series, log: bool = False) -> Axis:
     values = pd.to_numeric(column, errors="coerce")
     categorical = any(p.kind == "categorical" for p in params)
     if categorical or (not params and values.notna().sum() < column.notna().sum()):
@@ -232,7 +248,7 @@ def make_axis(name: str, params: list[Any], column: pd.Series) -> Axis:
         known = {value_key(c) for c in choices}
         extra = sorted({v for v in column.dropna() if value_key(v) not in known}, key=str)
         return Axis(name, choices=tuple(dict.fromkeys([*choices, *extra])))
-    log = any(p.kind == "loguniform" or p.log for p in params)
+    log = log or any(p.kind == "loguniform" or p.log for p in params)
     bounds = [float(b) for p in params for b in (p.low, p.high) if b is not None]
     finite = values[np.isfinite(values)]
     if log:
