@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,17 +229,18 @@ def pareto_front(rows: Sequence[Mapping[str, Any]], objectives: Sequence[Objecti
 
 
 def mark_choice(
-    rows: list[dict[str, Any]],
-    candidates: Sequence[dict[str, Any]],
+    rows: Sequence[MutableMapping[str, Any]],
+    candidates: Sequence[Mapping[str, Any]],
     objectives: Sequence[Objective],
     limits: Mapping[str, float],
     pick: Sequence[Condition],
-) -> str:
-    """Mark each row `feasible` (within `limits`), `pareto` (on the front of the feasible
-    candidates, for a multi-objective search) and `_eligible` (what the ranking puts first: the
-    feasible candidates, or with `pick` the Pareto-optimal ones that satisfy it; also written as
-    the column `eligible` when there are limits or a pick). Returns a note when `pick` matches
-    no Pareto-optimal trial (the feasible ones are eligible then)."""
+) -> tuple[list[bool], str]:
+    """Mark each row `feasible` (within `limits`) and `pareto` (on the front of the feasible
+    candidates, for a multi-objective search); say which rows are eligible (what the ranking
+    puts first: the feasible candidates, or with `pick` the Pareto-optimal ones that satisfy
+    it), one per row, also written as the column `eligible` when there are limits or a pick.
+    With it, a note when `pick` matches no Pareto-optimal trial (the feasible ones are eligible
+    then)."""
     pool = [row for row in candidates if feasible(row, limits)]
     front = {id(pool[i]) for i in pareto_front(pool, objectives)} if objectives else set()
     chosen = [row for row in pool if id(row) in front and all(c.holds(row) for c in pick)]
@@ -254,7 +255,6 @@ def mark_choice(
             row["feasible"] = feasible(row, limits)
         if objectives:
             row["pareto"] = id(row) in front
-        row["_eligible"] = id(row) in eligible
         if limits or pick:  # the leaderboard's column, which its readers rank by first
-            row["eligible"] = row["_eligible"]
-    return note
+            row["eligible"] = id(row) in eligible
+    return [id(row) in eligible for row in rows], note

@@ -129,7 +129,9 @@ def test_tensorboard_runs_hold_short_tags_and_only_the_sampled_parameters(tmp_pa
     assert set(hparam_names) - {"status"} == sampled
 
     logger.on_experiment_end([])
-    end = {**row("abc123", "pruned"), "stopped_by": "time budget", "_config": config}
+    from fer_search.tuning.results import LeaderboardRow
+
+    end = LeaderboardRow({**row("abc123", "pruned"), "stopped_by": "time budget"}, config=config)
     assert tb.finish_runs(root, [end], names) == 1
     again = read_runs(root)["trial_003_abc123"]
     assert again["hparams"]["status"] == "time budget"  # the final status replaced it
@@ -141,7 +143,9 @@ def test_refit_runs_sit_beside_their_trial_and_name_it():
     from fer_search.tuning.refit import refit_run_names
 
     space = load_space("demo")
-    rows = [{"trial_id": "abc", "_config": {"trial_number": 7}}]
+    from fer_search.tuning.results import LeaderboardRow
+
+    rows = [LeaderboardRow({"trial_id": "abc"}, config={"trial_number": 7})]
     member = {"id": "refit2", "from_trial": "abc", "epochs": 4, "config": {"dropout": 0.1}}
     names = refit_run_names(space, {"members": [member]}, rows)
     run, hparams = names("refit2", {"refit_member": 0})

@@ -136,20 +136,24 @@ def test_pareto_front_keeps_exactly_the_undominated_trials():
 
 def test_pick_chooses_the_most_accurate_front_trial_that_satisfies_it():
     rows = [row("a", 0.60, 5.0), row("b", 0.55, 1.0), row("e", 0.40, 0.5)]
-    note = mark_choice(rows, rows, MO, {}, parse_pick("latency_ms<=2", "p", ["latency_ms"]))
+    eligible, note = mark_choice(
+        rows, rows, MO, {}, parse_pick("latency_ms<=2", "p", ["latency_ms"])
+    )
     assert note == ""
-    assert [r["trial_id"] for r in rows if r["_eligible"]] == ["b", "e"]
+    assert eligible == [False, True, True]
+    assert [r["eligible"] for r in rows] == eligible  # the leaderboard's column says it too
     assert [r["pareto"] for r in rows] == [True, True, True]
-    from fer_search.tuning.results import rank_rows
+    from fer_search.tuning.results import LeaderboardRow, rank_rows
 
-    assert rank_rows(rows)[0]["trial_id"] == "b"
+    ranked = rank_rows([LeaderboardRow(r, eligible=e) for r, e in zip(rows, eligible, strict=True)])
+    assert ranked[0]["trial_id"] == "b"
 
 
 def test_infeasible_trials_are_never_on_the_front_nor_chosen():
     rows = [row("big", 0.70, 0.4, params=5e6), row("small", 0.50, 1.0)]
     limits = {"max_params": 1e6}
-    mark_choice(rows, rows, MO, limits, ())
-    assert [(r["feasible"], r["pareto"], r["_eligible"]) for r in rows] == [
+    eligible, _ = mark_choice(rows, rows, MO, limits, ())
+    assert [(r["feasible"], r["pareto"], e) for r, e in zip(rows, eligible, strict=True)] == [
         (False, False, False),
         (True, True, True),
     ]
@@ -159,9 +163,11 @@ def test_infeasible_trials_are_never_on_the_front_nor_chosen():
 
 def test_a_pick_no_front_trial_satisfies_falls_back_to_the_best_and_says_so():
     rows = [row("a", 0.60, 5.0), row("b", 0.55, 3.0)]
-    note = mark_choice(rows, rows, MO, {}, parse_pick("latency_ms<=1", "p", ["latency_ms"]))
+    eligible, note = mark_choice(
+        rows, rows, MO, {}, parse_pick("latency_ms<=1", "p", ["latency_ms"])
+    )
     assert "no Pareto-optimal trial satisfies pick latency_ms<=1" in note
-    assert all(r["_eligible"] for r in rows)
+    assert eligible == [True, True]
 
 
 # --- measured costs ----------------------------------------------------------------------------

@@ -106,12 +106,14 @@ def test_the_refit_trains_one_schedule_over_its_epochs():
     space = load_space_dict(
         {"experiment": {"time_budget": 200, "refit_budget": 100}, "params": {"lr": 0.1}}
     )
-    row = {"trial_id": "t1", "status": "completed", "val_acc": 0.6, "epochs": 4,
-           "_epoch_s": 5.0, "_checkpoint": None,
-           "_config": {"lr": 0.05, "epochs": 4, "anneal_at": "1,2"}}  # fmt: skip
+    from fer_search.tuning.results import LeaderboardRow
+
+    columns = {"trial_id": "t1", "status": "completed", "val_acc": 0.6, "epochs": 4}
+    config = {"lr": 0.05, "epochs": 4, "anneal_at": "1,2"}
+    row = LeaderboardRow(columns, config=config, epoch_s=5.0)
     plan = plan_refit([row], space, elapsed=80.0)
     assert plan is not None and plan["members"][0]["config"]["anneal_at"] == ""
-    assert row["_config"]["anneal_at"] == "1,2"  # the trial's own record keeps its schedule
+    assert row.config["anneal_at"] == "1,2"  # the trial's own record keeps its schedule
 
 
 # ---------------------------------------------------------------- the bench figure's arithmetic

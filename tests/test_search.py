@@ -180,16 +180,12 @@ def test_search_bad_input_is_one_line(tmp_path, args, needle):
 
 
 # ---------------------------------------------------------------- the refit
-def refit_candidate(**overrides):
-    row = {
-        "trial_id": "t1",
-        "status": "completed",
-        "val_acc": 0.6,
-        "epochs": 4,
-        "_epoch_s": 10.0,
-        "_config": {"lr": 0.05, "epochs": 4, "trial_number": 0},
-    }
-    return {**row, **overrides}
+def refit_candidate(epoch_s=10.0, **overrides):
+    from fer_search.tuning.results import LeaderboardRow
+
+    columns = {"trial_id": "t1", "status": "completed", "val_acc": 0.6, "epochs": 4}
+    config = {"lr": 0.05, "epochs": 4, "trial_number": 0}
+    return LeaderboardRow({**columns, **overrides}, config=config, epoch_s=epoch_s)
 
 
 def test_refit_epochs_fill_the_time_at_the_measured_pace():
@@ -197,7 +193,7 @@ def test_refit_epochs_fill_the_time_at_the_measured_pace():
 
     assert refit_epochs(refit_candidate(), 95.0) == 9
     assert refit_epochs(refit_candidate(), 45.0) == 0  # no longer than the trial was
-    assert refit_epochs(refit_candidate(_epoch_s=float("nan")), 95.0) == 0
+    assert refit_epochs(refit_candidate(epoch_s=float("nan")), 95.0) == 0
 
 
 def test_plan_refit_takes_the_best_selectable_trial_and_the_time_left(caplog):
@@ -237,7 +233,7 @@ def test_plan_refit_of_the_top_two_shares_the_search_resources():
 
     experiment = {"time_budget": 300, "refit_budget": 200, "refit_top_k": 2}
     space = load_space_dict({"experiment": experiment, "params": {"lr": 0.1}})
-    rows = [refit_candidate(), refit_candidate(trial_id="t2", val_acc=0.5, _epoch_s=5.0)]
+    rows = [refit_candidate(), refit_candidate(trial_id="t2", val_acc=0.5, epoch_s=5.0)]
     one_at_a_time = {"cpus_per_trial": 2, "gpus_per_trial": 0, "max_concurrent": 1}
     plan = plan_refit(rows, space, elapsed=100.0, plan=one_at_a_time)
     assert plan is not None and plan["resources"] == {"cpu": 1.0, "gpu": 0.0}

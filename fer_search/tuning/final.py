@@ -24,8 +24,9 @@ from fer_search.tuning.experiment_dir import write_json
 from fer_search.tuning.results import selectable
 
 if TYPE_CHECKING:
-    from fer_search.space import SearchSpace
     from fer_search.tuning.resources import ResourcePlan
+    from fer_search.tuning.results import LeaderboardRow
+    from fer_search.tuning.search_run import SearchRun
 
 __all__ = [
     "SELECTION_RULE",
@@ -207,30 +208,27 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((probs.argmax(1) == labels).mean())
 
 
-def final_evaluation(
-    rows: list[dict[str, Any]],
-    data: Any,
-    space: SearchSpace,
-    exp: Path,
-    plan: ResourcePlan,
-    refs: Any,
-    trainer: Any = None,
-) -> dict[str, Any] | None:
+def final_evaluation(search: SearchRun, rows: list[LeaderboardRow]) -> dict[str, Any] | None:
     """Evaluate the best trial, the top-k ensemble and the ensemble selected from every trial
     with a checkpoint (the pool) on the test split, once; write best/best.pt, final.json and
     the test confusion matrix. The ensemble is selected from the val probabilities each trial
     stored beside its checkpoint; only the checkpoints of the models used are loaded (and those
     of trials that stored none), and final.json's `reads` counts them."""
     from fer_search import ensemble
-    from fer_search.tuning.engine_trainer import EngineTrainer
 
-    trainer = trainer or EngineTrainer()
-    pool = [r for r in selectable(rows) if r["_checkpoint"] is not None]
+    data, exp, trainer, plan, refs = (
+        search.data,
+        search.exp,
+        search.trainer,
+        search.plan,
+        search.refs,
+    )
+    pool = [r for r in selectable(rows) if r.checkpoint is not None]
     if not pool or "test" not in data.splits:
         return None
-    top_k = space.experiment.top_k
+    top_k = search.space.experiment.top_k
     val, test = data.splits["val"], data.splits["test"]
-    checkpoints = [row["_checkpoint"] for row in pool]
+    checkpoints = [row.checkpoint for row in pool]
     stored, reads = stored_val_probs(checkpoints, val)
     # trials that stored no val probabilities are loaded first: selection needs every member's
     members, loaded_reads, where = evaluate(
@@ -295,7 +293,7 @@ def evaluate(
 
 
 def final_record(
-    members: list[Member], pool: list[dict[str, Any]], val: Any, test: Any
+    members: list[Member], pool: list[LeaderboardRow], val: Any, test: Any
 ) -> dict[str, Any]:
     """final.json's figures: the best member, the ensemble of all members (when more than one)
     and their paired comparisons, each accuracy with its 95 % interval (fer_search.stats).
@@ -393,7 +391,7 @@ def selected_ensemble(
     choice: dict[str, Any],
     val_probs: list[np.ndarray],
     members: dict[int, Member],
-    pool: list[dict[str, Any]],
+    pool: list[LeaderboardRow],
     val: Any,
     test: Any,
     top_k: int,

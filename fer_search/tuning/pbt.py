@@ -30,6 +30,7 @@ from fer_search.tuning import _ray_compat as compat
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.results import LeaderboardRow
 
 __all__ = [
     "INITIAL",
@@ -131,9 +132,9 @@ def _short(value: Any) -> str:
 
 
 def add_lineage(
-    rows: list[dict[str, Any]], exp: Path, space: SearchSpace, location: Path | str
+    rows: list[LeaderboardRow], exp: Path, space: SearchSpace, location: Path | str
 ) -> None:
-    """Each row's `lineage` column (and `_exploits`, `_pbt_index` for the study), from the
+    """Each row's `lineage` column (and its `exploits` and `pbt_index` for the study), from the
     experiment's PBT log and Tune's saved trials at `location`; rows re-ranked."""
     from fer_search.space.mutations import mutable_params
     from fer_search.tuning.results import rank_rows, saved_trials
@@ -149,12 +150,12 @@ def add_lineage(
         complete_from_progress(row, exp, space.experiment.epochs)
         events = lineage.get(str(row["trial_id"]), [])
         row["lineage"] = lineage_text(events)
-        row["_exploits"] = events
-        row["_pbt_index"] = index.get(str(row["trial_id"]))
+        row.exploits = events
+        row.pbt_index = index.get(str(row["trial_id"]))
     rows[:] = rank_rows(rows)
 
 
-def complete_from_progress(row: dict[str, Any], exp: Path, max_t: int) -> None:
+def complete_from_progress(row: LeaderboardRow, exp: Path, max_t: int) -> None:
     """A PBT trial's row from all of its progress.csv: Tune pauses and restarts PBT's trials
     at each perturbation, and the result.json its row was read from can then lack epochs."""
     import pandas as pd
@@ -182,7 +183,7 @@ def complete_from_progress(row: dict[str, Any], exp: Path, max_t: int) -> None:
 # --- the Optuna study ---------------------------------------------------------------------------
 
 
-def close_pbt_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[str, int]:
+def close_pbt_study(exp: Path, rows: list[LeaderboardRow], metric: str) -> dict[str, int]:
     """Record each Ray trial on the Optuna trial of its initial configuration (the module's
     docstring); a trial an interrupted search left FAIL/unfinished is recorded again when a
     resumed search has finished it; a configuration Tune never started is FAIL. No trial is
@@ -203,11 +204,11 @@ def close_pbt_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[
         if trial.user_attrs.get("pbt") == INITIAL:
             latest[int(trial.user_attrs[POINT_INDEX])] = trial
     by_ray_id = {
-        str(r["trial_id"]): latest[r["_pbt_index"]].number for r in rows
-        if r.get("_pbt_index") in latest
+        str(r["trial_id"]): latest[r.pbt_index].number for r in rows
+        if r.pbt_index is not None and r.pbt_index in latest
     }  # fmt: skip
     for row in rows:
-        trial = latest.pop(row.get("_pbt_index"), None)  # type: ignore[arg-type]
+        trial = None if row.pbt_index is None else latest.pop(row.pbt_index, None)
         if trial is None:
             continue
         state, values, curve, attrs = pbt_record(exp, row, by_ray_id)
@@ -236,21 +237,21 @@ def close_pbt_study(exp: Path, rows: list[dict[str, Any]], metric: str) -> dict[
 
 
 def pbt_record(
-    exp: Path, row: dict[str, Any], numbers: dict[str, int]
+    exp: Path, row: LeaderboardRow, numbers: dict[str, int]
 ) -> tuple[Any, Any, dict[int, float], dict[str, Any]]:
     """(state, values, intermediate values, user attributes) of a row's Optuna trial."""
     from optuna.trial import TrialState
 
     from fer_search.tuning.study import RAY_TRIAL_ID, epoch_values, final_state, trial_attrs
 
-    events = row.get("_exploits") or []
+    events = row.exploits
     if not events:
         curve = epoch_values(exp, row)
         state, values = final_state(row["status"], float(row["val_acc"]), curve)
         return state, values, curve, trial_attrs(row)
     first = int(events[0]["epoch"])
     curve = {e: v for e, v in own_curve(exp, row, first).items() if e <= first}
-    config = row.get("_config") or {}
+    config = row.config
     attrs = {
         RAY_TRIAL_ID: str(row["trial_id"]),
         "status": "exploited",
@@ -271,7 +272,7 @@ def pbt_record(
     return TrialState.PRUNED, values, curve, attrs
 
 
-def own_curve(exp: Path, row: dict[str, Any], until: int) -> dict[int, float]:
+def own_curve(exp: Path, row: LeaderboardRow, until: int) -> dict[int, float]:
     """epoch -> val_acc of the trial's own configuration: its progress.csv rows up to and
     including epoch `until`, before the first restore from another trial's checkpoint."""
     import pandas as pd

@@ -9,7 +9,6 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fer_search.tuning.experiment_dir import RUN_FILE, tune_dir, write_json
 from fer_search.tuning.results import (
     choose,
     searched_settings,
@@ -22,8 +21,10 @@ from fer_search.tuning.storage import fetch_trial_files
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
-    from fer_search.tuning.experiment_dir import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
+    from fer_search.tuning.results import LeaderboardRow
+    from fer_search.tuning.search_run import SearchRun
+    from fer_search.tuning.tensorboard import RunNames
 
 __all__ = [
     "REFIT_DIR",
@@ -47,11 +48,11 @@ def refit_dirname(trial: Any) -> str:
     return f"trial_{refit_id(int(trial.config.get(REFIT_MEMBER, 0)))}"
 
 
-def refit_epochs(best: dict[str, Any], seconds: float) -> int:
+def refit_epochs(best: LeaderboardRow, seconds: float) -> int:
     """Epochs of the best configuration that fit in `seconds`, at the best trial's measured
     seconds per epoch (training plus validation, same resources); 0 when that is no longer
     than the trial already trained."""
-    per_epoch = best.get("_epoch_s", float("nan"))
+    per_epoch = best.epoch_s
     if math.isnan(per_epoch) or per_epoch <= 0:
         return 0
     epochs = int(seconds / per_epoch)
@@ -100,30 +101,21 @@ def refit_members(refit: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"id": REFIT_ID, **{k: refit[k] for k in keys}}]
 
 
-def run_refit(
-    exp: Path,
-    space: SearchSpace,
-    plan: ResourcePlan,
-    refs: Any,
-    record: ExperimentRecord,
-    verbose: int,
-    names: Any = None,
-    trainer: Any = None,
-) -> list[Any] | None:
+def run_refit(search: SearchRun, names: RunNames) -> list[Any] | None:
     """Train the refit's configurations from scratch, at once, as the trials of one Tune run
     under exp/refit (so they checkpoint, log to TensorBoard and resume like any trial).
     Returns the Tune results, or None when the refit was interrupted. `names`: the refit's
-    TensorBoard run names (tensorboard.RunNames)."""
+    TensorBoard run names."""
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
-    from fer_search.tuning.engine_trainer import EngineTrainer
     from fer_search.tuning.trainable import REFIT_MEMBER, run_refit_trial
 
-    base = tune_dir(exp, record.get("storage_uri"))
+    space, plan, verbose = search.space, search.plan, search.options.verbose
+    base = search.location
     location = f"{base.rstrip('/')}/{REFIT_DIR}"
-    refit = record["refit"]
+    refit = search.record["refit"]
     assert refit is not None, "run_refit after plan_refit"
     members = refit_members(refit)
     configs = [{**m["config"], "epochs": m["epochs"]} for m in members]
@@ -133,11 +125,11 @@ def run_refit(
     }
     trainable = tune.with_resources(
         tune.with_parameters(
-            run_refit_trial, data=refs, members=configs, trainer=trainer or EngineTrainer()
+            run_refit_trial, data=search.refs, members=configs, trainer=search.trainer
         ),
         resources,
     )
-    callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, names or tb.RunNames(space, []))
+    callbacks = tb.logger_callbacks(search.exp / tb.LOG_DIR, names)
     callbacks += console_callbacks(verbose, "refit", space, len(members), members=members)
     if tune.Tuner.can_restore(location):
         tuner = tune.Tuner.restore(location, trainable=trainable, resume_unfinished=True)
@@ -158,9 +150,7 @@ def run_refit(
                 name=REFIT_DIR,
                 storage_path=base,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                failure_config=tune.FailureConfig(
-                    max_failures=getattr(space.experiment, "max_failures", 1)
-                ),
+                failure_config=tune.FailureConfig(max_failures=space.experiment.max_failures),
                 callbacks=callbacks,
                 verbose=ray_verbosity(verbose),
             ),
@@ -176,7 +166,7 @@ def run_refit(
 
 def refit_rows(
     results: Any, members: list[dict[str, Any]], space: SearchSpace, exp: Path
-) -> list[dict[str, Any]]:
+) -> list[LeaderboardRow]:
     """Leaderboard rows of the refit's trials, named refit, refit2, ... with the parameters of
     the configuration each trained (Tune only knows its index)."""
     from fer_search.space import train_values
@@ -188,13 +178,13 @@ def refit_rows(
         row = trial_rows([result], space, exp, {})[0]
         values = train_values(member["config"])
         row.update({name: values.get(name, "") for name in searched_settings(space)})
-        row["trial_id"], row["_config"] = member["id"], member["config"]
+        row["trial_id"], row.config = member["id"], member["config"]
         rows.append(row)
     return rows
 
 
 def plan_refit(
-    rows: list[dict[str, Any]], space: SearchSpace, elapsed: float, plan: ResourcePlan | None = None
+    rows: list[LeaderboardRow], space: SearchSpace, elapsed: float, plan: ResourcePlan | None = None
 ) -> dict[str, Any] | None:
     """What to refit (the configurations of the best `refit_top_k` trials) and for how many
     epochs each, or None with the reason printed: no refit budget, no candidate, or too little
@@ -202,7 +192,7 @@ def plan_refit(
     from fer_search.config import refit_id
 
     ex = space.experiment
-    ranked = [r for r in selectable(rows) if r.get("_config")]
+    ranked = [r for r in selectable(rows) if r.config]
     if not ex.refit_budget or not ranked:
         return None
     seconds = ex.time_budget - elapsed if ex.time_budget else ex.refit_budget
@@ -217,7 +207,7 @@ def plan_refit(
                 "trained", row["trial_id"], seconds, row["epochs"],
             )  # fmt: skip
             continue
-        config = {key: v for key, v in row["_config"].items() if key != "trial_number"}
+        config = {key: v for key, v in row.config.items() if key != "trial_number"}
         if config.get("anneal_at"):  # one schedule over its epochs: the search's rungs are not its
             config["anneal_at"] = ""
         if resources:
@@ -228,7 +218,7 @@ def plan_refit(
         )  # fmt: skip
         log.info(
             "refit: training trial %s's configuration again for %d epochs (%.0f s left at "
-            "%.1f s per epoch)", row["trial_id"], epochs, seconds, row["_epoch_s"] * slowdown,
+            "%.1f s per epoch)", row["trial_id"], epochs, seconds, row.epoch_s * slowdown,
         )  # fmt: skip
     if not members:
         return None
@@ -236,31 +226,24 @@ def plan_refit(
 
 
 def refit_phase(
-    exp: Path,
-    space: SearchSpace,
-    plan: ResourcePlan,
-    refs: Any,
-    record: ExperimentRecord,
-    rows: list[dict[str, Any]],
-    elapsed: float,
-    verbose: int,
-    trainer: Any = None,
-) -> list[dict[str, Any]] | None:
-    """Plan (once) and run the refit; the ranked rows with it, or None if it was interrupted."""
+    search: SearchRun, rows: list[LeaderboardRow], elapsed: float
+) -> list[LeaderboardRow] | None:
+    """Plan (once) and run the refit; the ranked rows with it, or None if it was interrupted.
+    `elapsed`: the search's wall time so far (what a time budget has left)."""
+    exp, space, record = search.exp, search.space, search.record
     if record.get("refit") is None:
-        record["refit"] = plan_refit(rows, space, elapsed, plan)
-        write_json(exp / RUN_FILE, record)
+        record["refit"] = plan_refit(rows, space, elapsed, search.plan)
+        search.save()
     if not record["refit"]:
         return rows
     from fer_search.tuning.tensorboard import LOG_DIR, finish_runs
 
     names = refit_run_names(space, record["refit"], rows)
-    results = run_refit(exp, space, plan, refs, record, verbose, names, trainer)
+    results = run_refit(search, names)
     if results is None:
         return None
-    location = tune_dir(exp, record.get("storage_uri"))
-    if location != str(exp):
-        fetch_trial_files(location, exp)
+    if search.remote:
+        fetch_trial_files(search.location, exp)
     record["refit"]["done"] = True
     members = refit_members(record["refit"])
     refits = refit_rows(results, members, space, exp)
@@ -270,11 +253,13 @@ def refit_phase(
     return rows
 
 
-def refit_run_names(space: SearchSpace, refit: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
+def refit_run_names(
+    space: SearchSpace, refit: dict[str, Any], rows: list[LeaderboardRow]
+) -> RunNames:
     """TensorBoard run names of the refit's trials: the source trial's run, `_refit` added."""
     from fer_search.tuning.tensorboard import RunNames, run_name
 
-    numbers = {row["trial_id"]: (row.get("_config") or {}).get("trial_number") for row in rows}
+    numbers = {row["trial_id"]: row.config.get("trial_number") for row in rows}
     members = [
         {"id": m["id"], "config": m["config"],
          "run": run_name(numbers.get(m["from_trial"]), str(m["from_trial"]))}

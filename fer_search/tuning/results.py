@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fer_search.objectives import COSTS
 from fer_search.stats import percent, recorded_interval
@@ -21,8 +23,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FINAL_STATES",
+    "LeaderboardRow",
     "choose",
     "rank_rows",
+    "read_leaderboard",
     "saved_search_complete",
     "searched_settings",
     "selectable",
@@ -34,6 +38,37 @@ __all__ = [
 ]
 
 FINAL_STATES = ("TERMINATED", "ERROR")
+Row = TypeVar("Row", bound=Mapping[str, Any])  # a LeaderboardRow, or a leaderboard.csv record
+
+
+@dataclass(eq=False)
+class LeaderboardRow(MutableMapping[str, Any]):
+    """One trial on the leaderboard. Its columns are what leaderboard.csv writes, read and set
+    as `row["val_acc"]` (the sampled settings and costs vary with the space); beside them, what
+    the driver needs about the trial and never writes."""
+
+    columns: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # its config as Tune ran it
+    checkpoint: Any = None  # its latest Tune Checkpoint; None when it saved none
+    epoch_s: float = math.nan  # median seconds per epoch (what a refit plans with)
+    eligible: bool = True  # ranked first (objectives.mark_choice; tuning.results.choose)
+    exploits: list[dict[str, Any]] = field(default_factory=list)  # PBT: its exploit events
+    pbt_index: int | None = None  # PBT: its point in the population (tuning.pbt)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.columns[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.columns[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.columns[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.columns)
+
+    def __len__(self) -> int:
+        return len(self.columns)
 
 
 def searched_settings(space: SearchSpace) -> list[str]:
@@ -99,7 +134,7 @@ def trial_status(result: Any, state: str, epochs: int, max_t: int, failure: str)
 
 def trial_row(
     result: Any, space: SearchSpace, exp: Path, states: dict[str, str], node_ips: dict[str, str]
-) -> dict[str, Any]:
+) -> LeaderboardRow:
     from fer_search.space import train_values
 
     frame = result.metrics_dataframe
@@ -141,14 +176,13 @@ def trial_row(
         row.update({name: float(metrics.get(name, float("nan"))) for name in COSTS})
     values = train_values(result.config or {})
     row.update({name: values.get(name, "") for name in searched_settings(space)})
-    row["_checkpoint"] = result.checkpoint
-    row["_config"] = result.config or {}
-    row["_epoch_s"] = (
-        float(frame["time_this_iter_s"].median())
-        if has and "time_this_iter_s" in frame
-        else float("nan")
+    epoch_s = frame["time_this_iter_s"].median() if has and "time_this_iter_s" in frame else None
+    return LeaderboardRow(
+        row,
+        config=result.config or {},
+        checkpoint=result.checkpoint,
+        epoch_s=math.nan if epoch_s is None else float(epoch_s),
     )
-    return row
 
 
 def best_interval(frame: Any, best_i: Any) -> dict[str, float]:
@@ -160,7 +194,9 @@ def best_interval(frame: Any, best_i: Any) -> dict[str, float]:
     return {name: float(frame.loc[best_i, name]) for name in names}
 
 
-def trial_rows(results: Any, space: SearchSpace, exp: Path, states: dict[str, str]) -> list[dict]:
+def trial_rows(
+    results: Any, space: SearchSpace, exp: Path, states: dict[str, str]
+) -> list[LeaderboardRow]:
     from fer_search.tuning.cluster import node_ips
 
     ips = node_ips()
@@ -168,41 +204,55 @@ def trial_rows(results: Any, space: SearchSpace, exp: Path, states: dict[str, st
     return choose(rows, space)[0]
 
 
-def choose(rows: list[dict[str, Any]], space: SearchSpace) -> tuple[list[dict[str, Any]], str]:
+def choose(rows: list[LeaderboardRow], space: SearchSpace) -> tuple[list[LeaderboardRow], str]:
     """The rows ranked for selection, with what the space asks besides val_acc marked
     (objectives.mark_choice: feasible, pareto, and the eligible trials first); and a note when
     the space's `pick` matched no Pareto-optimal trial."""
     from fer_search.objectives import mark_choice, parse_pick
 
     pick = parse_pick(space.experiment.pick, "pick", space.pick_metrics())
-    note = mark_choice(rows, selectable(rows), space.objectives, space.constraints, pick)
+    eligible, note = mark_choice(rows, selectable(rows), space.objectives, space.constraints, pick)
+    for row, first in zip(rows, eligible, strict=True):
+        row.eligible = first
     return rank_rows(rows), note
 
 
-def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def rank_rows(rows: list[LeaderboardRow]) -> list[LeaderboardRow]:
     """Candidates first (the eligible ones first: objectives.mark_choice; best val_acc first),
     then unfinished and failed trials."""
     return sorted(
         rows,
         key=lambda r: (
             r["status"] not in ("completed", "pruned"),
-            not r.get("_eligible", True),
+            not r.eligible,
             -(r["val_acc"] if not math.isnan(r["val_acc"]) else -1.0),
             r["trial_id"],
         ),
     )
 
 
-def write_leaderboard(rows: list[dict[str, Any]], exp: Path) -> Path:
+def write_leaderboard(rows: list[LeaderboardRow], exp: Path) -> Path:
     import pandas as pd
 
-    frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
+    frame = pd.DataFrame([row.columns for row in rows])
     path = exp / "leaderboard.csv"
     frame.to_csv(path, index=False)
     return path
 
 
-def selectable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def read_leaderboard(exp: Path) -> list[LeaderboardRow]:
+    """leaderboard.csv's rows as written (an empty text cell is ""), with nothing beside them:
+    what `report --upgrade` starts from."""
+    import pandas as pd
+
+    board = pd.read_csv(exp / "leaderboard.csv", dtype={"trial_id": str})
+    for column in ("error", "stopped_by", "node", "trial_dir", "trial_id"):
+        if column in board:
+            board[column] = board[column].fillna("")
+    return [LeaderboardRow({str(k): v for k, v in r.items()}) for r in board.to_dict("records")]
+
+
+def selectable(rows: Sequence[Row]) -> list[Row]:
     """Trials a model may be selected from: finished or stopped by the scheduler, with a val score.
     A trial that failed after a good epoch is not a candidate, however good that epoch was."""
     return [
@@ -212,7 +262,7 @@ def selectable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
-def summary_line(rows: list[dict[str, Any]], exp: Path, wall: float) -> str:
+def summary_line(rows: Sequence[Mapping[str, Any]], exp: Path, wall: float) -> str:
     counts = {
         s: sum(r["status"] == s for r in rows) for s in ("completed", "pruned", "failed", "nan")
     }

@@ -14,20 +14,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fer_search.config import recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.tuning._ray_compat import live_trial_states
 from fer_search.tuning.engine_trainer import EngineTrainer
 from fer_search.tuning.experiment_dir import (
-    RUN_FILE,
     check_free_space,
     load_experiment,
     new_experiment_dir,
     new_record,
-    tune_dir,
-    write_json,
 )
 from fer_search.tuning.pbt import add_lineage, close_pbt_study
 from fer_search.tuning.phases import Phases
@@ -41,15 +38,19 @@ from fer_search.tuning.results import (
     write_leaderboard,
 )
 from fer_search.tuning.search_options import SearchOptions
+from fer_search.tuning.search_run import SearchRun
 from fer_search.tuning.simulated import SimulatedTrainer
 from fer_search.tuning.study import Objectives, close_study, plain_journal, record_outcome
 from fer_search.tuning.trainers import Trainer
 from fer_search.tuning.warm_start import check_sources, seed_study, summary_line
 
 if TYPE_CHECKING:
+    from fer_search.data import FERData
     from fer_search.space import SearchSpace
     from fer_search.tuning.experiment_dir import ExperimentRecord
     from fer_search.tuning.resources import ResourcePlan
+    from fer_search.tuning.results import LeaderboardRow
+    from fer_search.tuning.trainable import DatasetRefs
 
 __all__ = ["Outcome", "resume_search", "start_search"]
 
@@ -67,7 +68,7 @@ class Outcome:
     wall_time_s: float = 0.0
 
 
-def start_search(space: SearchSpace, data: Any, options: SearchOptions) -> Outcome:
+def start_search(space: SearchSpace, data: FERData, options: SearchOptions) -> Outcome:
     """A new search of `space` (a SearchSpace) on `data` (a FERData)."""
     import yaml
 
@@ -84,12 +85,14 @@ def start_search(space: SearchSpace, data: Any, options: SearchOptions) -> Outco
     exp.mkdir(parents=True)
     (exp / "space.yaml").write_text(yaml.safe_dump(space.to_dict(), sort_keys=False))
     record = new_record(options, exp, space, data, plan)
-    record["trainer"] = (options.trainer or EngineTrainer()).describe()
+    trainer = options.trainer or EngineTrainer()
+    record["trainer"] = trainer.describe()
     if sources:  # before the Tuner: its searcher loads the study made here
         record["warm_start"] = seed_study(exp, space, sources)
         log.info(summary_line(record["warm_start"]))
-    write_json(exp / RUN_FILE, record)
-    return run(exp, space, data, refs, options, record, restore=False)
+    search = SearchRun(exp, space, data, refs, options, record, trainer)
+    search.save()
+    return run(search, restore=False)
 
 
 def trainer_from_record(record: ExperimentRecord) -> Trainer:
@@ -106,7 +109,7 @@ def trainer_from_record(record: ExperimentRecord) -> Trainer:
 
 
 def resume_search(
-    path: str | Path, data: Any = None, options: SearchOptions | None = None
+    path: str | Path, data: FERData | None = None, options: SearchOptions | None = None
 ) -> Outcome:
     """Continue the experiment at `path`; `data` defaults to the data it was started on."""
     from fer_search.space import apply_overrides, load_space
@@ -127,13 +130,15 @@ def resume_search(
     space = apply_overrides(space, scheduler=recorded_scheduler(record))
     options.no_asha = space.experiment.scheduler == "fifo"
     options.storage = record.get("storage_uri")  # None: Tune's state is in `exp` itself
-    options.trainer = options.trainer or trainer_from_record(record)
+    trainer = options.trainer or trainer_from_record(record)
     check_free_space(exp.parent)
     start_ray(options.address, options.cpus, options.gpus)
-    return run(exp, space, data, dataset_refs(data), options, record, restore=True)
+    return run(
+        SearchRun(exp, space, data, dataset_refs(data), options, record, trainer), restore=True
+    )
 
 
-def data_from_record(record: ExperimentRecord) -> Any:
+def data_from_record(record: ExperimentRecord) -> FERData:
     """The data a search was started on, loaded again from experiment.json's `data_args`
     (load_data's arguments; before they were recorded so, the CLI's data flags)."""
     from fer_search.data import load_recorded
@@ -170,22 +175,13 @@ def start_cluster(options: SearchOptions, exp: Path, space: SearchSpace) -> Reso
     return plan
 
 
-def dataset_refs(data: Any) -> Any:
+def dataset_refs(data: FERData) -> DatasetRefs:
     from fer_search.tuning.trainable import DatasetRefs
 
     return DatasetRefs(data.splits, data.class_names)
 
 
-def run(
-    exp: Path,
-    space: SearchSpace,
-    data: Any,
-    refs: Any,
-    options: SearchOptions,
-    record: ExperimentRecord,
-    *,
-    restore: bool,
-) -> Outcome:
+def run(search: SearchRun, *, restore: bool) -> Outcome:
     """Tuner, leaderboard, refit, final evaluation and report (`restore`: continue)."""
     from fer_search.tuning.storage import fetch_trial_files
     from fer_search.tuning.tensorboard import (
@@ -196,14 +192,13 @@ def run(
     )
     from fer_search.tuning.tuner import build_tuner
 
-    plan, uri = record["resources"], record.get("storage_uri")
-    announce(space, plan, exp)
+    exp, space, record = search.exp, search.space, search.record
+    announce(space, search.plan, exp)
     started = time.time()
-    tuner = build_tuner(
-        exp, space, plan, refs, options, class_set=class_set_of(data), storage_uri=uri,
-        restore=restore, trainer=options.trainer or EngineTrainer(),
-    )  # fmt: skip
-    finished = None if uri else saved_search_complete(exp, space, record.get("started"))
+    tuner = build_tuner(search, restore=restore)
+    finished = (
+        None if search.storage_uri else saved_search_complete(exp, space, record.get("started"))
+    )
     phases = Phases()
     if restore and finished is not None:
         results = tuner.get_results()  # nothing left to run: finalise
@@ -212,16 +207,15 @@ def run(
         with without_ray_tensorboard(), phases.step("tune"):
             results = tuner.fit()
     prior_wall = float(record.get("wall_time_s") or 0.0)  # before a --resume
-    location = tune_dir(exp, uri)
-    if location != str(exp):  # a URI: copy progress.csv & co. here for the report
-        fetch_trial_files(location, exp)
+    if search.remote:  # a URI: copy progress.csv & co. here for the report
+        fetch_trial_files(search.location, exp)
     with phases.step("trial_rows"):
-        states = saved_or_live_states(trial_states(location), live_trial_states(results))
+        states = saved_or_live_states(trial_states(search.location), live_trial_states(results))
         rows = trial_rows(results, space, exp, states)
     # no trial left RUNNING in optuna.db
     with phases.step("close_study"):
         if space.experiment.scheduler == "pbt":  # single-objective (space.mutations.check_pbt)
-            add_lineage(rows, exp, space, location)  # the `lineage` column
+            add_lineage(rows, exp, space, search.location)  # the `lineage` column
             close_pbt_study(exp, rows, space.experiment.metric)
         else:
             close_study(
@@ -236,60 +230,52 @@ def run(
     record["wall_time_s"] = time.time() - started + prior_wall
     if was_interrupted(states, space, finished or time.time() - started):
         done = sum(state in FINAL_STATES for state in states.values())
-        return interrupted(exp, record, f"after {done} of {space.experiment.num_samples} trials")
-    return finish(exp, space, data, refs, options, record, rows, started, prior_wall)
+        return interrupted(search, f"after {done} of {space.experiment.num_samples} trials")
+    return finish(search, rows, started, prior_wall)
 
 
 def finish(
-    exp: Path,
-    space: SearchSpace,
-    data: Any,
-    refs: Any,
-    options: SearchOptions,
-    record: ExperimentRecord,
-    rows: list[dict[str, Any]],
-    started: float,
-    prior_wall: float,
+    search: SearchRun, rows: list[LeaderboardRow], started: float, prior_wall: float
 ) -> Outcome:
+    """After the Tuner: the refit, the choice among objectives, the final evaluation, the
+    report. `started`: when this call's Tuner began; `prior_wall`: the wall time before it."""
     from fer_search.report import build_report
     from fer_search.tuning.final import final_evaluation
     from fer_search.tuning.refit import refit_phase
     from fer_search.tuning.storage import upload_driver_files
 
+    exp, space, record = search.exp, search.space, search.record
     elapsed = float(record.get("wall_time_s") or 0.0)  # set by run() before finish()
-    trainer = options.trainer or EngineTrainer()
     phases = Phases(record.get("phases"))
     with phases.step("refit"):
-        ranked = refit_phase(exp, space, record["resources"], refs, record, rows, elapsed,
-                             options.verbose, trainer)  # fmt: skip
+        ranked = refit_phase(search, rows, elapsed)
     record["wall_time_s"] = wall = time.time() - started + prior_wall
     if ranked is None:
-        return interrupted(exp, record, "during the refit")
+        return interrupted(search, "during the refit")
     if space.objectives or space.constraints:
         ranked, record["choice"] = choice_record(ranked, space)
     final = None
     with phases.step("final_evaluation"):
-        if not options.no_final_eval:
-            final = final_evaluation(ranked, data, space, exp, record["resources"], refs, trainer)
+        if not search.options.no_final_eval:
+            final = final_evaluation(search, ranked)
     with phases.step("record_outcome"):
         record_outcome(exp, ranked, record.get("refit"), final)
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     record["phases"] = phases.steps
-    write_json(exp / RUN_FILE, record)
+    search.save()
     with phases.step("report"):
         build_report(exp)
     record["phases"] = phases.steps
-    write_json(exp / RUN_FILE, record)
+    search.save()
     plain_journal(exp / "optuna.db")
-    location = tune_dir(exp, record.get("storage_uri"))
-    if location != str(exp):
-        upload_driver_files(exp, location)
+    if search.remote:
+        upload_driver_files(exp, search.location)
     return Outcome(path=exp, wall_time_s=wall)
 
 
 def choice_record(
-    rows: list[dict[str, Any]], space: SearchSpace
-) -> tuple[list[dict[str, Any]], dict]:
+    rows: list[LeaderboardRow], space: SearchSpace
+) -> tuple[list[LeaderboardRow], dict]:
     """The rows ranked as the space's objectives, constraints and `pick` say, and what was
     chosen for best/ (experiment.json's `choice`); a `pick` no Pareto-optimal trial satisfies
     is said on the console."""
@@ -299,7 +285,7 @@ def choice_record(
     if note:
         log.warning(note)
     best = next(iter(selectable(rows)), None)
-    chosen = best is not None and best.get("_eligible", False)
+    chosen = best is not None and best.eligible
     return rows, {
         "pick": space.experiment.pick,
         "trial_id": str(best["trial_id"]) if chosen and best else None,
@@ -320,17 +306,15 @@ def saved_or_live_states(saved: dict[str, str], live: dict[str, str]) -> dict[st
     }
 
 
-def interrupted(exp: Path, record: ExperimentRecord, what: str) -> Outcome:
+def interrupted(search: SearchRun, what: str) -> Outcome:
     """Save the record (and, for URI storage, the driver's files); say how to go on."""
     from fer_search.tuning.storage import upload_driver_files
 
-    write_json(exp / RUN_FILE, record)
-    location = tune_dir(exp, record.get("storage_uri"))
-    if location != str(exp):
-        upload_driver_files(exp, location)
-    return Outcome(
-        path=exp, interrupted=True, note=what, wall_time_s=float(record.get("wall_time_s") or 0.0)
-    )
+    search.save()
+    if search.remote:
+        upload_driver_files(search.exp, search.location)
+    wall = float(search.record.get("wall_time_s") or 0.0)
+    return Outcome(path=search.exp, interrupted=True, note=what, wall_time_s=wall)
 
 
 def announce(space: SearchSpace, plan: ResourcePlan, exp: Path) -> None:
@@ -339,14 +323,3 @@ def announce(space: SearchSpace, plan: ResourcePlan, exp: Path) -> None:
         "searching %s: %d trials x <= %d epochs on %s, %d at a time; results in %s",
         space.name, ex.num_samples, ex.epochs, plan["device"], plan["max_concurrent"], exp,
     )  # fmt: skip
-
-
-def class_set_of(data: Any) -> str:
-    """The class set the data was loaded with, else the one its class names are."""
-    from fer_search.config import CLASS_SETS
-    from fer_search.data.splits import class_set_names
-
-    if data.load_args.get("class_set"):
-        return str(data.load_args["class_set"])
-    names = tuple(data.class_names)
-    return next((cs for cs in CLASS_SETS if class_set_names(cs) == names), "all")

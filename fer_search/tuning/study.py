@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,7 +156,7 @@ def open_study(exp: Path) -> StudyHandle | None:
         return None
 
 
-def stopped_by(row: dict[str, Any], told: bool, scheduler: str = "asha") -> str:
+def stopped_by(row: Mapping[str, Any], told: bool, scheduler: str = "asha") -> str:
     """Why a pruned trial stopped early: the scheduler told the searcher (`told`), or the
     search's time budget ended it (Tune never tells the searcher then)."""
     if row["status"] != "pruned":
@@ -176,12 +176,12 @@ class Objectives:
     def of(cls, space: SearchSpace) -> Objectives:
         return cls(tuple(space.objective_names), tuple(space.constraints.items()))
 
-    def values(self, row: dict[str, Any], value: float) -> list[float]:
+    def values(self, row: Mapping[str, Any], value: float) -> list[float]:
         from fer_search.objectives import number_or_nan
 
         return [value, *(number_or_nan(row.get(name)) for name in self.names[1:])]
 
-    def constraints_of(self, row: dict[str, Any]) -> dict[str, float]:
+    def constraints_of(self, row: Mapping[str, Any]) -> dict[str, float]:
         """Optuna's constraint values of a scored trial (none for others)."""
         from fer_search.objectives import constraint_values
 
@@ -192,7 +192,7 @@ class Objectives:
 
 def close_study(
     exp: Path,
-    rows: list[dict[str, Any]],
+    rows: Sequence[MutableMapping[str, Any]],
     metric: str,
     scheduler: str = "asha",
     objectives: Objectives | None = None,
@@ -265,7 +265,7 @@ def final_state(
     return TrialState.FAIL, None
 
 
-def trial_attrs(row: dict[str, Any]) -> dict[str, Any]:
+def trial_attrs(row: Mapping[str, Any]) -> dict[str, Any]:
     attrs = {
         RAY_TRIAL_ID: str(row["trial_id"]),
         "status": row["status"],
@@ -280,7 +280,7 @@ def trial_attrs(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def tell(
-    handle: StudyHandle, number: int, row: dict[str, Any], objectives: Objectives | None = None
+    handle: StudyHandle, number: int, row: Mapping[str, Any], objectives: Objectives | None = None
 ) -> None:
     """Finish a RUNNING trial as its row says (PRUNED: Optuna takes its last intermediate
     value, which the searcher reported every epoch)."""
@@ -292,7 +292,7 @@ def tell(
 
 
 def record_resumed(
-    handle: StudyHandle, old: Any, row: dict[str, Any], exp: Path, objectives: Objectives
+    handle: StudyHandle, old: Any, row: Mapping[str, Any], exp: Path, objectives: Objectives
 ) -> None:
     """A new finished trial for `old` (left FAIL/unfinished by an interrupted search) that a
     resumed search has now finished: same parameters, every epoch's value (one objective),
@@ -320,7 +320,7 @@ def record_resumed(
     handle.study.add_trial(trial)
 
 
-def epoch_values(exp: Path, row: dict[str, Any]) -> dict[int, float]:
+def epoch_values(exp: Path, row: Mapping[str, Any]) -> dict[int, float]:
     """epoch -> val_acc from the trial's progress.csv (the last value of a repeated epoch)."""
     import pandas as pd
 
@@ -335,7 +335,10 @@ def epoch_values(exp: Path, row: dict[str, Any]) -> dict[int, float]:
 
 
 def record_outcome(
-    exp: Path, rows: list[dict[str, Any]], refit: dict[str, Any] | None, final: dict | None
+    exp: Path,
+    rows: Sequence[MutableMapping[str, Any]],
+    refit: dict[str, Any] | None,
+    final: dict | None,
 ) -> None:
     """The refits and the test results into the study's user attributes, for the dashboard
     (a finished trial's attributes are read-only): `refit` lists each refit with the Optuna

@@ -30,6 +30,7 @@ from ray.tune import Callback
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
+    from fer_search.tuning.results import LeaderboardRow
 
 __all__ = [
     "LOG_DIR",
@@ -228,7 +229,7 @@ class TensorBoardLogger(Callback):
         self._writers.clear()
 
 
-def row_status(row: dict[str, Any]) -> str:
+def row_status(row: LeaderboardRow) -> str:
     """A leaderboard row's status as the HParams tab shows it."""
     status = str(row.get("status", ""))
     if status == "pruned" and row.get("stopped_by") == "time budget":
@@ -236,15 +237,12 @@ def row_status(row: dict[str, Any]) -> str:
     return "failed" if status == "nan" else status
 
 
-def finish_runs(root: Path, rows: list[dict[str, Any]], names: RunNames) -> int:
+def finish_runs(root: Path, rows: list[LeaderboardRow], names: RunNames) -> int:
     """Each trial's hparams row with its final status (a trial cut before its first epoch gets
     a run too, with no scalars). Returns how many runs it wrote."""
     written = 0
     for row in rows:
-        config = row.get("_config")
-        if not isinstance(config, dict):
-            continue
-        name, hparams = names(str(row["trial_id"]), config)
+        name, hparams = names(str(row["trial_id"]), row.config)
         write_hparams(root / name, hparams, row_status(row))
         written += 1
     return written

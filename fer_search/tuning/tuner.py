@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from fer_search.config import SCHEDULERS
 from fer_search.space.mutations import perturbation_interval
-from fer_search.tuning.experiment_dir import tune_dir
 from fer_search.tuning.schedulers import (
     STEP_ATTR,
     anneal_epochs,
@@ -23,6 +22,7 @@ from fer_search.tuning.trainable import MEASURE_COST
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
     from fer_search.tuning.resources import ResourcePlan
+    from fer_search.tuning.search_run import SearchRun
 
 __all__ = ["STEP_ATTR", "build_tuner", "default_sampler", "trial_dirname"]
 
@@ -114,18 +114,8 @@ def trial_constants(space: SearchSpace, plan: ResourcePlan, class_set: str) -> d
     }
 
 
-def build_tuner(
-    exp: Path,
-    space: SearchSpace,
-    plan: ResourcePlan,
-    refs: Any,
-    options: Any,
-    *,
-    class_set: str,
-    storage_uri: str | None,
-    restore: bool,
-    trainer: Any,
-) -> Any:
+def build_tuner(search: SearchRun, *, restore: bool) -> Any:
+    """The search's Tune Tuner, new or restored (`restore`: a `--resume`)."""
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
@@ -133,10 +123,12 @@ def build_tuner(
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import trainer_trial
 
+    exp, space, plan, options = search.exp, search.space, search.plan, search.options
+    storage_uri = search.storage_uri
     ex = space.experiment
     resources = {"cpu": plan["cpus_per_trial"], "gpu": plan["gpus_per_trial"]}
     trainable = tune.with_resources(
-        tune.with_parameters(trainer_trial, data=refs, trainer=trainer), resources
+        tune.with_parameters(trainer_trial, data=search.refs, trainer=search.trainer), resources
     )
     callbacks = tb.logger_callbacks(exp / tb.LOG_DIR, tb.RunNames(space))
     callbacks += console_callbacks(
@@ -147,7 +139,7 @@ def build_tuner(
         if checkpoints_kept(space) == 1 and not is_uri(storage_uri):
             callbacks.append(LatestCheckpoint())
         tuner = tune.Tuner.restore(
-            tune_dir(exp, storage_uri),
+            search.location,
             trainable=trainable,
             resume_unfinished=True,
             resume_errored=False,
@@ -159,7 +151,7 @@ def build_tuner(
     if keep == 1 and not is_uri(storage_uri):  # the latest only, kept without Tune's snapshots
         keep = None
         callbacks.append(LatestCheckpoint())
-    param_space = trial_constants(space, plan, class_set)
+    param_space = trial_constants(space, plan, search.class_set)
     if ex.scheduler == "pbt":
         search_alg, param_space = pbt_population(exp, space, options.sampler, param_space)
     else:

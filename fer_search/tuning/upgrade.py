@@ -12,7 +12,7 @@ from fer_search.errors import UserError
 from fer_search.space import load_space
 from fer_search.tuning.experiment_dir import RUN_FILE
 from fer_search.tuning.refit import refit_run_names
-from fer_search.tuning.results import write_leaderboard
+from fer_search.tuning.results import read_leaderboard, write_leaderboard
 from fer_search.tuning.study import Objectives, close_study, open_study, record_outcome
 from fer_search.tuning.tensorboard import (
     LOG_DIR,
@@ -30,17 +30,12 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     left RUNNING in optuna.db (closed as the leaderboard says; leaderboard.csv gains
     `stopped_by`), the metric named, the refits and final figures as study attributes, and
     TensorBoard runs rebuilt from the trials' files."""
-    import pandas as pd
 
     exp = Path(path).expanduser().resolve()
     missing = [f for f in (RUN_FILE, "leaderboard.csv", "space.yaml") if not (exp / f).is_file()]
     if missing:
         raise UserError(f"{path}: not a finished fer-search experiment (no {', '.join(missing)})")
-    board = pd.read_csv(exp / "leaderboard.csv", dtype={"trial_id": str})
-    for column in ("error", "stopped_by", "node", "trial_dir"):
-        if column in board:
-            board[column] = board[column].fillna("")
-    rows = board.to_dict("records")
+    rows = read_leaderboard(exp)
     space = load_space(str(exp / "space.yaml"))
     record = json.loads((exp / RUN_FILE).read_text())
     counts = close_study(
@@ -69,14 +64,14 @@ def rebuild_runs(exp: Path) -> int:
 
     space = load_space(str(exp / "space.yaml"))
     record = json.loads((exp / "experiment.json").read_text())
-    rows = pd.read_csv(exp / "leaderboard.csv", dtype={"trial_id": str}).to_dict("records")
+    rows = read_leaderboard(exp)
     handle = open_study(exp)
     numbers = handle.numbers() if handle else {}
     for row in rows:
         params = exp / str(row["trial_dir"]) / "params.json"
         row["trial_id"] = str(row["trial_id"])
-        row["_config"] = json.loads(params.read_text()) if params.is_file() else {}
-        row["_config"].setdefault("trial_number", numbers.get(row["trial_id"]))
+        row.config = json.loads(params.read_text()) if params.is_file() else {}
+        row.config.setdefault("trial_number", numbers.get(row["trial_id"]))
     root = exp / LOG_DIR
     shutil.rmtree(root, ignore_errors=True)
     refit = record.get("refit") or None
@@ -90,7 +85,7 @@ def rebuild_runs(exp: Path) -> int:
         if group not in names:
             continue
         for row in group_rows:
-            name, _ = names[group](row["trial_id"], row["_config"])
+            name, _ = names[group](row["trial_id"], row.config)
             progress = exp / str(row["trial_dir"]) / "progress.csv"
             if progress.is_file():
                 writer = SummaryWriter(log_dir=str(root / name))
