@@ -4,6 +4,8 @@ and the same one-line UserError the CLI prints."""
 from __future__ import annotations
 
 import ast
+import contextlib
+import io
 import math
 
 import pytest
@@ -55,10 +57,18 @@ def experiment(tmp_path_factory, demo):
     storage = tmp_path_factory.mktemp("api-search")
     space = tmp_path_factory.mktemp("space") / "tiny.yaml"
     space.write_text(tiny_space("tiny", trials=2, epochs=1))
-    yield fer_search.search(str(space), data=demo, storage=str(storage), name="api", verbose=0)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):  # as in a notebook: the API's defaults
+        experiment = fer_search.search(str(space), data=demo, storage=str(storage), name="api")
+    experiment.printed = printed.getvalue()
+    yield experiment
     import ray
 
     ray.shutdown()  # the search started Ray in this process; later modules start their own
+
+
+def test_a_search_from_python_prints_nothing_it_was_not_asked_for(experiment):
+    assert experiment.printed == ""  # verbose=1 asks for the live table; logging for messages
 
 
 def test_search_returns_an_experiment_with_its_leaderboard(experiment):

@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fer_search.errors import UserError, did_you_mean
+
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
+
+    from fer_search.tuning.trainers import Trainer
 
 __all__ = ["SPACE_OVERRIDES", "SearchOptions"]
 
@@ -70,14 +75,16 @@ class SearchOptions:
     pick: str | None = None
     no_asha: bool = False  # = scheduler "fifo"
     no_final_eval: bool = False
-    verbose: int = 1
+    # the console view: 0 (the API's default: a notebook sees only what it asks for, and
+    # `logging` shows the search's messages), 1 the live table (the CLI's --verbose default)
+    verbose: int = 0
     # earlier experiment folders whose finished trials seed this search's study (warm_start.py)
     warm_start: list[str] | None = None
     # not flags
-    sampler: Any = None  # an optuna sampler in place of the seeded TPE (bench: RandomSampler)
-    # what the trials run (tuning.trainers.Trainer): None, the real training (EngineTrainer);
+    sampler: BaseSampler | None = None  # in place of the seeded TPE (bench: RandomSampler)
+    # what the trials run: None, the real training (EngineTrainer);
     # tuning.simulated.SimulatedTrainer for scale tests and benchmarks
-    trainer: Any = None
+    trainer: Trainer | None = None
     command: str | None = None  # how the search was started, for experiment.json
 
     @classmethod
