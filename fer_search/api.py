@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fer_search.data import FERData
     from fer_search.engine import TrainResult
     from fer_search.exporter import ExportResult
+    from fer_search.faces import TrackOptions
     from fer_search.video import VideoPrediction
 
 __all__ = [
@@ -277,13 +278,21 @@ def predict(
     annotate: str | Path | None = None,
     tta: str = "none",
     device: str = "auto",
+    detector: str | None = None,
+    min_pixels: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The emotion of each image (or of each face found in it, with `detect_faces`)."""
+    """The emotion of each image (or of each face found in it, with `detect_faces`: by
+    `detector`, a name in fer_search.faces.DETECTORS, default YuNet; faces smaller than
+    `min_pixels` a side, default 24, are left out)."""
     from fer_search import prediction
 
+    if not detect_faces and (detector is not None or min_pixels is not None):
+        flag = "--face-detector" if detector is not None else "--min-face-pixels"
+        raise UserError(f"{flag} needs --detect-faces")
+    faces: dict[str, Any] = {"detector": detector, "min_pixels": min_pixels}
     return prediction.predict(
         checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
-        device=device,
+        device=device, **{k: v for k, v in faces.items() if v is not None},
     )  # fmt: skip
 
 
@@ -297,15 +306,26 @@ def predict_video(
     annotate: str | Path | None = None,
     tta: str = "none",
     device: str = "auto",
+    detector: str | None = None,
+    detect_every: int | None = None,
+    rotate: int = 0,
+    tracking: TrackOptions | None = None,
 ) -> VideoPrediction:
     """The faces in each frame of a video file (or camera `source`, an int) and their
     emotions, each face's probabilities smoothed over frames (`smooth`: EMA weight of the past,
-    0 = off); `.frames` is the per-frame list, `.fps` the processing speed."""
+    0 = off); `.frames` is the per-frame list, `.fps` the processing speed. `detector` (a name
+    in fer_search.faces.DETECTORS, default YuNet) runs on every `detect_every`-th processed
+    frame (default 2), faces are followed between; `tracking` (fer_search.faces.TrackOptions)
+    says when a face is reported; `rotate` (90, 180, 270) turns a sideways phone video."""
     from fer_search import video
 
+    faces: dict[str, Any] = {
+        "detector": detector, "detect_every": detect_every, "tracking": tracking
+    }  # fmt: skip
     return video.predict_video(
         checkpoint, source, smooth=smooth, every=every, max_frames=max_frames,
-        annotate_dir=annotate, tta=tta, device=device,
+        annotate_dir=annotate, tta=tta, device=device, rotate=rotate,
+        **{k: v for k, v in faces.items() if v is not None},
     )  # fmt: skip
 
 

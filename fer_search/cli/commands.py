@@ -147,8 +147,7 @@ TRACK_FLAGS = {"confirm": "confirm", "max_miss": "max_miss", "min_face": "min_fa
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from fer_search import prediction
-    from fer_search.faces import DEFAULT_DETECTOR
+    from fer_search import api, prediction
 
     if args.video is not None or args.camera is not None:
         return predict_video(args)
@@ -157,14 +156,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} applies to --video or --camera only")
     if not args.images:
         raise UserError("predict needs IMAGE paths, --video FILE or --camera N")
-    for name in ("face_detector", "min_face_pixels"):
-        if getattr(args, name) is not None and not args.detect_faces:
-            raise UserError(f"--{name.replace('_', '-')} needs --detect-faces")
-    # fer_search.prediction, not api.predict: the face flags are not yet api.predict arguments
-    results = prediction.predict(
-        args.checkpoint, args.images, detect_faces=args.detect_faces, annotate_dir=args.annotate,
-        tta=args.tta, device=args.device, detector=args.face_detector or DEFAULT_DETECTOR,
-        **({} if args.min_face_pixels is None else {"min_pixels": args.min_face_pixels}),
+    results = api.predict(
+        args.checkpoint, args.images, detect_faces=args.detect_faces, annotate=args.annotate,
+        tta=args.tta, device=args.device, detector=args.face_detector,
+        min_pixels=args.min_face_pixels,
     )  # fmt: skip
     print(json.dumps(results, indent=2) if args.json else prediction.format_predictions(results))
     return 0
@@ -173,8 +168,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def predict_video(args: argparse.Namespace) -> int:
     """`predict --video/--camera`: a line per face and frame (or a JSON list, one frame a
     line), then the summary with the frames per second (on stderr with --json)."""
-    from fer_search import video
-    from fer_search.faces import DEFAULT_DETECTOR, TrackOptions
+    from fer_search import api, video
+    from fer_search.faces import TrackOptions
 
     flag = f"--video {args.video}" if args.video is not None else f"--camera {args.camera}"
     if args.images:
@@ -189,11 +184,10 @@ def predict_video(args: argparse.Namespace) -> int:
         **{field: getattr(args, flag_) for flag_, field in TRACK_FLAGS.items()
            if getattr(args, flag_) is not None}
     )  # fmt: skip
-    # fer_search.video, not api.predict_video: the face flags are not yet its arguments
-    result = video.predict_video(
+    result = api.predict_video(
         args.checkpoint, args.video if args.video is not None else args.camera,
-        annotate_dir=args.annotate, tta=args.tta, device=args.device,
-        detector=args.face_detector or DEFAULT_DETECTOR, tracking=tracking, **options,
+        annotate=args.annotate, tta=args.tta, device=args.device,
+        detector=args.face_detector, tracking=tracking, **options,
     )  # fmt: skip
     if args.json:
         print("[\n" + ",\n".join(json.dumps(frame) for frame in result.frames) + "\n]")
