@@ -19,16 +19,14 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fer_search.config import SMOOTH, TrainConfig
 from fer_search.errors import UserError, did_you_mean
+from fer_search.experiment import Experiment, read_json_if_present
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from fer_search.data import FERData
     from fer_search.engine import TrainResult
     from fer_search.exporter import ExportResult
@@ -281,18 +279,16 @@ def predict(
     detector: str | None = None,
     min_pixels: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The emotion of each image (or of each face found in it, with `detect_faces`: by
-    `detector`, a name in fer_search.faces.DETECTORS, default YuNet; faces smaller than
-    `min_pixels` a side, default 24, are left out)."""
+    """The emotion of each image (or of each face found in it, with `detect_faces`, by
+    `detector`: fer_search.faces.DETECTORS, default YuNet; `min_pixels` the smallest side)."""
     from fer_search import prediction
 
-    if not detect_faces and (detector is not None or min_pixels is not None):
-        flag = "--face-detector" if detector is not None else "--min-face-pixels"
-        raise UserError(f"{flag} needs --detect-faces")
-    faces: dict[str, Any] = {"detector": detector, "min_pixels": min_pixels}
+    faces = given(detector=detector, min_pixels=min_pixels)
+    if faces and not detect_faces:
+        raise UserError(f"--{'-'.join(next(iter(faces)).split('_'))} needs --detect-faces")
     return prediction.predict(
         checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
-        device=device, **{k: v for k, v in faces.items() if v is not None},
+        device=device, **faces,
     )  # fmt: skip
 
 
@@ -313,20 +309,20 @@ def predict_video(
 ) -> VideoPrediction:
     """The faces in each frame of a video file (or camera `source`, an int) and their
     emotions, each face's probabilities smoothed over frames (`smooth`: EMA weight of the past,
-    0 = off); `.frames` is the per-frame list, `.fps` the processing speed. `detector` (a name
-    in fer_search.faces.DETECTORS, default YuNet) runs on every `detect_every`-th processed
-    frame (default 2), faces are followed between; `tracking` (fer_search.faces.TrackOptions)
-    says when a face is reported; `rotate` (90, 180, 270) turns a sideways phone video."""
+    0 = off); `.frames` is the per-frame list, `.fps` the processing speed. `detector` runs on
+    every `detect_every`-th frame; `tracking` (faces.TrackOptions) says when a face counts."""
     from fer_search import video
 
-    faces: dict[str, Any] = {
-        "detector": detector, "detect_every": detect_every, "tracking": tracking
-    }  # fmt: skip
     return video.predict_video(
         checkpoint, source, smooth=smooth, every=every, max_frames=max_frames,
         annotate_dir=annotate, tta=tta, device=device, rotate=rotate,
-        **{k: v for k, v in faces.items() if v is not None},
+        **given(detector=detector, detect_every=detect_every, tracking=tracking),
     )  # fmt: skip
+
+
+def given(**arguments: Any) -> dict[str, Any]:
+    """The arguments a caller gave (not None): the callee's defaults stay its own."""
+    return {name: value for name, value in arguments.items() if value is not None}
 
 
 def export(
@@ -388,82 +384,6 @@ def experiment_data(checkpoint: Path, class_set: str) -> FERData | None:
 
 
 # ---------------------------------------------------------------- the search
-@dataclass
-class Experiment:
-    """A search's results directory, read on demand."""
-
-    path: Path
-    interrupted: bool = False  # resume(path) continues it
-    note: str = ""
-    wall_time_s: float | None = None
-
-    @classmethod
-    def open(cls, path: str | Path) -> Experiment:
-        exp = Path(path)
-        if not (exp / "experiment.json").is_file():
-            raise UserError(f"{str(exp)!r} is not a fer-search experiment (no experiment.json)")
-        return cls(path=exp, wall_time_s=cls(exp).record.get("wall_time_s"))
-
-    @property
-    def record(self) -> dict[str, Any]:
-        """experiment.json: how the search was started, its resources and versions."""
-        return read_json_if_present(self.path / "experiment.json") or {}
-
-    @property
-    def leaderboard(self) -> pd.DataFrame:
-        """One row per trial, best val_acc first (empty when no trial ran)."""
-        import pandas as pd
-
-        from fer_search.report import read_leaderboard
-
-        board = self.path / "leaderboard.csv"
-        return read_leaderboard(board) if board.is_file() else pd.DataFrame()
-
-    @property
-    def final(self) -> dict[str, Any] | None:
-        """final.json: the best trial and the ensemble on the test split, or None."""
-        return read_json_if_present(self.path / "final.json")
-
-    @property
-    def best(self) -> dict[str, Any] | None:
-        """The selected model: its checkpoint path and metrics (test figures once the final
-        evaluation ran), or None when no trial finished an epoch."""
-        final = self.final
-        if final and final.get("best"):
-            best = {k: v for k, v in final["best"].items() if k not in ("metrics", "config")}
-            return {**best, "checkpoint": str(self.path / final["best"]["checkpoint"])}
-        board = self.leaderboard
-        if board.empty or "status" not in board:
-            return None
-        done = board[board["status"].isin(["completed", "pruned"]) & board["val_acc"].notna()]
-        if done.empty:
-            return None
-        from fer_search.stats import recorded_interval
-
-        row = done.iloc[0]
-        found = sorted((self.path / str(row["trial_dir"])).glob("checkpoint_*/checkpoint.pt"))
-        return {
-            "trial_id": str(row["trial_id"]),
-            "val_acc": float(row["val_acc"]),
-            "val_acc_ci95": recorded_interval(row),  # as final.json's; None in older results
-            "best_epoch": int(row["best_epoch"]),
-            "checkpoint": str(found[-1]) if found else None,
-        }
-
-    def summary(self) -> str:
-        """The line the CLI prints after a search."""
-        from fer_search.tuning.results import summary_line
-
-        rows = self.leaderboard.to_dict("records")
-        return summary_line(rows, self.path, float(self.wall_time_s or 0.0))
-
-
-def read_json_if_present(path: Path) -> dict[str, Any] | None:
-    """A file the search writes as it goes (None before it exists); report.load.read_json reads
-    one that must exist, with one-line errors."""
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def search(space: Any, data: DataArg = "demo", **overrides: Any) -> Experiment:
     """Search `space` (a shipped name such as "demo", a YAML path, a dict of the YAML's
     content, or a SearchSpace) on `data`. `overrides` are the search flags' names

@@ -31,6 +31,7 @@ RANKS = {
     "recheck": 4,
     "tuning": 4,
     "video": 5,  # prediction's face finder, crops and model, frame by frame
+    "experiment": 5,  # a search's results directory, read on demand (fer_search.Experiment)
     "api": 6,
     "bench": 7,
     "cli": 8,
