@@ -299,3 +299,17 @@ class EpochStats:
     # val_acc's 95 % interval (fer_search.stats.accuracy_ci); NaN in histories from before it
     val_acc_ci95_lo: float = math.nan
     val_acc_ci95_hi: float = math.nan
+
+
+# final.json before the flip figure was named by its mode: old key -> key (current_final)
+RENAMED_FINAL_KEYS = {"test_acc_tta": "test_acc_flip", "test_acc_tta_ci95": "test_acc_flip_ci95"}
+
+
+def current_final(final: Any) -> Any:
+    """final.json's figures with today's names (an older file named the flip TTA figure
+    `test_acc_tta`, though the TTA val chose, `tta.chosen`, may be another mode)."""
+    if isinstance(final, dict):
+        return {RENAMED_FINAL_KEYS.get(k, k): current_final(v) for k, v in final.items()}
+    if isinstance(final, list):
+        return [current_final(v) for v in final]
+    return final

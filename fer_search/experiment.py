@@ -49,7 +49,9 @@ class Experiment:
     @property
     def final(self) -> dict[str, Any] | None:
         """final.json: the best trial and the ensemble on the test split, or None."""
-        return read_json_if_present(self.path / "final.json")
+        from fer_search.config import current_final
+
+        return current_final(read_json_if_present(self.path / "final.json"))
 
     @property
     def best(self) -> dict[str, Any] | None:

@@ -522,8 +522,8 @@ def test_the_final_line_gives_every_accuracy_with_its_interval():
 
     ci = [0.70, 0.74]
     final = {
-        "best": {"test_acc": 0.72, "test_acc_ci95": ci, "test_acc_tta": 0.73,
-                 "test_acc_tta_ci95": ci},
+        "best": {"test_acc": 0.72, "test_acc_ci95": ci, "test_acc_flip": 0.73,
+                 "test_acc_flip_ci95": ci},
         "tta": {"chosen": "tencrop", "test_acc": 0.735, "test_acc_ci95": ci},
         "ensemble": {"k": 3, "test_acc": 0.75, "test_acc_ci95": ci},
         "selected_ensemble": {"test_acc": 0.76, "test_acc_ci95": ci},

@@ -15,7 +15,7 @@ from fer_search import stats
 from fer_search.tuning.final import Member, final_record
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-FIGURES = ("val_acc", "test_acc", "test_acc_tta", "test_f1")
+FIGURES = ("val_acc", "test_acc", "test_acc_flip", "test_f1")
 
 
 def split(n: int, seed: int) -> SimpleNamespace:

@@ -97,6 +97,59 @@ def test_the_study_records_the_refits_and_the_test_figures(tmp_path):
     assert attrs["final_test_acc_ci95"] == [0.5, 0.54]
 
 
+def progress(exp: Path, trial_id: str, rows: str) -> None:
+    (exp / f"trial_{trial_id}").mkdir(parents=True)
+    (exp / f"trial_{trial_id}" / "progress.csv").write_text(rows)
+
+
+def test_a_trial_closed_after_the_fact_ends_when_its_last_result_came(tmp_path):
+    import datetime as dt
+
+    from fer_search.tuning.study import close_study
+
+    exp = study_with(tmp_path, ["a"])
+    progress(exp, "a", "epoch,val_acc,timestamp,time_total_s\n1,0.3,1700000000,60\n")
+    close_study(exp, [row("a", "pruned", 0.3, epochs=1)], "val_acc")  # cut by a time budget
+    (trial,) = optuna.load_study(study_name="exp", storage=f"sqlite:///{exp / 'optuna.db'}").trials
+    assert trial.datetime_complete == dt.datetime.fromtimestamp(1700000000)  # not the close's
+
+
+def test_a_refit_is_a_trial_of_its_own_that_the_study_names_best(tmp_path):
+    from fer_search.tuning.study import REFIT_OF, close_study, record_outcome
+
+    exp = study_with(tmp_path, ["a", "b"])
+    close_study(exp, [row("a", "completed", 0.5), row("b", "completed", 0.45)], "val_acc")
+    refit = {"members": [{"id": "refit", "from_trial": "b", "epochs": 4, "config": {}}]}
+    refit_row = {**row("refit", "completed", 0.6, epochs=4), "trial_dir": "refit/trial_refit"}
+    (exp / "refit").mkdir()
+    progress(exp / "refit", "refit", "epoch,val_acc,timestamp,time_total_s\n"
+             "1,0.5,1700000010,5\n4,0.6,1700000040,35\n")  # fmt: skip
+    for _ in range(2):  # an upgrade records the outcome again: the refit is added once
+        record_outcome(exp, [refit_row, row("a", "completed", 0.5)], refit, {"best": {}})
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{exp / 'optuna.db'}")
+    (added,) = [t for t in study.trials if REFIT_OF in t.user_attrs]
+    source = next(t for t in study.trials if t.user_attrs["ray_trial_id"] == "b")
+    assert study.best_trial.number == added.number and added.value == 0.6
+    assert added.user_attrs[REFIT_OF] == source.number and added.params == source.params
+    assert added.intermediate_values == {1: 0.5, 4: 0.6}
+    assert added.duration is not None and added.duration.total_seconds() == 35
+
+
+def test_constraints_and_costs_are_where_optuna_dashboard_reads_them(tmp_path):
+    from fer_search.tuning._optuna_compat import DASHBOARD_CONSTRAINTS
+    from fer_search.tuning.study import Objectives, close_study
+
+    exp = study_with(tmp_path, ["big", "small"])
+    limits = Objectives(("val_acc",), (("max_params", 1e6),))
+    rows = [{**row("big", "completed"), "params": 3e6}, {**row("small", "pruned"), "params": 5e5}]
+    close_study(exp, rows, "val_acc", objectives=limits)
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{exp / 'optuna.db'}")
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert by_id["big"].system_attrs[DASHBOARD_CONSTRAINTS] == [2e6]  # over the cap
+    assert by_id["small"].system_attrs[DASHBOARD_CONSTRAINTS] == [-5e5]
+    assert by_id["small"].user_attrs["params"] == 5e5  # a pruned trial keeps its cost too
+
+
 # ---------------------------------------------------------------- TensorBoard
 def test_tensorboard_runs_hold_short_tags_and_only_the_sampled_parameters(tmp_path):
     from fer_search.space import load_space
@@ -124,9 +177,13 @@ def test_tensorboard_runs_hold_short_tags_and_only_the_sampled_parameters(tmp_pa
     assert run["hparams"]["status"] == "running"  # live: a row from the first epoch
     assert set(run["hparams"]) - {"status"} <= sampled
     assert run["hparams"]["lr"] == pytest.approx(0.05) and run["hparams"]["optimizer"] == "sgd"
-    hparam_names, metrics = runs["."]["experiment"]
+    assert "." not in runs  # the columns sit in the first trial's run, not an empty one
+    hparam_names, metrics = run["experiment"]
     assert metrics[0] == "val/best_acc" and "status" in hparam_names
     assert set(hparam_names) - {"status"} == sampled
+    integers = {p.setting for p in space.params if p.kind == "int"}
+    assert integers and all(run["types"][name][1][0] == "interval" for name in integers)
+    assert run["status"] == "STATUS_RUNNING"  # what TensorBoard's Status filter reads
 
     logger.on_experiment_end([])
     from fer_search.tuning.results import LeaderboardRow
@@ -135,6 +192,7 @@ def test_tensorboard_runs_hold_short_tags_and_only_the_sampled_parameters(tmp_pa
     assert tb.finish_runs(root, [end], names) == 1
     again = read_runs(root)["trial_003_abc123"]
     assert again["hparams"]["status"] == "time budget"  # the final status replaced it
+    assert again["status"] == "STATUS_SUCCESS" and again["experiment"] == run["experiment"]
     assert len(list((root / "trial_003_abc123").glob("*.hparams"))) == 1
 
 

@@ -118,7 +118,7 @@ def write_final(exp: Path) -> None:
             "trial_id": "a0001",
             "val_acc": 0.625,
             "test_acc": 0.6071,
-            "test_acc_tta": 0.6135,
+            "test_acc_flip": 0.6135,
             "test_f1": 0.5523,
             "checkpoint": "best/best.pt",
             "config": {"model": "simple_cnn", "lr": 3.2e-4},
@@ -129,7 +129,7 @@ def write_final(exp: Path) -> None:
             "trial_ids": ["a0001", "a0002"],
             "val_acc": 0.6402,
             "test_acc": 0.6190,
-            "test_acc_tta": 0.6244,
+            "test_acc_flip": 0.6244,
         },
     }
     (exp / "final.json").write_text(json.dumps(final))
@@ -206,7 +206,7 @@ def add_intervals(exp: Path) -> dict:
     final["ci_method"] = "95 % percentile bootstrap over the images"
     final["best"].update(
         test_acc_ci95=[0.5902, 0.6241],
-        test_acc_tta_ci95=[0.5968, 0.6302],
+        test_acc_flip_ci95=[0.5968, 0.6302],
         test_f1_ci95=[0.5351, 0.5697],
         val_acc_ci95=[0.61, 0.64],
     )
@@ -326,7 +326,7 @@ def test_report_json_holds_the_facts(built):
     assert report["best_trial_id"] == "a0001"
     assert report["leaderboard"][0]["lr"] == pytest.approx(3.2e-4)
     assert report["leaderboard"][3]["val_acc"] is None  # failed trial: NaN -> null
-    assert report["final"]["best"]["test_acc_tta"] == pytest.approx(0.6135)
+    assert report["final"]["best"]["test_acc_flip"] == pytest.approx(0.6135)
     assert report["final"]["ensemble"]["trial_ids"] == ["a0001", "a0002"]
     assert set(report["importances"]) == {"lr", "dropout", "model"}
     assert sum(report["importances"].values()) == pytest.approx(1.0)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from helpers import REPO, one_line_error, run_fer_search, tiny_space
@@ -496,6 +497,41 @@ def test_a_lone_refit_after_two_one_cpu_trials_at_a_time_trains_on_both_cpus(tmp
     assert refit["status"] == "completed" and int(refit["epochs"]) == member["epochs"] > 3
 
 
+def check_one_truth(exp: Path, study: Any, rows: list[dict[str, str]], members: list) -> None:
+    """The refits are trials of the study (and TensorBoard runs beside their sources), and
+    optuna-dashboard's best trial is the leaderboard's best when Optuna can know it (a
+    COMPLETE trial: Optuna never names a pruned one best)."""
+    from tensorboard_logs import read_runs
+
+    from fer_search.bench.viewers import ask, executable, free_port, server, until
+
+    by_ray_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    assert "RUNNING" not in {t.state.name for t in study.trials}
+    for member in members:
+        refit, source = by_ray_id[member["id"]], by_ray_id[member["from_trial"]]
+        assert refit.user_attrs["refit_of"] == source.number and refit.params == source.params
+        assert refit.state.name == "COMPLETE"
+    if rows[0]["status"] == "completed":  # ranked by val_acc: best/ (checked below)
+        assert study.best_trial.user_attrs["ray_trial_id"] == rows[0]["trial_id"]
+    port = free_port()
+    command = [executable("optuna-dashboard"), f"sqlite:///{exp / 'optuna.db'}",
+               "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+
+    def detail() -> dict[str, Any]:
+        studies = json.loads(ask(port, "/api/studies"))["study_summaries"]
+        return json.loads(ask(port, f"/api/studies/{studies[0]['study_id']}?after=0"))
+
+    with server(command, exp / "optuna-dashboard.log") as process:
+        until(process, lambda: (len(detail()["trials"]), 0), len(study.trials), 120)
+        (shown,) = detail()["best_trials"]  # its Best Trial card
+    assert shown["number"] == study.best_trial.number
+    runs = read_runs(exp / "tensorboard")
+    assert "." not in runs and sum(run["experiment"] is not None for run in runs.values()) == 1
+    (types,) = [run["types"] for run in runs.values() if run["types"]]
+    assert types["refit_of"][0] == "DATA_TYPE_STRING"
+    assert all(run["hparams"]["refit_of"] for run in runs.values())  # "-" or the source's run
+
+
 def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
     text = tiny_space("tiny", trials=3, refit_budget=12, refit_top_k=2, params="  ema: 0.9\n")
     text += "points_to_evaluate:\n  - {optimizer: sgd, lr@sgd: 0.05, dropout: 0.1}\n"
@@ -527,6 +563,7 @@ def test_search_runs_its_start_point_first_then_refits_the_best_two(tmp_path):
     study = optuna.load_study(study_name="rf", storage=f"sqlite:///{exp / 'optuna.db'}")
     first = min(study.trials, key=lambda t: t.number)
     assert first.params == {"optimizer": "sgd", "lr@sgd": 0.05, "dropout": 0.1}
+    check_one_truth(exp, study, rows, members)
 
     final = json.loads((exp / "final.json").read_text())  # selection still on val only
     assert final["best"]["trial_id"] == rows[0]["trial_id"]

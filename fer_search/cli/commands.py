@@ -274,8 +274,8 @@ def test_line(final: dict[str, Any]) -> str:
     tta = final.get("tta") or {}
     if tta.get("chosen") not in (None, "none") and "test_acc" in tta:
         parts.append(f"with {tta['chosen']} TTA (chosen on val) {percent(tta)}")
-    elif best.get("test_acc_tta") is not None:
-        parts.append(f"val chose no TTA; flip: {percent(best, 'test_acc_tta')}")
+    elif best.get("test_acc_flip") is not None:
+        parts.append(f"val chose no TTA; flip: {percent(best, 'test_acc_flip')}")
     line = f"test (PrivateTest, used once): best {percent(best)}"
     line += f" ({'; '.join(parts)})" if parts else ""
     if final.get("ensemble"):
@@ -334,7 +334,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         done = api.upgrade(args.experiment)
         print(
             f"optuna.db: {done['told']} RUNNING trial(s) closed, {done['resumed']} resumed "
-            f"trial(s) recorded, {done['not_started']} never started; "
+            f"trial(s) recorded, {done['not_started']} never started, {done['end_times']} "
+            f"end time(s) set from the trials' results; "
             f"TensorBoard: {done['tensorboard_runs']} run(s) rebuilt"
         )
     path = build_report(Path(args.experiment))

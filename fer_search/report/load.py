@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fer_search.config import METRIC, MODE
+from fer_search.config import METRIC, MODE, current_final
 from fer_search.errors import UserError
 
 __all__ = [
@@ -111,7 +111,7 @@ def read_final(path: Path) -> tuple[dict[str, Any] | None, list[str]]:
         return None, [f"final evaluation omitted: {exc}"]
     if not isinstance(final, dict):
         return None, [f"final evaluation omitted: {path} does not hold a JSON object"]
-    return final, []
+    return current_final(final), []
 
 
 def read_leaderboard(path: Path, mode: str = MODE) -> pd.DataFrame:

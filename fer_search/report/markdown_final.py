@@ -85,7 +85,7 @@ def final_row(
         ", ".join(name(t) for t in trial_ids),
         fmt_pct(numbers.get("val_acc")),
         fmt_ci(numbers.get("test_acc"), numbers.get("test_acc_ci95"), percent=True),
-        fmt_ci(numbers.get("test_acc_tta"), numbers.get("test_acc_tta_ci95"), percent=True),
+        fmt_ci(numbers.get("test_acc_flip"), numbers.get("test_acc_flip_ci95"), percent=True),
         fmt_ci(numbers.get("test_f1"), numbers.get("test_f1_ci95"), percent=False),
     ]
 

@@ -340,8 +340,8 @@ def as_probs(member: Member, tested_only: bool = False) -> dict[str, np.ndarray]
 
 
 def scores(probs: dict[str, np.ndarray], val: Any, test: Any, metrics: dict) -> dict[str, Any]:
-    """val_acc, test_acc, test_acc_tta and test_f1 of one model (or ensemble), each followed
-    by its 95 % interval; `metrics` is classification_metrics of probs["test"]."""
+    """val_acc, test_acc, test_acc_flip (with flip TTA) and test_f1 of one model (or ensemble),
+    each followed by its 95 % interval; `metrics` is classification_metrics of probs["test"]."""
     from fer_search import stats
 
     return {
@@ -349,8 +349,8 @@ def scores(probs: dict[str, np.ndarray], val: Any, test: Any, metrics: dict) -> 
         "val_acc_ci95": stats.accuracy_ci(val.labels, probs["val"].argmax(1)),
         "test_acc": metrics["accuracy"],
         "test_acc_ci95": metrics["accuracy_ci95"],
-        "test_acc_tta": accuracy(probs["test_tta"], test.labels),
-        "test_acc_tta_ci95": stats.accuracy_ci(test.labels, probs["test_tta"].argmax(1)),
+        "test_acc_flip": accuracy(probs["test_tta"], test.labels),
+        "test_acc_flip_ci95": stats.accuracy_ci(test.labels, probs["test_tta"].argmax(1)),
         "test_f1": metrics["macro_f1"],
         "test_f1_ci95": metrics["macro_f1_ci95"],
     }

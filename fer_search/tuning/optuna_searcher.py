@@ -9,8 +9,9 @@ scheduler), and one that raised is FAIL.
 A multi-objective search (a space's `objectives`) gets lists for `metric` and `mode`: a
 completed trial is told its best val_acc and its model's costs; a stopped one is PRUNED
 without values (Optuna takes no intermediate values in a multi-objective study). A space's
-`constraints` go on every scored trial through Optuna's Trial.set_constraint (cost - limit,
-<= 0 feasible), where its samplers read them.
+`constraints` go on every scored trial (cost - limit, <= 0 feasible) where Optuna's samplers
+and optuna-dashboard both read them (tuning._optuna_compat); the model's costs are user
+attributes too.
 The private attributes of OptunaSearch this needs are reached through `_ray_compat`.
 """
 
@@ -28,6 +29,8 @@ from fer_search.config import TrainConfig
 from fer_search.objectives import constraint_values, number_or_nan
 from fer_search.space import train_values
 from fer_search.tuning import _ray_compat as compat
+from fer_search.tuning._optuna_compat import set_constraints
+from fer_search.tuning.study import cost_attrs
 
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
@@ -152,10 +155,10 @@ class PruningOptunaSearch(OptunaSearch):
         scored = result is not None and state != TrialState.FAIL
         constraints = constraint_values(result or {}, limits) if scored else {}
         try:
+            attrs.update(cost_attrs(result or {}))  # a pruned trial's only record of them
             for key, attr in attrs.items():  # before tell: a finished trial is read-only
                 trials[trial_id].set_user_attr(key, attr)
-            for key, number in constraints.items():
-                trials[trial_id].set_constraint(key, number)
+            set_constraints(trials[trial_id], constraints)
             compat.optuna_search_study(self).tell(
                 trials[trial_id], values, state=state, skip_if_finished=True
             )

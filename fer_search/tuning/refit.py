@@ -236,7 +236,12 @@ def refit_phase(
         search.save()
     if not record["refit"]:
         return rows
-    from fer_search.tuning.tensorboard import LOG_DIR, finish_runs
+    from fer_search.tuning.tensorboard import (
+        LOG_DIR,
+        RunNames,
+        finish_runs,
+        write_experiment_config,
+    )
 
     names = refit_run_names(space, record["refit"], rows)
     results = run_refit(search, names)
@@ -248,6 +253,8 @@ def refit_phase(
     members = refit_members(record["refit"])
     refits = refit_rows(results, members, space, exp)
     finish_runs(exp / LOG_DIR, refits, names)
+    finish_runs(exp / LOG_DIR, rows, RunNames(space, refit=True))  # their refit_of: "-"
+    write_experiment_config(exp / LOG_DIR, space, [m["run"] for m in names.members or []])
     rows = choose([*rows, *refits], space)[0]
     write_leaderboard(rows, exp)
     return rows

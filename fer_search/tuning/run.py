@@ -259,7 +259,7 @@ def finish(
         if not search.options.no_final_eval:
             final = final_evaluation(search, ranked)
     with phases.step("record_outcome"):
-        record_outcome(exp, ranked, record.get("refit"), final)
+        record_outcome(exp, ranked, record.get("refit"), final, Objectives.of(space))
     record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     record["phases"] = phases.steps
     search.save()

@@ -17,7 +17,7 @@ run the driver reconciles the study with the leaderboard rows instead:
 A multi-objective study (a space's `objectives`) gets the same treatment with its values: a
 completed trial is COMPLETE with its best val_acc and its model's costs, a pruned one PRUNED
 without values (such a study keeps no intermediate values), and with `constraints` every trial
-gets its constraint values (cost - limit, Trial.set_constraint) for the sampler.
+gets its constraint values (cost - limit) for the sampler and the dashboard (tuning._optuna_compat).
 
 Each trial carries user attributes the dashboard shows: `ray_trial_id`, `status`, `stopped_by`
 (the scheduler: asha | hyperband | median; or time budget), `epochs`, `best_epoch`. After the
@@ -35,6 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fer_search.objectives import COSTS, number_or_nan
+from fer_search.tuning._optuna_compat import DASHBOARD_CONSTRAINTS, set_trial_end
+
 if TYPE_CHECKING:
     from fer_search.space import SearchSpace
 
@@ -51,7 +54,8 @@ __all__ = [
 ]
 
 RAY_TRIAL_ID = "ray_trial_id"
-FINAL_KEYS = ("test_acc", "test_acc_ci95", "test_acc_tta", "test_f1", "val_acc")
+REFIT_OF = "refit_of"  # a refit's Optuna trial: the number of the trial it trained again
+FINAL_KEYS = ("test_acc", "test_acc_ci95", "test_acc_flip", "test_f1", "val_acc")
 
 
 @dataclass
@@ -71,14 +75,14 @@ class StudyHandle:
             self.storage.set_trial_user_attr(trial_id, key, value)
 
     def set_constraints(self, number: int, values: dict[str, float]) -> None:
-        """Constraint values on RUNNING trial `number` (Optuna's Trial.set_constraint)."""
+        """Constraint values on RUNNING trial `number` (tuning._optuna_compat)."""
         import optuna
 
         if not values:
             return
-        trial = optuna.trial.Trial(self.study, self.storage_id(number))
-        for key, value in values.items():
-            trial.set_constraint(key, value)
+        from fer_search.tuning._optuna_compat import set_constraints
+
+        set_constraints(optuna.trial.Trial(self.study, self.storage_id(number)), values)
 
     def storage_id(self, number: int) -> int:
         """The storage's id of trial `number` (what its write calls take)."""
@@ -213,6 +217,8 @@ def close_study(
         with warnings.catch_warnings():  # experimental in Optuna 5, and what the dashboard reads
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             handle.study.set_metric_names(list(objectives.names))
+    if objectives.constraints:  # the names of each trial's constraint values, in their order
+        handle.study.set_user_attr("constraints", [name for name, _ in objectives.constraints])
     latest = handle.latest()
     for row in rows:
         trial = latest.pop(str(row["trial_id"]), None)
@@ -224,6 +230,9 @@ def close_study(
             handle.set_attrs(trial.number, trial_attrs(row))
             handle.set_constraints(trial.number, objectives.constraints_of(row))
             tell(handle, trial.number, row, objectives)
+            times = trial_times(exp, row)
+            if times is not None:  # closed now, ended then: its own last result's time
+                set_trial_end(handle.storage, handle.storage_id(trial.number), times[1])
             counts["told"] += 1
         else:
             # a pruned trial keeps what an earlier close_study found (a time budget's cut)
@@ -276,7 +285,41 @@ def trial_attrs(row: Mapping[str, Any]) -> dict[str, Any]:
         attrs["stopped_by"] = row["stopped_by"]
     if row.get("error"):
         attrs["error"] = str(row["error"])[:300]
-    return attrs
+    return {**attrs, **cost_attrs(row)}
+
+
+def cost_attrs(row: Mapping[str, Any]) -> dict[str, float]:
+    """The model's measured costs (latency_ms, params, flops) a row has, as user attributes:
+    a pruned trial of a multi-objective study keeps no values, so they are its only record in
+    the study."""
+    costs = {name: number_or_nan(row.get(name)) for name in COSTS}
+    return {name: value for name, value in costs.items() if math.isfinite(value)}
+
+
+def trial_times(exp: Path, row: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(start, end) of a trial as Unix times, from its progress.csv: the end is its last
+    result's `timestamp`, the start that less its `time_total_s`; None without one."""
+    import pandas as pd
+
+    path = exp / str(row.get("trial_dir") or "") / "progress.csv"
+    if not row.get("trial_dir") or not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    if frame.empty or "timestamp" not in frame:
+        return None
+    end = float(frame["timestamp"].iloc[-1])
+    return end - float(frame.get("time_total_s", pd.Series([0.0])).iloc[-1]), end
+
+
+def with_times(trial: Any, times: tuple[float, float] | None) -> Any:
+    """A FrozenTrial to add (study.add_trial) with the start and end its results give (Optuna
+    copies a template trial's times; create_trial stamps now)."""
+    import datetime as dt
+
+    if times is not None:
+        trial.datetime_start = dt.datetime.fromtimestamp(times[0])
+        trial.datetime_complete = dt.datetime.fromtimestamp(times[1])
+    return trial
 
 
 def tell(
@@ -304,6 +347,7 @@ def record_resumed(
     curve = {} if several else epoch_values(exp, row)
     values = objectives.values(row, value) if several else None
     state, told = final_state(row["status"], value, curve, values)
+    constraints = objectives.constraints_of(row)
     trial = optuna.trial.create_trial(
         params=old.params,
         distributions=old.distributions,
@@ -315,9 +359,15 @@ def record_resumed(
             **trial_attrs(row),
             "resumed_from": old.number,
         },
-        constraints=objectives.constraints_of(row) or None,
+        system_attrs=dashboard_constraints(constraints),
     )
-    handle.study.add_trial(trial)
+    handle.study.add_trial(with_times(trial, trial_times(exp, row)))
+
+
+def dashboard_constraints(constraints: Mapping[str, float]) -> dict[str, Any]:
+    """The system attribute Optuna and optuna-dashboard read constraints from
+    (tuning._optuna_compat)."""
+    return {DASHBOARD_CONSTRAINTS: list(constraints.values())} if constraints else {}
 
 
 def epoch_values(exp: Path, row: Mapping[str, Any]) -> dict[int, float]:
@@ -339,15 +389,17 @@ def record_outcome(
     rows: Sequence[MutableMapping[str, Any]],
     refit: dict[str, Any] | None,
     final: dict | None,
+    objectives: Objectives | None = None,
 ) -> None:
-    """The refits and the test results into the study's user attributes, for the dashboard
-    (a finished trial's attributes are read-only): `refit` lists each refit with the Optuna
+    """The refits and the test results into the study, for the dashboard: each refit as a
+    trial of its own (record_refits); the study's `refit` attribute lists each with the Optuna
     trial whose configuration it trained again and its val_acc; `final_*` are the final
     evaluation's figures of the model it chose."""
     handle = open_study(exp)
     if handle is None:
         return
     numbers = handle.numbers()
+    record_refits(handle, exp, rows, refit, objectives or Objectives())
     by_id = {str(row["trial_id"]): row for row in rows}
     refits = []
     for member in (refit or {}).get("members", []):
@@ -370,6 +422,50 @@ def record_outcome(
         part = (final or {}).get(name)
         if isinstance(part, dict) and part.get("test_acc") is not None:
             handle.study.set_user_attr(f"final_{name}_test_acc", part["test_acc"])
+
+
+def record_refits(
+    handle: StudyHandle,
+    exp: Path,
+    rows: Sequence[Mapping[str, Any]],
+    refit: dict[str, Any] | None,
+    objectives: Objectives,
+) -> int:
+    """Each refit as a finished Optuna trial of its own, so that the study's best trial is the
+    model the search delivers: the parameters of the trial it trained again (`refit_of`: that
+    trial's number), its val_acc (and costs) as values, its per-epoch values, its own start and
+    end. Added after the search, it was never a sampler's suggestion; warm starts leave it out
+    (tuning.warm_start). Once only: a refit already recorded is skipped. Returns how many."""
+    import optuna
+
+    trials = handle.trials()
+    recorded = {str(t.user_attrs.get(RAY_TRIAL_ID)) for t in trials if REFIT_OF in t.user_attrs}
+    sources = {
+        str(t.user_attrs.get(RAY_TRIAL_ID)): t for t in trials if REFIT_OF not in t.user_attrs
+    }
+    by_id = {str(row["trial_id"]): row for row in rows}
+    added = 0
+    for member in (refit or {}).get("members", []):
+        row, source = by_id.get(member["id"]), sources.get(str(member["from_trial"]))
+        if row is None or source is None or member["id"] in recorded:
+            continue
+        value, several = float(row["val_acc"]), len(objectives.names) > 1
+        curve = {} if several else epoch_values(exp, row)
+        values = objectives.values(row, value) if several else None
+        state, told = final_state(row["status"], value, curve, values)
+        constraints = objectives.constraints_of(row)
+        trial = optuna.trial.create_trial(
+            params=dict(source.params),
+            distributions=dict(source.distributions),
+            values=told,
+            state=state,
+            intermediate_values=curve,
+            user_attrs={**trial_attrs(row), REFIT_OF: source.number},
+            system_attrs=dashboard_constraints(constraints),
+        )
+        handle.study.add_trial(with_times(trial, trial_times(exp, row)))
+        added += 1
+    return added
 
 
 def json_number(value: Any) -> float | None:

@@ -146,7 +146,6 @@ def build_tuner(search: SearchRun, *, restore: bool) -> Any:
             restart_errored=False,
         )
         return console_on_restore(tuner, callbacks, options.verbose)
-    tb.write_experiment_config(exp / tb.LOG_DIR, space)
     keep: int | None = checkpoints_kept(space)
     if keep == 1 and not is_uri(storage_uri):  # the latest only, kept without Tune's snapshots
         keep = None

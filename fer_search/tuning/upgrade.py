@@ -5,15 +5,29 @@ trials' files."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from fer_search.config import recorded_scheduler
+from fer_search.config import current_final, recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.space import load_space
-from fer_search.tuning.experiment_dir import RUN_FILE
+from fer_search.tuning._optuna_compat import (
+    DASHBOARD_CONSTRAINTS,
+    set_trial_end,
+    write_finished_attrs,
+)
+from fer_search.tuning.experiment_dir import RUN_FILE, write_json
 from fer_search.tuning.refit import refit_run_names
 from fer_search.tuning.results import read_leaderboard, write_leaderboard
-from fer_search.tuning.study import Objectives, close_study, open_study, record_outcome
+from fer_search.tuning.study import (
+    Objectives,
+    close_study,
+    cost_attrs,
+    open_study,
+    record_outcome,
+    trial_times,
+)
 from fer_search.tuning.tensorboard import (
     LOG_DIR,
     RunNames,
@@ -41,12 +55,16 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     counts = close_study(
         exp, rows, space.experiment.metric, recorded_scheduler(record), Objectives.of(space)
     )
+    counts["end_times"] = true_end_times(exp, rows)
+    counts["attrs"] = upgrade_trial_attrs(exp, rows, Objectives.of(space))
     write_leaderboard(rows, exp)
     record = json.loads((exp / RUN_FILE).read_text())
     final = exp / "final.json"
-    record_outcome(
-        exp, rows, record.get("refit"), json.loads(final.read_text()) if final.is_file() else None
-    )
+    outcome = json.loads(final.read_text()) if final.is_file() else None
+    if outcome is not None and current_final(outcome) != outcome:  # today's key names
+        outcome = current_final(outcome)
+        write_json(final, outcome)
+    record_outcome(exp, rows, record.get("refit"), outcome, Objectives.of(space))
     counts["tensorboard_runs"] = rebuild_runs(exp)
     return counts
 
@@ -75,10 +93,9 @@ def rebuild_runs(exp: Path) -> int:
     root = exp / LOG_DIR
     shutil.rmtree(root, ignore_errors=True)
     refit = record.get("refit") or None
-    write_experiment_config(root, space, refit=bool(refit))
     search = [row for row in rows if not is_refit_id(row["trial_id"])]
     refits = [row for row in rows if is_refit_id(row["trial_id"])]
-    names = {"search": RunNames(space)}
+    names = {"search": RunNames(space, refit=bool(refit and refits))}
     if refit and refits:
         names["refit"] = refit_run_names(space, refit, search)
     for group, group_rows in (("search", search), ("refit", refits)):
@@ -91,7 +108,56 @@ def rebuild_runs(exp: Path) -> int:
                 writer = SummaryWriter(log_dir=str(root / name))
                 frame = pd.read_csv(progress)
                 for result in frame[frame["val_acc"].notna()].to_dict("records"):
-                    write_scalars(writer, result)
+                    write_scalars(writer, result, dict(space.constraints))
                 writer.close()
         finish_runs(root, group_rows, names[group])
+    retrained = [m["run"] for m in names["refit"].members or []] if "refit" in names else None
+    write_experiment_config(root, space, refit_runs=retrained)
     return len(search) + (len(refits) if "refit" in names else 0)
+
+
+def true_end_times(exp: Path, rows: Sequence[Mapping[str, Any]], slack_s: float = 60.0) -> int:
+    """Give each finished trial that ended over `slack_s` before its study says (closed after
+    the fact by an earlier fer-search) the end its own results give; how many changed."""
+    handle = open_study(exp)
+    if handle is None:
+        return 0
+    latest = handle.latest()
+    fixed = 0
+    for row in rows:
+        trial, times = latest.get(str(row["trial_id"])), trial_times(exp, row)
+        if trial is None or times is None or trial.datetime_complete is None:
+            continue
+        if trial.datetime_complete.timestamp() - times[1] > slack_s:
+            set_trial_end(handle.storage, handle.storage_id(trial.number), times[1])
+            fixed += 1
+    return fixed
+
+
+def upgrade_trial_attrs(
+    exp: Path, rows: Sequence[Mapping[str, Any]], objectives: Objectives
+) -> int:
+    """An older study's finished trials get what a search writes today: the model's costs as
+    user attributes, and the constraint values as the list optuna-dashboard reads in place of
+    Optuna 5's `constraints:<name>` keys. Returns how many trials changed."""
+    handle = open_study(exp)
+    if handle is None:
+        return 0
+    latest, names = handle.latest(), [name for name, _ in objectives.constraints]
+    changed = 0
+    for row in rows:
+        trial = latest.get(str(row["trial_id"]))
+        if trial is None or trial.state.name == "RUNNING":
+            continue
+        user = {k: v for k, v in cost_attrs(row).items() if k not in trial.user_attrs}
+        named = [f"{DASHBOARD_CONSTRAINTS}:{name}" for name in names]
+        system: dict[str, Any] = {}
+        if names and all(key in trial.system_attrs for key in named):
+            system = {DASHBOARD_CONSTRAINTS: [trial.system_attrs[key] for key in named]}
+        if user or system:
+            storage_id = handle.storage_id(trial.number)
+            write_finished_attrs(
+                handle.storage, storage_id, user, system, tuple(named) if system else ()
+            )
+            changed += 1
+    return changed

@@ -169,8 +169,12 @@ def copy_trial(trial: Any, space: SearchSpace, origin: str) -> tuple[Any, str]:
     import optuna
     from optuna.trial import TrialState
 
+    from fer_search.tuning.study import REFIT_OF
+
     if trial.state == TrialState.FAIL:
         return None, "failed"
+    if REFIT_OF in trial.user_attrs:  # a sampled configuration trained again: not a sample
+        return None, "refit"
     if trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
         return None, "not finished"
     if trial.value is None or not math.isfinite(trial.value):
