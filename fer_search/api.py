@@ -285,7 +285,8 @@ def predict(
 
     faces = given(detector=detector, min_pixels=min_pixels)
     if faces and not detect_faces:
-        raise UserError(f"--{'-'.join(next(iter(faces)).split('_'))} needs --detect-faces")
+        flag = "--face-detector" if "detector" in faces else "--min-face-pixels"
+        raise UserError(f"{flag} needs --detect-faces")
     return prediction.predict(
         checkpoint, images, detect_faces=detect_faces, annotate_dir=annotate, tta=tta,
         device=device, **faces,
