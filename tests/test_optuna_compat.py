@@ -38,3 +38,13 @@ def test_a_trial_s_end_time_can_be_set_after_it_was_told(tmp_path):
     set_trial_end(storage, trial._trial_id, 1700000000.0)
     (frozen,) = optuna.load_study(study_name="s", storage=storage).get_trials()
     assert frozen.datetime_complete == dt.datetime.fromtimestamp(1700000000.0)
+
+
+def test_a_study_attribute_can_be_removed(tmp_path):
+    from fer_search.tuning._optuna_compat import drop_study_attrs
+
+    study, storage, _ = study_with_one_running_trial(tmp_path)
+    study.set_user_attr("final_test_acc_tta", 0.7)
+    study.set_user_attr("final_test_acc", 0.69)
+    drop_study_attrs(storage, "s", ("final_test_acc_tta",))
+    assert optuna.load_study(study_name="s", storage=storage).user_attrs == {"final_test_acc": 0.69}

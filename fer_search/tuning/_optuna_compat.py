@@ -14,7 +14,8 @@ change):
   `trials.datetime_complete` column.
 - Nor can a finished trial take attributes: `report --upgrade` gives an older study's trials
   the cost attributes and the constraint list they lacked through `write_finished_attrs`, rows
-  of the RDB storage's `trial_user_attributes` / `trial_system_attributes` (key, JSON value).
+  of the RDB storage's `trial_user_attributes` / `trial_system_attributes` (key, JSON value);
+  a study attribute of an old name goes through `drop_study_attrs` (Optuna has no delete).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "DASHBOARD_CONSTRAINTS",
+    "drop_study_attrs",
     "set_constraints",
     "set_dashboard_constraints",
     "set_trial_end",
@@ -84,3 +86,16 @@ def write_finished_attrs(
                     text(f"INSERT INTO {table} (trial_id, key, value_json) VALUES (:id, :key, :v)"),
                     {"id": trial_id, "key": key, "v": json.dumps(value)},
                 )
+
+
+def drop_study_attrs(storage: Any, study_name: str, keys: tuple[str, ...]) -> None:
+    """Remove the user attributes `keys` of a study in an RDBStorage (optuna.db)."""
+    from sqlalchemy import text
+
+    study_id = storage.get_study_id_from_name(study_name)
+    with storage.engine.begin() as connection:
+        for key in keys:
+            connection.execute(
+                text("DELETE FROM study_user_attributes WHERE study_id = :id AND key = :key"),
+                {"id": study_id, "key": key},
+            )

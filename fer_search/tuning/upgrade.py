@@ -9,11 +9,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from fer_search.config import current_final, recorded_scheduler
+from fer_search.config import RENAMED_FINAL_KEYS, current_final, recorded_scheduler
 from fer_search.errors import UserError
 from fer_search.space import load_space
 from fer_search.tuning._optuna_compat import (
     DASHBOARD_CONSTRAINTS,
+    drop_study_attrs,
     set_trial_end,
     write_finished_attrs,
 )
@@ -65,6 +66,10 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
         outcome = current_final(outcome)
         write_json(final, outcome)
     record_outcome(exp, rows, record.get("refit"), outcome, Objectives.of(space))
+    handle = open_study(exp)
+    if handle is not None:  # the study's copies of final.json's figures under their old names
+        old = tuple(f"final_{key}" for key in RENAMED_FINAL_KEYS)
+        drop_study_attrs(handle.storage, handle.study.study_name, old)
     counts["tensorboard_runs"] = rebuild_runs(exp)
     return counts
 
