@@ -43,9 +43,10 @@ __all__ = ["rebuild_runs", "upgrade_experiment"]
 def upgrade_experiment(path: str | Path) -> dict[str, int]:
     """Bring an experiment an earlier fer-search wrote up to date for monitoring: no trial
     left RUNNING in optuna.db (closed as the leaderboard says; leaderboard.csv gains
-    `stopped_by`), the metric named, the refits and final figures as study attributes, and
-    TensorBoard runs rebuilt from the trials' files."""
-
+    `stopped_by`), each trial ending when its results did, the metric named, costs and the
+    constraint list on every trial, the refits as trials and the final figures as study
+    attributes (final.json's under today's names), and TensorBoard runs rebuilt from the
+    trials' files."""
     exp = Path(path).expanduser().resolve()
     missing = [f for f in (RUN_FILE, "leaderboard.csv", "space.yaml") if not (exp / f).is_file()]
     if missing:
