@@ -181,8 +181,6 @@ class Objectives:
         return cls(tuple(space.objective_names), tuple(space.constraints.items()))
 
     def values(self, row: Mapping[str, Any], value: float) -> list[float]:
-        from fer_search.objectives import number_or_nan
-
         return [value, *(number_or_nan(row.get(name)) for name in self.names[1:])]
 
     def constraints_of(self, row: Mapping[str, Any]) -> dict[str, float]:
@@ -296,26 +294,54 @@ def cost_attrs(row: Mapping[str, Any]) -> dict[str, float]:
     return {name: value for name, value in costs.items() if math.isfinite(value)}
 
 
-def trial_times(exp: Path, row: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(start, end) of a trial as Unix times, from its progress.csv: the end is its last
-    result's `timestamp`, the start that less its `time_total_s`; None without one."""
+def read_progress(exp: Path, row: Mapping[str, Any]) -> Any:
+    """The trial's progress.csv (a DataFrame, one row per result), or None without one."""
     import pandas as pd
 
     path = exp / str(row.get("trial_dir") or "") / "progress.csv"
     if not row.get("trial_dir") or not path.is_file():
         return None
-    frame = pd.read_csv(path)
-    if frame.empty or "timestamp" not in frame:
+    return pd.read_csv(path)
+
+
+def trial_times(exp: Path, row: Mapping[str, Any], frame: Any = None) -> tuple[float, float] | None:
+    """(start, end) of a trial as Unix times, from its progress.csv (`frame`, when read
+    already): the end is its last result's `timestamp`, the start that less its `time_total_s`;
+    None without one."""
+    frame = read_progress(exp, row) if frame is None else frame
+    if frame is None or frame.empty or "timestamp" not in frame:
         return None
     end = float(frame["timestamp"].iloc[-1])
-    return end - float(frame.get("time_total_s", pd.Series([0.0])).iloc[-1]), end
+    spent = float(frame["time_total_s"].iloc[-1]) if "time_total_s" in frame else 0.0
+    return end - spent, end
 
 
-def with_times(trial: Any, times: tuple[float, float] | None) -> Any:
-    """A FrozenTrial to add (study.add_trial) with the start and end its results give (Optuna
-    copies a template trial's times; create_trial stamps now)."""
+def finished_trial(
+    exp: Path, row: Mapping[str, Any], objectives: Objectives, template: Any, attrs: dict
+) -> Any:
+    """A finished Optuna trial (to study.add_trial) for a row Optuna never saw finish: the
+    parameters of `template` (an Optuna trial), the row's state and values, its per-epoch
+    values (one objective), its constraints, `attrs` as user attributes, and the start and end
+    its own results give (Optuna copies a template's times; create_trial stamps now)."""
     import datetime as dt
 
+    import optuna
+
+    frame = read_progress(exp, row)
+    value, several = float(row["val_acc"]), len(objectives.names) > 1
+    curve = {} if several else epoch_values(exp, row, frame)
+    values = objectives.values(row, value) if several else None
+    state, told = final_state(row["status"], value, curve, values)
+    trial = optuna.trial.create_trial(
+        params=dict(template.params),
+        distributions=dict(template.distributions),
+        values=told,
+        state=state,
+        intermediate_values=curve,
+        user_attrs=attrs,
+        system_attrs=dashboard_constraints(objectives.constraints_of(row)),
+    )
+    times = trial_times(exp, row, frame)
     if times is not None:
         trial.datetime_start = dt.datetime.fromtimestamp(times[0])
         trial.datetime_complete = dt.datetime.fromtimestamp(times[1])
@@ -340,28 +366,8 @@ def record_resumed(
     """A new finished trial for `old` (left FAIL/unfinished by an interrupted search) that a
     resumed search has now finished: same parameters, every epoch's value (one objective),
     the final state."""
-    import optuna
-
-    value = float(row["val_acc"])
-    several = len(objectives.names) > 1
-    curve = {} if several else epoch_values(exp, row)
-    values = objectives.values(row, value) if several else None
-    state, told = final_state(row["status"], value, curve, values)
-    constraints = objectives.constraints_of(row)
-    trial = optuna.trial.create_trial(
-        params=old.params,
-        distributions=old.distributions,
-        values=told,
-        state=state,
-        intermediate_values=curve,
-        user_attrs={
-            **old.user_attrs,
-            **trial_attrs(row),
-            "resumed_from": old.number,
-        },
-        system_attrs=dashboard_constraints(constraints),
-    )
-    handle.study.add_trial(with_times(trial, trial_times(exp, row)))
+    attrs = {**old.user_attrs, **trial_attrs(row), "resumed_from": old.number}
+    handle.study.add_trial(finished_trial(exp, row, objectives, old, attrs))
 
 
 def dashboard_constraints(constraints: Mapping[str, float]) -> dict[str, Any]:
@@ -370,15 +376,11 @@ def dashboard_constraints(constraints: Mapping[str, float]) -> dict[str, Any]:
     return {DASHBOARD_CONSTRAINTS: list(constraints.values())} if constraints else {}
 
 
-def epoch_values(exp: Path, row: Mapping[str, Any]) -> dict[int, float]:
-    """epoch -> val_acc from the trial's progress.csv (the last value of a repeated epoch)."""
-    import pandas as pd
-
-    path = exp / str(row.get("trial_dir") or "") / "progress.csv"
-    if not row.get("trial_dir") or not path.is_file():
-        return {}
-    frame = pd.read_csv(path)
-    if "epoch" not in frame or "val_acc" not in frame:
+def epoch_values(exp: Path, row: Mapping[str, Any], frame: Any = None) -> dict[int, float]:
+    """epoch -> val_acc from the trial's progress.csv (`frame`, when read already; the last
+    value of a repeated epoch)."""
+    frame = read_progress(exp, row) if frame is None else frame
+    if frame is None or "epoch" not in frame or "val_acc" not in frame:
         return {}
     frame = frame[frame["val_acc"].notna()]
     return {int(e): float(v) for e, v in zip(frame["epoch"], frame["val_acc"], strict=True)}
@@ -436,8 +438,6 @@ def record_refits(
     trial's number), its val_acc (and costs) as values, its per-epoch values, its own start and
     end. Added after the search, it was never a sampler's suggestion; warm starts leave it out
     (tuning.warm_start). Once only: a refit already recorded is skipped. Returns how many."""
-    import optuna
-
     trials = handle.trials()
     recorded = {str(t.user_attrs.get(RAY_TRIAL_ID)) for t in trials if REFIT_OF in t.user_attrs}
     sources = {
@@ -449,21 +449,8 @@ def record_refits(
         row, source = by_id.get(member["id"]), sources.get(str(member["from_trial"]))
         if row is None or source is None or member["id"] in recorded:
             continue
-        value, several = float(row["val_acc"]), len(objectives.names) > 1
-        curve = {} if several else epoch_values(exp, row)
-        values = objectives.values(row, value) if several else None
-        state, told = final_state(row["status"], value, curve, values)
-        constraints = objectives.constraints_of(row)
-        trial = optuna.trial.create_trial(
-            params=dict(source.params),
-            distributions=dict(source.distributions),
-            values=told,
-            state=state,
-            intermediate_values=curve,
-            user_attrs={**trial_attrs(row), REFIT_OF: source.number},
-            system_attrs=dashboard_constraints(constraints),
-        )
-        handle.study.add_trial(with_times(trial, trial_times(exp, row)))
+        attrs = {**trial_attrs(row), REFIT_OF: source.number}
+        handle.study.add_trial(finished_trial(exp, row, objectives, source, attrs))
         added += 1
     return added
 

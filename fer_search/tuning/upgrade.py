@@ -54,11 +54,10 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     rows = read_leaderboard(exp)
     space = load_space(str(exp / "space.yaml"))
     record = json.loads((exp / RUN_FILE).read_text())
-    counts = close_study(
-        exp, rows, space.experiment.metric, recorded_scheduler(record), Objectives.of(space)
-    )
+    objectives = Objectives.of(space)
+    counts = close_study(exp, rows, space.experiment.metric, recorded_scheduler(record), objectives)
     counts["end_times"] = true_end_times(exp, rows)
-    counts["attrs"] = upgrade_trial_attrs(exp, rows, Objectives.of(space))
+    counts["attrs"] = upgrade_trial_attrs(exp, rows, objectives)
     write_leaderboard(rows, exp)
     record = json.loads((exp / RUN_FILE).read_text())
     final = exp / "final.json"
@@ -66,7 +65,7 @@ def upgrade_experiment(path: str | Path) -> dict[str, int]:
     if outcome is not None and current_final(outcome) != outcome:  # today's key names
         outcome = current_final(outcome)
         write_json(final, outcome)
-    record_outcome(exp, rows, record.get("refit"), outcome, Objectives.of(space))
+    record_outcome(exp, rows, record.get("refit"), outcome, objectives)
     handle = open_study(exp)
     if handle is not None:  # the study's copies of final.json's figures under their old names
         old = tuple(f"final_{key}" for key in RENAMED_FINAL_KEYS)
