@@ -12,6 +12,17 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+def load_script(name: str) -> Any:
+    """benchmarks/<name>.py as a module (the scripts are not a package), to test its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_python(
     *argv: str,
     env: Mapping[str, str] | None = None,

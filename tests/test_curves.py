@@ -5,18 +5,14 @@ runs the script for real on the demo data, twice, and reads the table it writes.
 from __future__ import annotations
 
 import csv
-import importlib.util
 
 import numpy as np
-from helpers import REPO, run_python
+from helpers import REPO, load_script, run_python
 
 from fer_search.config import TrainConfig
 
 SCRIPT = REPO / "benchmarks" / "curves.py"
-_spec = importlib.util.spec_from_file_location("curves", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-curves = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(curves)
+curves = load_script("curves")
 
 
 def test_the_design_is_the_same_every_run_and_every_point_is_a_train_config() -> None:

@@ -4,20 +4,16 @@ the demo data with a tiny budget and reads the JSON it writes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from helpers import REPO, run_python
+from helpers import REPO, load_script, run_python
 
 from fer_search.space import load_space
 from fer_search.space.schema import ExperimentSettings
 
 SCRIPT = REPO / "benchmarks" / "strategies.py"
-_spec = importlib.util.spec_from_file_location("strategies", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-strategies = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(strategies)
+strategies = load_script("strategies")
 
 
 def test_search_plan_scales_the_reference_space_to_ten_minutes() -> None:
