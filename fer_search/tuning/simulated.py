@@ -155,17 +155,37 @@ def simulated_probs(
 class SimulatedTrainer:
     """Trials that wait `epoch_s` per epoch and follow `curve`; checkpoints of `checkpoint_mib`
     MiB. `test_gap`: the simulated models' test accuracy minus their val accuracy (mean; each
-    model draws its own around it)."""
+    model draws its own around it).
+
+    `speedup`: for a curve that knows how long its configurations' epochs take
+    (`curve.epoch_seconds(config)`, e.g. a surrogate of recorded curves), each epoch waits that
+    many seconds divided by `speedup` instead of `epoch_s`, so slow configurations stay slow;
+    every result then carries `sim_epoch_s`, the epoch's seconds before the speedup, and
+    `reported_at`, the Unix time of the report, for a benchmark to count the budget spent."""
 
     epoch_s: float = 1.0
     checkpoint_mib: float = 1.0
     curve: Callable[[dict[str, Any], int, int], float] = field(default_factory=LearningCurve)
     test_gap: float = 0.005
     kind: str = "simulated"
+    speedup: float | None = None
 
     def __post_init__(self) -> None:
         if self.epoch_s < 0 or self.checkpoint_mib < 0:
             raise ValueError(f"epoch_s and checkpoint_mib must be >= 0, got {self}")
+        if self.speedup is not None and (
+            self.speedup <= 0 or not callable(getattr(self.curve, "epoch_seconds", None))
+        ):
+            raise ValueError(
+                f"{self.speedup=} needs a curve with epoch_seconds(config) and a value > 0"
+            )
+
+    def epoch_wait(self, config: dict[str, Any]) -> tuple[float, float | None]:
+        """(seconds this epoch waits, the seconds it stands for; None without a speedup)."""
+        if self.speedup is None:
+            return self.epoch_s, None
+        seconds = float(self.curve.epoch_seconds(config))  # type: ignore[attr-defined]
+        return seconds / self.speedup, seconds
 
     # ---------------------------------------------------------------- the trial
     def run_trial(self, config: dict[str, Any], data: Any) -> None:
@@ -185,9 +205,10 @@ class SimulatedTrainer:
                 state.update(json.loads((Path(directory) / STATE_FILE).read_text())["state"])
         node = _node_id()
         best_probs: np.ndarray | None = None
+        wait, stands_for = self.epoch_wait(config)
         for epoch in range(int(state["epoch"]) + 1, epochs + 1):
             started = time.perf_counter()
-            time.sleep(self.epoch_s)
+            time.sleep(wait)
             val_acc = float(self.curve(config, epoch, classes))
             new_best = val_acc > state["best_val_acc"]
             if new_best:
@@ -196,6 +217,8 @@ class SimulatedTrainer:
             state["epoch"] = epoch
             metrics = self.epoch_metrics(epoch, val_acc, state, epochs, len(labels))
             metrics.update(node=node, gpu_ids="", epoch_time=time.perf_counter() - started)
+            if stands_for is not None:
+                metrics.update(sim_epoch_s=stands_for, reported_at=time.time())
             if not should_checkpoint(epoch, every, epochs, new_best, pause_at):
                 tune.report(metrics)
                 continue
@@ -251,6 +274,7 @@ class SimulatedTrainer:
             "epoch_s": self.epoch_s,
             "checkpoint_mib": self.checkpoint_mib,
             "test_gap": self.test_gap,
+            "speedup": self.speedup,
         }
         if isinstance(curve, LearningCurve):
             described["curve"] = dataclasses.asdict(curve)
