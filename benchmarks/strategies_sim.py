@@ -2,7 +2,7 @@
 (issue #35): simulated trials, the real Ray Tune + Optuna + scheduler path.
 
     python benchmarks/strategies_sim.py --curves results/benchmarks/curves/fer2013-curves.csv \
-        --out results/benchmarks [--seeds 30] [--workers 8] [--budget-h 1] [--speedup 40]
+        --out results/benchmarks [--seeds 30] [--workers 8] [--budget-h 0.05] [--speedup 10]
 
 1. The surrogate (fer_search.tuning.surrogate) is fitted on the curve table, and its fidelity on
    held-out configurations (k-fold) is measured and written first.
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import math
 import os
 import platform
@@ -93,14 +94,14 @@ def sampler_for(arm: str, seed: int, workers: int) -> Any:
 
     if arm == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    variants = {
+    variants: dict[str, dict[str, Any]] = {
         "tpe-independent": {"multivariate": False, "constant_liar": workers > 1},
         "tpe-no-liar": {"multivariate": True, "group": True, "constant_liar": False},
         "tpe-startup-40": {"multivariate": True, "group": True, "constant_liar": workers > 1,
                            "n_startup_trials": 40},
     }  # fmt: skip
     if arm in variants:
-        settings = {"n_startup_trials": 10, **variants[arm]}
+        settings: dict[str, Any] = {"n_startup_trials": 10, **variants[arm]}
         return optuna.samplers.TPESampler(seed=seed, **settings)
     return None
 
@@ -186,7 +187,9 @@ def run_ray_optuna(seed: int, plan: dict[str, Any], surrogate: Any, scratch: Pat
                                   verbose=0, stop=Budget()),
     )  # fmt: skip
     events = []
-    for result in tuner.fit():
+    results = tuner.fit()
+    for index in range(len(results)):
+        result = results[index]
         frame = result.metrics_dataframe
         if frame is None or frame.empty or result.config is None:
             continue  # a trial the time budget ended before its first result
@@ -461,8 +464,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--budget-h", type=float, default=1.0, help="hours per worker")
-    parser.add_argument("--speedup", type=float, default=40.0)
+    parser.add_argument("--budget-h", type=float, default=0.05, help="hours per worker")
+    parser.add_argument("--speedup", type=float, default=10.0)
     parser.add_argument("--wall-margin", type=float, default=1.4)
     parser.add_argument("--startup-s", type=float, default=15.0)
     parser.add_argument("--arms", default=",".join(ARMS))
@@ -488,7 +491,7 @@ def main() -> None:
     done = {(r["arm"], r["seed"]) for r in runs}
     grid = np.linspace(plan["budget_s"] / GRID, plan["budget_s"], GRID)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="ERROR")
+    ray.init(num_cpus=args.workers, include_dashboard=False, logging_level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="strategies-sim-") as scratch:
         for seed in range(args.seeds):
             for arm in arms:
