@@ -331,3 +331,47 @@ def test_pbt_search_end_to_end_records_lineage_and_an_honest_study(tmp_path):
             assert trial.values[0] == pytest.approx(float(row["val_acc"]))
     resumed = run_fer_search("--resume", str(exp))  # refused, in one line, before any work
     assert "--resume of a PBT search is not supported" in one_line_error(resumed)
+
+
+def test_a_pbt_search_registers_each_checkpoint_once_so_no_trial_loses_its_donor(tmp_path):
+    """2 simulated trials x 8 epochs, a perturbation every 2, a checkpoint every epoch, both
+    running at once: at a perturbation PBT asks the better trial for its checkpoint, and Tune
+    would ask again for the checkpoint that result reported. Registered twice, Tune deleted the
+    directory one checkpoint early, while the trial still named it and PBT handed it out: the
+    trial copying it failed to restore ("does not exist on storage anymore") and errored, and
+    Tune failed to delete it again ("Error handling checkpoint ... Path not found")."""
+    import logging
+
+    import ray
+
+    import fer_search
+
+    class Errors(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.ERROR)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage()[:300])
+
+    space = {
+        "name": "pbt-once",
+        "experiment": {"epochs": 8, "num_samples": 2, "seed": 0, "scheduler": "pbt",
+                       "perturbation_interval": 2, "checkpoint_every": 1, "cpus_per_trial": 1},
+        "params": {"model": "simple_cnn", "lr": {"type": "loguniform", "low": 1e-3, "high": 0.1},
+                   "dropout": {"type": "uniform", "low": 0.0, "high": 0.5}},
+    }  # fmt: skip
+    errors, tune_log = Errors(), logging.getLogger("ray.tune")
+    tune_log.addHandler(errors)
+    try:
+        exp = fer_search.search(
+            space, data=fer_search.load_data("demo", demo_size=0.1), cpus=4, verbose=0,
+            trainer=fer_search.SimulatedTrainer(epoch_s=0.2, checkpoint_mib=0.0),
+            storage=str(tmp_path), name="pbt-once", no_final_eval=True,
+        )  # fmt: skip
+    finally:
+        tune_log.removeHandler(errors)
+        ray.shutdown()  # the search started Ray in this process; later modules start their own
+    assert errors.messages == []
+    board = exp.leaderboard
+    assert set(board["status"]) == {"completed"} and (board["epochs"] == 8).all()

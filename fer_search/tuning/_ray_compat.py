@@ -29,6 +29,16 @@ the attribute when a release removes or renames one of them; fix it here, nowher
   exploited). `pbt_exploits` reads it for the lineage (tuning.pbt). BasicVariantGenerator
   tags the trials it makes from `points_to_evaluate` with their index, in order ("0", "1",
   ...; then "_" and any sampled variables): `pbt_point_index`.
+- At a perturbation PopulationBasedTraining asks a running trial of its top quantile for a
+  checkpoint (`_checkpoint_or_exploit` schedules a `save`, marking the trial `is_saving`); then
+  `TuneController._process_trial_result`, unless PBT said PAUSE, schedules another `save` when
+  the result reported a checkpoint (`result[SHOULD_CHECKPOINT]`, read after the callbacks'
+  `on_trial_result`, which may change the result in place). A function trainable's `save`
+  returns its last reported result, so both register the same directory with the trial's
+  `_CheckpointManager`, which never compares paths: when the first copy leaves
+  `CheckpointConfig(num_to_keep)` it deletes the directory the second still names (often PBT's
+  donor checkpoint: the trial exploiting it fails to restore), and deleting the second fails
+  ("Error handling checkpoint ... Path not found"). `skip_second_save` keeps the first only.
 """
 
 from __future__ import annotations
@@ -51,6 +61,7 @@ __all__ = [
     "pbt_original_tag",
     "pbt_point_index",
     "restored_run_config",
+    "skip_second_save",
 ]
 
 CHECKED_ON = {"ray": "2.60.0", "optuna": "5.1.0"}
@@ -139,6 +150,18 @@ def live_trial_states(results: Any) -> dict[str, str]:
     return {trial.trial_id: trial.status for trial in getattr(analysis, "trials", None) or []}
 
 
+def skip_second_save(trial: Any, result: dict[str, Any]) -> bool:
+    """From a callback's `on_trial_result`: when the scheduler already asked `trial` for the
+    checkpoint `result` reported (the pending save will register it), tell Tune not to ask again
+    (result[SHOULD_CHECKPOINT] = False); True when it did."""
+    from ray.tune.result import SHOULD_CHECKPOINT
+
+    if not (trial.is_saving and result.get(SHOULD_CHECKPOINT)):
+        return False
+    result[SHOULD_CHECKPOINT] = False
+    return True
+
+
 def bootstrap_address(address: str) -> str:
     """What `ray.init(address=address)` would connect to (`auto`: the local cluster's GCS)."""
     from ray._private.services import canonicalize_bootstrap_address
@@ -181,6 +204,15 @@ def missing_internals() -> list[str]:
 
     if "experiment_tag = str(self.counter)" not in inspect.getsource(_TrialIterator.create_trial):
         problems.append("ray's BasicVariantGenerator no longer tags a trial with its counter")
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.experiment import Trial
+
+    source = inspect.getsource(TuneController._process_trial_result)
+    told, read = source.find("self._callbacks.on_trial_result"), source.find("SHOULD_CHECKPOINT")
+    if not 0 <= told < read:
+        problems.append("Tune no longer reads a result's SHOULD_CHECKPOINT after its callbacks")
+    if not isinstance(getattr(Trial, "is_saving", None), property):
+        problems.append("ray.tune.experiment.Trial has no is_saving")
     services = importlib.import_module("ray._private.services")
     if not callable(getattr(services, "canonicalize_bootstrap_address", None)):
         problems.append("ray._private.services.canonicalize_bootstrap_address is gone")

@@ -13,6 +13,11 @@ one. Between snapshots a running trial holds the checkpoints of its last few sec
 
 Used for local storage and the schedulers that never go back to an older checkpoint (PBT's
 donors are kept by Tune's own policy). When Tune takes the snapshot: see _ray_compat.
+
+That policy counts on Tune registering each checkpoint once. Under PBT a top trial's
+checkpoint at a perturbation is asked for twice (by PBT, and by Tune for the result that
+reported it), and registered twice Tune deletes its directory while the trial still names it:
+`OneSavePerCheckpoint` lets only the first ask (see _ray_compat).
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-__all__ = ["LatestCheckpoint"]
+from fer_search.tuning import _ray_compat as compat
+
+__all__ = ["LatestCheckpoint", "OneSavePerCheckpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -61,3 +68,12 @@ class LatestCheckpoint(Callback):
                     shutil.rmtree(older, ignore_errors=True)
             self._written[trial_id] = []
         return None  # nothing to restore: a resumed run finds the older ones on disk
+
+
+class OneSavePerCheckpoint(Callback):
+    """Tune saves a result's checkpoint only once when the scheduler (PBT) already asked for it."""
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        compat.skip_second_save(trial, result)

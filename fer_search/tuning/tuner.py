@@ -90,8 +90,8 @@ def pbt_population(
 def checkpoints_kept(space: SearchSpace) -> int:
     """Checkpoints Tune keeps per trial: the last one; under PBT also those since the trial's
     last perturbation epoch, whose checkpoint a worse trial may still copy (a trial reports at
-    most one checkpoint per epoch, and PBT takes a donor's checkpoint from its last
-    perturbation)."""
+    most one checkpoint per epoch, which Tune registers once (OneSavePerCheckpoint), and PBT
+    takes a donor's checkpoint from its last perturbation)."""
     ex = space.experiment
     if ex.scheduler != "pbt":
         return 1
@@ -119,7 +119,7 @@ def build_tuner(search: SearchRun, *, restore: bool) -> Any:
     from ray import tune
 
     from fer_search.tuning import tensorboard as tb
-    from fer_search.tuning.checkpoint_keeper import LatestCheckpoint
+    from fer_search.tuning.checkpoint_keeper import LatestCheckpoint, OneSavePerCheckpoint
     from fer_search.tuning.console import console_callbacks, console_on_restore, ray_verbosity
     from fer_search.tuning.trainable import trainer_trial
 
@@ -153,6 +153,7 @@ def build_tuner(search: SearchRun, *, restore: bool) -> Any:
     param_space = trial_constants(space, plan, search.class_set)
     if ex.scheduler == "pbt":
         search_alg, param_space = pbt_population(exp, space, options.sampler, param_space)
+        callbacks.append(OneSavePerCheckpoint())  # else a checkpoint is registered twice
     else:
         search_alg = make_searcher(exp, space, plan, options.sampler)
     return tune.Tuner(
