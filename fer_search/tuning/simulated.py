@@ -274,8 +274,9 @@ class SimulatedTrainer:
             "epoch_s": self.epoch_s,
             "checkpoint_mib": self.checkpoint_mib,
             "test_gap": self.test_gap,
-            "speedup": self.speedup,
         }
+        if self.speedup is not None:  # waits the curve's epoch seconds over it
+            described["speedup"] = self.speedup
         if isinstance(curve, LearningCurve):
             described["curve"] = dataclasses.asdict(curve)
         else:
