@@ -1,7 +1,7 @@
 """Recorded learning curves from real training: the table a surrogate benchmark is fitted on.
 
     python benchmarks/curves.py --data fer2013.csv.gz \
-        --out results/benchmarks/curves/fer2013-curves.csv \
+        --out results/benchmarks/curves/curves.csv \
         [--configs 64] [--epochs 12] [--train-size 6000] [--repeats 8] [--budget-min 40]
 
 A space-filling design (a scrambled Sobol sequence, seeded) over a space wider than

@@ -1,7 +1,7 @@
 """Search strategies over many seeds on a surrogate of recorded FER2013 learning curves
 (issue #35): simulated trials, the real Ray Tune + Optuna + scheduler path.
 
-    python benchmarks/strategies_sim.py --curves results/benchmarks/curves/fer2013-curves.csv \
+    python benchmarks/strategies_sim.py --curves results/benchmarks/curves/curves.csv \
         --out results/benchmarks [--seeds 30] [--workers 8] [--budget-h 0.05] [--speedup 10]
 
 1. The surrogate (fer_search.tuning.surrogate) is fitted on the curve table, and its fidelity on
