@@ -5,73 +5,34 @@
         [--configs 64] [--epochs 12] [--train-size 6000] [--repeats 8] [--budget-min 40]
 
 A space-filling design (a scrambled Sobol sequence, seeded) over a space wider than
-reference.yaml: the simple_cnn family's width and blocks, optimiser, learning rate, weight
-decay, schedule, dropout, label smoothing, batch size and the augmentation strengths. Each
-configuration trains from scratch on a fixed, stratified part of FER2013's Training split
-(`--train-size` images, the same for every configuration) for `--epochs` epochs, and every
-epoch's val_acc (PublicTest, all 3,589 images), losses and seconds are appended to `--out`, one
-row per epoch. The first `--repeats` configurations train again with seeds 1 and 2: the noise of
-a curve. The collection is resumable in chunks: a (configuration, seed) already in the table is
-skipped, and no new one starts after `--budget-min` minutes (each call trains one at least).
-Numbers only: no image is written.
+reference.yaml (`fer_search.tuning.curve_space`): the simple_cnn family's width and blocks,
+optimiser, learning rate, weight decay, schedule, dropout, label smoothing, batch size and the
+augmentation strengths. Each configuration trains from scratch on a fixed, stratified part of
+FER2013's Training split (`--train-size` images, the same for every configuration) for
+`--epochs` epochs, and every epoch's val_acc (PublicTest, all 3,589 images), losses and
+seconds are appended to `--out`, one row per epoch. The first `--repeats` configurations train
+again with seeds 1 and 2: the noise of a curve. The collection is resumable in chunks: a
+(configuration, seed) already in the table is skipped, and no new one starts after
+`--budget-min` minutes (each call trains one at least). Numbers only: no image is written.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fer_search.tuning.curve_space import design  # noqa: E402
+
 COLUMNS = ("config", "seed", "epoch", "val_acc", "val_loss", "train_loss", "train_acc", "epoch_s")
-BLOCKS = ("1,1,1", "1,1,2", "1,1,1,1", "1,1,2,2", "1,2,2,2", "2,2,2,2")
-WIDTHS = (8, 16, 24, 32, 48)
-SCHEDULES = ("cosine", "onecycle", "constant")
-BATCH_SIZES = (64, 128, 256)
-OPTIMIZERS = ("sgd", "adamw")
-DIMENSIONS = 14  # one per setting below, in this order
-
-
-def pick(u: float, choices: tuple[Any, ...]) -> Any:
-    return choices[min(int(u * len(choices)), len(choices) - 1)]
-
-
-def log_between(u: float, low: float, high: float) -> float:
-    return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
-
-
-def configuration(u: np.ndarray) -> dict[str, Any]:
-    """One point of the unit hypercube -> TrainConfig settings (the learning rate's range
-    depends on the optimiser: SGD with momentum and AdamW differ by about 30x)."""
-    optimizer = pick(u[2], OPTIMIZERS)
-    low, high = (3e-3, 0.3) if optimizer == "sgd" else (1e-4, 1e-2)
-    return {
-        "width": pick(u[0], WIDTHS),
-        "blocks": pick(u[1], BLOCKS),
-        "optimizer": optimizer,
-        "lr": round(log_between(u[3], low, high), 6),
-        "weight_decay": round(log_between(u[4], 1e-5, 3e-3), 7),
-        "schedule": pick(u[5], SCHEDULES),
-        "dropout": round(0.6 * float(u[6]), 3),
-        "label_smoothing": round(0.2 * float(u[7]), 3),
-        "batch_size": pick(u[8], BATCH_SIZES),
-        "crop_pad": int(pick(u[9], (0, 1, 2, 3, 4, 5, 6))),
-        "hflip": pick(u[10], (0.0, 0.5)),
-        "rotation": round(20.0 * float(u[11]), 1),
-        "scale": round(0.25 * float(u[12]), 3),
-        "erasing": round(0.5 * float(u[13]), 3),
-    }
-
-
-def design(count: int, seed: int = 0) -> list[dict[str, Any]]:
-    from scipy.stats import qmc
-
-    points = qmc.Sobol(DIMENSIONS, scramble=True, seed=seed).random(count)
-    return [configuration(point) for point in points]
 
 
 def stratified(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:

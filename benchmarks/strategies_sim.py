@@ -52,32 +52,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fer_search.tuning import curve_space  # noqa: E402
+
 ARMS = ("default", "random", "tpe-independent", "tpe-no-liar", "tpe-startup-40", "hyperband",
         "pbt", "ray-optuna")  # fmt: skip
 EPOCHS = 12  # the table's; ASHA's max_t (rungs at 1, 3 and 9 with grace 1 and eta 3)
 GRID = 40  # budget points a trajectory is kept at
 BOOTSTRAP = 2000
 CLASSES = 7
-# the table's design (benchmarks/curves.py) as a fer-search space: the same choices and ranges
-SPACE_PARAMS: dict[str, Any] = {
-    "model": "simple_cnn",
-    "width": {"type": "categorical", "choices": [8, 16, 24, 32, 48]},
-    "blocks": {"type": "categorical",
-               "choices": ["1,1,1", "1,1,2", "1,1,1,1", "1,1,2,2", "1,2,2,2", "2,2,2,2"]},
-    "optimizer": {"type": "categorical", "choices": ["sgd", "adamw"]},
-    "lr@sgd": {"type": "loguniform", "low": 3e-3, "high": 0.3, "when": {"optimizer": "sgd"}},
-    "lr@adamw": {"type": "loguniform", "low": 1e-4, "high": 1e-2, "when": {"optimizer": "adamw"}},
-    "weight_decay": {"type": "loguniform", "low": 1e-5, "high": 3e-3},
-    "schedule": {"type": "categorical", "choices": ["cosine", "onecycle", "constant"]},
-    "dropout": {"type": "uniform", "low": 0.0, "high": 0.6},
-    "label_smoothing": {"type": "uniform", "low": 0.0, "high": 0.2},
-    "batch_size": {"type": "categorical", "choices": [64, 128, 256]},
-    "crop_pad": {"type": "int", "low": 0, "high": 6},
-    "hflip": {"type": "categorical", "choices": [0.0, 0.5]},
-    "rotation": {"type": "uniform", "low": 0.0, "high": 20.0},
-    "scale": {"type": "uniform", "low": 0.0, "high": 0.25},
-    "erasing": {"type": "uniform", "low": 0.0, "high": 0.5},
-}  # fmt: skip
+# the table's design as a fer-search space: the same choices and ranges
+SPACE_PARAMS = curve_space.search_params()
 
 
 # ---------------------------------------------------------------- one search per arm
@@ -404,6 +388,7 @@ def markdown(record: dict[str, Any], workers: int) -> str:
         f"{plan['budget_s'] / workers / 3600:.2f} h), simulated {plan['speedup']:g}x faster "
         f"(mean epoch {plan['mean_epoch_s']} s on the recording CPU); PBT population "
         f"{plan['pbt_population']}", "",
+        *seeds_note(record),
         "Every trial is simulated: no model is trained. Its curve comes from a surrogate fitted "
         "on real FER2013 training (`results/benchmarks/curves/`); everything else is the real "
         "Ray Tune, Optuna and scheduler path.", "",
@@ -451,6 +436,16 @@ def markdown(record: dict[str, Any], workers: int) -> str:
     return "\n".join(lines)
 
 
+def seeds_note(record: dict[str, Any]) -> list[str]:
+    """A paragraph saying the run is partial, when an arm has fewer seeds than were asked for."""
+    fewest = min((e["seeds"] for e in record["summary"]["arms"].values()), default=0)
+    if fewest >= record["seeds_requested"]:
+        return []
+    return [f"**Partial**: {fewest} seeds or more per arm of the {record['seeds_requested']} "
+            "asked for (the run stopped at its `--stop-after-min`; the same command goes on "
+            "from `strategies-sim-runs.jsonl`).", ""]  # fmt: skip
+
+
 def _ratio_text(ratio: float | None, ci: list[float | None] | None) -> str:
     def text(v: float | None) -> str:
         return "never" if v is None else f"{v:.2f}"
@@ -469,6 +464,12 @@ def main() -> None:
     parser.add_argument("--wall-margin", type=float, default=1.4)
     parser.add_argument("--startup-s", type=float, default=15.0)
     parser.add_argument("--arms", default=",".join(ARMS))
+    parser.add_argument(
+        "--stop-after-min",
+        type=float,
+        default=None,
+        help="start no search after this many minutes; write what is done",
+    )
     args = parser.parse_args()
     arms = [a for a in args.arms.split(",") if a]
     unknown = set(arms) - set(ARMS)
@@ -493,20 +494,22 @@ def main() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ray.init(num_cpus=args.workers, include_dashboard=False, logging_level=logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="strategies-sim-") as scratch:
-        for seed in range(args.seeds):
-            for arm in arms:
-                if (arm, seed) in done:
-                    continue
-                began = time.time()
-                events = run_one(arm, seed, plan, surrogate, Path(scratch))
-                run = {"key": key, "arm": arm, "seed": seed, "wall_s": time.time() - began,
-                       **trajectory(events, surrogate, grid)}  # fmt: skip
-                with runs_path.open("a") as file:
-                    file.write(json.dumps(run) + "\n")
-                runs.append(run)
-                print(f"seed {seed} {arm}: final {run['values'][-1]:.4f}, {run['trials']} "
-                      f"trials, {run['spent_s'] / plan['budget_s']:.2f} of the budget in "
-                      f"{run['wall_s']:.0f} s", flush=True)  # fmt: skip
+        todo = [(seed, arm) for seed in range(args.seeds) for arm in arms
+                if (arm, seed) not in done]  # fmt: skip
+        for seed, arm in todo:
+            if args.stop_after_min and time.time() - started > 60 * args.stop_after_min:
+                print(f"stopped after {args.stop_after_min:g} min; the same command goes on")
+                break
+            began = time.time()
+            events = run_one(arm, seed, plan, surrogate, Path(scratch))
+            run = {"key": key, "arm": arm, "seed": seed, "wall_s": time.time() - began,
+                   **trajectory(events, surrogate, grid)}  # fmt: skip
+            with runs_path.open("a") as file:
+                file.write(json.dumps(run) + "\n")
+            runs.append(run)
+            print(f"seed {seed} {arm}: final {run['values'][-1]:.4f}, {run['trials']} "
+                  f"trials, {run['spent_s'] / plan['budget_s']:.2f} of the budget in "
+                  f"{run['wall_s']:.0f} s", flush=True)  # fmt: skip
     ray.shutdown()
     from importlib import metadata
 
@@ -519,7 +522,8 @@ def main() -> None:
         "machine": f"{platform.platform()}; {os.cpu_count()} CPUs",
         "versions": versions, "plan": {k: v for k, v in plan.items() if k != "data"},
         "surrogate": surrogate.describe(), "fidelity": report,
-        "grid_s": grid.round(1).tolist(), "summary": summarise(runs, grid),
+        "seeds_requested": args.seeds, "grid_s": grid.round(1).tolist(),
+        "summary": summarise(runs, grid),
     }  # fmt: skip
     write_outputs(args.out, record, grid, args.workers)
     print(f"wrote {args.out / 'strategies-sim.md'}")

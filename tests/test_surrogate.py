@@ -1,5 +1,5 @@
 """tuning.surrogate: a learning curve fitted on recorded curves. The tables here are written by
-the test from a known truth (benchmarks/curves.py's design, curves from a formula, noise of a
+the test from a known truth (tuning.curve_space's design, curves from a formula, noise of a
 known size), so the fit, the noise and the fidelity report can each be checked against it."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import pytest
 from helpers import load_script
 
 from fer_search.errors import UserError
+from fer_search.tuning import curve_space
 from fer_search.tuning.simulated import SimulatedTrainer
 from fer_search.tuning.surrogate import (
     CurveSurrogate,
@@ -45,7 +46,7 @@ def seconds(config: dict[str, Any]) -> float:
 def write_table(path: Path, count: int, repeated: int, seed: int = 0) -> Path:
     """`count` design configurations with seed 0, the first `repeated` with seeds 1 and 2 too;
     each run's curve is the truth plus an offset for the run and jitter for each epoch."""
-    design = curves.design(count)
+    design = curve_space.design(count)
     rng = np.random.default_rng(seed)
     with path.with_name(path.stem + "-configs.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=["config", *design[0]])
@@ -125,7 +126,7 @@ def test_the_surrogate_is_a_seeded_noisy_learning_curve(table, surrogate):
 
 
 def test_the_surrogate_predicts_held_out_curves_and_epoch_times(table, surrogate):
-    unseen = curves.design(64)[32:]  # the same design's later points, never fitted
+    unseen = curve_space.design(64)[32:]  # the same design's later points, never fitted
     predicted = [surrogate.true_val_acc(c, EPOCHS) for c in unseen]
     actual = [truth(c, EPOCHS) for c in unseen]
     assert np.corrcoef(predicted, actual)[0, 1] > 0.7

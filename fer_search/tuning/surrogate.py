@@ -29,22 +29,15 @@ from typing import Any
 import numpy as np
 
 from fer_search.errors import UserError
+from fer_search.tuning.curve_space import SCHEDULES, SETTINGS, lr_middle
 
 __all__ = ["CurveSurrogate", "CurveTable", "Noise", "features", "fidelity", "fit_surrogate"]
 
-SCHEDULES = ("cosine", "onecycle", "constant")
-# the design's settings (benchmarks/curves.py), what a configuration's curve depends on
-SETTINGS = ("width", "blocks", "optimizer", "lr", "weight_decay", "schedule", "dropout",
-            "label_smoothing", "batch_size", "crop_pad", "hflip", "rotation", "scale",
-            "erasing")  # fmt: skip
 FEATURES = ("log2 width", "stages", "convs", "adamw", "log10 lr", "lr in its range",
             "log10 weight_decay",
             *(f"schedule {s}" for s in SCHEDULES), "dropout", "label_smoothing",
             "log2 batch_size", "crop_pad", "hflip", "rotation", "scale", "erasing")  # fmt: skip
 FOLDS = 8
-# the geometric middle of each optimiser's learning-rate range in the design (3e-3 - 0.3 for
-# SGD with momentum, 1e-4 - 1e-2 for AdamW)
-LR_MIDDLE = {"sgd": 0.03, "adamw": 1e-3}
 
 
 def features(config: Mapping[str, Any]) -> np.ndarray:
@@ -58,7 +51,7 @@ def features(config: Mapping[str, Any]) -> np.ndarray:
             1.0 if config["optimizer"] == "adamw" else 0.0,
             math.log10(float(config["lr"])),
             # where it lies in its optimiser's range: SGD's best rates are ~30x AdamW's
-            math.log10(float(config["lr"]) / LR_MIDDLE[str(config["optimizer"])]),
+            math.log10(float(config["lr"]) / lr_middle(str(config["optimizer"]))),
             math.log10(float(config["weight_decay"])),
             *(1.0 if config["schedule"] == s else 0.0 for s in SCHEDULES),
             float(config["dropout"]),
