@@ -153,3 +153,18 @@ def test_a_missing_or_empty_table_is_one_clear_error(tmp_path):
     path.write_text(",".join(curves.COLUMNS) + "\n")
     with pytest.raises(UserError, match="no curves yet"):
         CurveTable.read(path)
+
+
+def test_a_configurations_epoch_time_is_its_quickest_runs():
+    """Repeats recorded on a slower (or busier) machine do not make a configuration slow: each
+    run's median epoch counts (epoch 1 aside), and the quickest run's is the configuration's."""
+    config = curve_space.design(1)[0]
+    quick = np.array([9.0, 4.0, 4.2, 3.9])
+    table = CurveTable(
+        configs={0: config},
+        val_acc={(0, seed): np.full(4, 0.3) for seed in range(3)},
+        seconds={(0, 0): quick, (0, 1): 1.8 * quick, (0, 2): 1.7 * quick},
+        epochs=4,
+    )
+    _ids, _x, _curves, log_seconds = table.mean_curves()
+    assert math.exp(log_seconds[0]) == pytest.approx(4.0)

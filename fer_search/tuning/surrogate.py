@@ -106,15 +106,17 @@ class CurveTable:
 
     def mean_curves(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
         """Per configuration: its id, features, mean val_acc curve over its seeds, and the log
-        of its median epoch seconds (epoch 1 aside: it carries the process's warm-up)."""
+        of its epoch seconds: each run's median epoch (epoch 1 aside: it carries the process's
+        warm-up), the quickest run's (other work on the machine, or a slower machine, only
+        lengthens an epoch)."""
         ids = list(self.configs)
         x = np.stack([features(self.configs[i]) for i in ids])
         curves, seconds = [], []
         for i in ids:
             runs = [key for key in self.val_acc if key[0] == i]
             curves.append(np.mean([self.val_acc[key] for key in runs], axis=0))
-            seconds.append(math.log(statistics.median(
-                float(s) for key in runs for s in self.seconds[key][1:])))  # fmt: skip
+            seconds.append(math.log(min(
+                statistics.median(self.seconds[key][1:].tolist()) for key in runs)))  # fmt: skip
         return ids, x, np.stack(curves), np.array(seconds)
 
     def repeats(self) -> dict[int, np.ndarray]:
