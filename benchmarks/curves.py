@@ -2,7 +2,8 @@
 
     python benchmarks/curves.py --data fer2013.csv.gz \
         --out results/benchmarks/curves/curves.csv \
-        [--configs 64] [--epochs 12] [--train-size 6000] [--repeats 8] [--budget-min 40]
+        [--configs 64] [--epochs 12] [--train-size 6000] [--repeats 8] [--repeat-seeds 1] \
+        [--budget-min 40]
 
 A space-filling design (a scrambled Sobol sequence, seeded) over a space wider than
 reference.yaml (`fer_search.tuning.curve_space`): the simple_cnn family's width and blocks,
@@ -11,8 +12,8 @@ augmentation strengths. Each configuration trains from scratch on a fixed, strat
 FER2013's Training split (`--train-size` images, the same for every configuration) for
 `--epochs` epochs, and every epoch's val_acc (PublicTest, all 3,589 images), losses and
 seconds are appended to `--out`, one row per epoch. The first `--repeats` configurations train
-again with seeds 1 and 2: the noise of a curve. The collection is resumable in chunks: a
-(configuration, seed) already in the table is skipped, and no new one starts after
+again with seeds 1 to `--repeat-seeds`: the noise of a curve. The collection is resumable in
+chunks: a (configuration, seed) already in the table is skipped, and no new one starts after
 `--budget-min` minutes (each call trains one at least). Numbers only: no image is written.
 """
 
@@ -64,7 +65,8 @@ def write_configs(path: Path, configs: list[dict[str, Any]], args: argparse.Name
     note.write_text(
         f"design: scrambled Sobol (scipy.stats.qmc, seed 0), {len(configs)} configurations; "
         f"{args.epochs} epochs each on {args.train_size} stratified Training images (seed 0); "
-        f"val = PublicTest; seeds 0, and 1, 2 for the first {args.repeats}\n"
+        f"val = PublicTest; seed 0, and seeds 1 to {args.repeat_seeds} for the first "
+        f"{args.repeats}\n"
     )
 
 
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--train-size", type=int, default=6000)
     parser.add_argument("--repeats", type=int, default=8)
+    parser.add_argument("--repeat-seeds", type=int, default=1)
     parser.add_argument("--budget-min", type=float, default=40.0)
     args = parser.parse_args()
 
@@ -111,7 +114,8 @@ def main() -> None:
     keep = stratified(full.labels, args.train_size)
     train = FERSplit("train", full.images[keep], full.labels[keep], full.class_names)
     runs = [(i, 0) for i in range(len(configs))]
-    runs += [(i, seed) for seed in (1, 2) for i in range(min(args.repeats, len(configs)))]
+    runs += [(i, seed) for seed in range(1, 1 + args.repeat_seeds)
+             for i in range(min(args.repeats, len(configs)))]  # fmt: skip
     done = done_runs(args.out)
     fresh, trained = not args.out.is_file(), 0
     for number, seed in runs:
