@@ -261,7 +261,8 @@ def ratio_interval(
     for _ in range(BOOTSTRAP):
         rows = rng.integers(0, n, n)
         ratios.append(budget_ratio(arm[rows], random[rows], grid))
-    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+    # nearest rank: interpolating between a finite ratio and inf ("never") would give NaN
+    return [float(np.percentile(ratios, q, method="nearest")) for q in (2.5, 97.5)]
 
 
 def mean_interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -116,3 +116,15 @@ def test_the_summary_gives_the_default_s_ratio_with_a_paired_interval():
     assert default["seeds"] == 12 and default["reached_budget"] == 0
     assert summary["arms"]["random"]["budget_ratio"] == pytest.approx(1.0)
     assert default["final_ci95"][0] < default["final_mean"] < default["final_ci95"][1]
+
+
+def test_an_interval_reaching_never_says_never_not_nan():
+    """Resamples in which the arm never reaches random's final best make the upper bound
+    'never' (inf), not NaN from interpolating between a finite ratio and inf."""
+    grid = np.linspace(1.0, 10.0, 10)
+    random = np.tile(np.linspace(0.40, 0.50, 10), (6, 1))
+    reaches = np.linspace(0.45, 0.55, 10)  # reaches 0.50 halfway
+    never = np.full(10, 0.42)
+    arm = np.stack([reaches, never] * 3)
+    low, high = sim.ratio_interval(arm, random, grid, np.random.default_rng(0))
+    assert 0.0 < low < 1.0 and math.isinf(high)
