@@ -10,17 +10,18 @@ import numpy as np
 from helpers import REPO, load_script, run_python
 
 from fer_search.config import TrainConfig
+from fer_search.tuning import curve_space
 
 SCRIPT = REPO / "benchmarks" / "curves.py"
 curves = load_script("curves")
 
 
 def test_the_design_is_the_same_every_run_and_every_point_is_a_train_config() -> None:
-    first, again = curves.design(32), curves.design(32)
+    first, again = curve_space.design(32), curve_space.design(32)
     assert first == again and len({tuple(sorted(c.items())) for c in first}) == 32
     for config in first:
         TrainConfig.from_dict({**config, "model": "simple_cnn"})  # a valid configuration
-    for name, choices in (("width", curves.WIDTHS), ("optimizer", curves.OPTIMIZERS)):
+    for name, choices in (("width", curve_space.WIDTHS), ("optimizer", curve_space.OPTIMIZERS)):
         assert {c[name] for c in first} == set(choices)  # space-filling: every choice is used
     sgd = [c["lr"] for c in first if c["optimizer"] == "sgd"]
     adamw = [c["lr"] for c in first if c["optimizer"] == "adamw"]
@@ -37,8 +38,8 @@ def test_the_training_subset_keeps_each_class_share() -> None:
 
 def test_the_collection_resumes_where_it_stopped(tmp_path) -> None:
     out = tmp_path / "curves.csv"
-    args = [str(SCRIPT), "--data", "demo", "--out", str(out), "--configs", "1",
-            "--epochs", "1", "--train-size", "200", "--repeats", "1"]  # fmt: skip
+    args = [str(SCRIPT), "--data", "demo", "--out", str(out), "--configs", "1", "--epochs", "1",
+            "--train-size", "200", "--repeats", "1", "--repeat-seeds", "2"]  # fmt: skip
     first = run_python(*args, "--budget-min", "0")  # one run, then its budget is spent
     assert first.returncode == 0, first.stderr[-2000:]
     assert "budget spent: 1 of 3 runs" in first.stdout
