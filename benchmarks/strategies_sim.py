@@ -321,18 +321,17 @@ def _finite(value: float) -> float | None:
 def plan_for(args: argparse.Namespace, surrogate: Any, table: Any) -> dict[str, Any]:
     budget_s = args.workers * args.budget_h * 3600.0
     epoch_s = float(np.mean([surrogate.epoch_seconds(c) for c in table.configs.values()]))
+    # wall time enough to spend the budget with Ray's overheads, before the trials' start-up
+    # (each search is cut at the budget afterwards)
+    training_wall_s = budget_s / args.workers / args.speedup * args.wall_margin
     return {
         "workers": args.workers, "speedup": args.speedup, "budget_s": budget_s,
-        # wall time enough to spend the budget with Ray's overheads and its trials' start-up
-        # (each search is cut at the budget afterwards)
-        "wall_s": round(budget_s / args.workers / args.speedup * args.wall_margin
-                        + args.startup_s, 1),
+        "wall_s": round(training_wall_s + args.startup_s, 1),
         # PBT trains a fixed population to the end: as many trials as the budget trains fully
         "pbt_population": max(args.workers, round(budget_s / (EPOCHS * epoch_s))),
         # PBT's exploits restore checkpoints: Ray wall time that epochs shortened by the
         # speedup make large (the pilot spent 0.66 of its budget in the others' wall time)
-        "pbt_wall_s": round(2 * (budget_s / args.workers / args.speedup * args.wall_margin)
-                            + args.startup_s, 1),
+        "pbt_wall_s": round(2 * training_wall_s + args.startup_s, 1),
         "mean_epoch_s": round(epoch_s, 2), "data": "demo",
     }  # fmt: skip
 
