@@ -6,10 +6,11 @@
 
 1. The surrogate (fer_search.tuning.surrogate) is fitted on the curve table, and its fidelity on
    held-out configurations (k-fold) is measured and written first.
-2. Every arm searches the table's own space (the design of benchmarks/curves.py, as a
-   fer-search space) with `SimulatedTrainer(curve=surrogate, speedup=S)`: a trial's epoch
-   waits the seconds that configuration's epoch took on the recording machine divided by S, and
-   reports the surrogate's val_acc with noise measured on the table's repeats. Ray is started
+2. Every arm searches the table's own space (`fer_search.tuning.curve_space`, the design
+   benchmarks/curves.py trained, as a fer-search space) with
+   `SimulatedTrainer(curve=surrogate, speedup=S)`: a trial's epoch waits the seconds that
+   configuration's epoch took on the recording machine divided by S, and reports the
+   surrogate's val_acc with noise measured on the table's repeats. Ray is started
    once with `--workers` logical CPUs, one per trial, and every arm runs `--workers` trials at
    once; the arms run in turn within each seed, seed after seed.
 3. The budget is training time: the seconds of this CPU the reported epochs stand for, summed
