@@ -231,8 +231,8 @@ def test_close_study_tells_a_multi_objective_study_its_values_and_constraints(tm
 
 def test_a_multi_objective_search_writes_its_front_and_makes_the_pick_best(tmp_path):
     proc = run_fer_search(
-        "--space", "demo_latency", "--num-samples", "4", "--epochs", "2", "--top-k", "1",
-        "--pick", "latency_ms<=1e9", "--storage", str(tmp_path),
+        "--space", "demo_latency", "--data", "demo", "--demo-size", "0.25", "--num-samples", "4",
+        "--epochs", "2", "--top-k", "1", "--pick", "latency_ms<=1e9", "--storage", str(tmp_path),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     (exp,) = tmp_path.iterdir()
